@@ -1,0 +1,7 @@
+"""PAVE-Net (Yu et al., AAAI 2026) as a Detectron2 project.
+
+Importing the package registers the meta-architecture, the backbones and the built-in datasets.
+"""
+from .config import add_pavenet_config
+
+__all__ = ["add_pavenet_config"]

@@ -1,0 +1,100 @@
+"""`add_pavenet_config`: every PAVE-Net config key with its default (R50, F=3, PoseTrack17 recipe).
+
+Only keys that exist in detectron2 v0.6's `get_cfg()` or that are added here may appear in YAML.
+Defaults follow the official final config (pavenet_spec.md §10, §17).
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_pavenet_config(cfg: CN) -> CN:
+    """Add the PAVE-Net keys to a detectron2 config, in place, and return it."""
+    cfg.MODEL.META_ARCHITECTURE = "PAVENet"
+    # torchvision/mmdet-style R50 in RGB (the official weights expect this normalisation).
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2  # stem + res2 frozen (mmdet frozen_stages=1)
+    cfg.MODEL.RESNETS.DEPTH = 50
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False  # pytorch-style bottleneck (stride in the 3x3)
+
+    cfg.MODEL.PAVENET = CN()
+    P = cfg.MODEL.PAVENET
+    P.NUM_FRAMES = 3  # F = 2T+1 frames per clip; 1 reduces to the single-frame (PETR-like) model
+    P.NUM_KEYPOINTS = 15
+    P.NUM_QUERIES = 300
+    P.HIDDEN_DIM = 256
+    P.NHEADS = 8
+    P.DIM_FEEDFORWARD = 1024
+    P.DROPOUT = 0.1
+    P.IN_FEATURES = ["res3", "res4", "res5"]
+    P.NUM_FEATURE_LEVELS = 4  # the extra stride-64 level is a strided conv on the last input feature
+    P.ENC_LAYERS = 6
+    P.ENC_N_POINTS = 4
+    P.POSE_DEC_LAYERS = 3
+    P.JOINT_DEC_LAYERS = 2
+    P.JOINT_N_POINTS = 4
+    # Swin backbone (timm) options, used when MODEL.BACKBONE.NAME == "build_pavenet_swin_backbone".
+    P.SWIN = CN()
+    P.SWIN.MODEL_NAME = "swin_large_patch4_window7_224"
+    P.SWIN.OUT_INDICES = [1, 2, 3]
+    P.SWIN.DROP_PATH_RATE = 0.3
+    # Loss weights (spec §8) and matcher costs.
+    P.CLASS_WEIGHT = 0.5
+    P.ENC_CLASS_WEIGHT = 0.5
+    P.RLE_WEIGHT = 1.0
+    P.ENC_RLE_WEIGHT = 1.0
+    P.JOINT_RLE_WEIGHT = 1.0
+    P.FOCAL_ALPHA = 0.25
+    P.FOCAL_GAMMA = 2.0
+    P.COST_CLASS = 2.0
+    P.COST_KPT_L1 = 70.0
+    P.COST_OKS = 7.0
+    P.DEEP_SUPERVISION = True
+    # Faithfulness switches (docs/MODEL.md lists each): the official code's behaviour is the default.
+    P.VALUE_FILL_BEFORE_PROJ = True  # spec §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
+    P.DETACH_POSE_REFERENCES = False  # spec §5.2: the official decoder does not detach between layers
+    P.MSDA_IMPL = "pytorch"
+    P.TEST = CN()
+    P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
+    P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it
+    P.TEST.OKS_NMS_THRESH = 0.0  # 0 = NMS-free (paper); 0.45 reproduces the experimental head
+    P.TEST.COORD_REWEIGHT = True  # the official p^5/(p^5+1e-10) coordinate weighting (spec §9)
+
+    # Clip sampling and augmentation (spec §10, §12). Augmentations are drawn once per clip.
+    cfg.INPUT.MIN_SIZE_TRAIN = (400, 1200)
+    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "range"
+    cfg.INPUT.MAX_SIZE_TRAIN = 1200
+    cfg.INPUT.MIN_SIZE_TEST = 800
+    cfg.INPUT.MAX_SIZE_TEST = 1333
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute_range"
+    cfg.INPUT.CROP.SIZE = [384, 600]
+    cfg.INPUT.PAVENET = CN()
+    I = cfg.INPUT.PAVENET
+    I.CROP_PROB = 0.5  # AutoAugment: policy (b) resize->crop->resize with this probability
+    I.CROP_PRE_RESIZE_SHORT = [400, 500, 600]
+    I.ROTATION = 30.0  # degrees, uniform in [-ROTATION, ROTATION]; 0 disables
+    I.COLOR_AUG = True  # photometric distortion, same values for every frame
+    I.TEST_FRAMES = "labeled"  # "labeled" or "all": which frames of a test video get a clip
+    I.PSEUDO_CLIP_MAX_ROTATION = 5  # COCO pseudo-clips (spec §11): aux frames rotated by randint{0..N} deg
+
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BASE_LR = 2e-5
+    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER = 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.WARMUP_FACTOR = 1.0
+
+    cfg.TEST.POSETRACK = CN()
+    cfg.TEST.POSETRACK.EVAL_TRACKING = False
+    cfg.TEST.POSETRACK.SAVE_PREDICTIONS = True
+    return cfg

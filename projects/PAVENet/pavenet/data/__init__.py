@@ -1,0 +1,1 @@
+from . import keypoint_meta  # noqa: F401
