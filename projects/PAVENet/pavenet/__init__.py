@@ -2,6 +2,7 @@
 
 Importing the package registers the meta-architecture, the backbones and the built-in datasets.
 """
+from . import data, modeling  # noqa: F401  (registration on import)
 from .config import add_pavenet_config
 
 __all__ = ["add_pavenet_config"]

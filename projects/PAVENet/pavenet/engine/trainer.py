@@ -1,0 +1,117 @@
+"""`Trainer(DefaultTrainer)`: PAVE-Net's data loaders, evaluator, optimizer and safe checkpointing.
+
+`SOLVER.IMS_PER_BATCH` counts clips (each clip is F frames) across all processes.
+"""
+import logging
+import os
+import weakref
+from typing import Any, Dict, List
+
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.evaluation import COCOEvaluator
+
+from ..checkpoint import PAVENetCheckpointer
+from ..data.build import build_pavenet_test_loader, build_pavenet_train_loader
+from ..evaluation.posetrack_evaluator import PoseTrackEvaluator
+
+logger = logging.getLogger("pavenet")
+
+
+def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, Any]]:
+    """One group per parameter: lr multipliers for `backbone` and `sampling_offsets` (spec §10).
+
+    As in the official recipe, weight decay applies to every parameter (no norm/bias exemptions).
+    """
+    base_lr = cfg.SOLVER.BASE_LR
+    groups = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = base_lr
+        if "backbone" in name:
+            lr *= cfg.SOLVER.BACKBONE_MULTIPLIER
+        elif "sampling_offsets" in name:
+            lr *= cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER
+        groups.append({"params": [param], "lr": lr, "weight_decay": cfg.SOLVER.WEIGHT_DECAY, "name": name})
+    return groups
+
+
+def _with_full_model_clipping(optim_cls, max_norm: float, norm_type: float):
+    """Subclass `optim_cls` so that `step()` first clips the global gradient norm of all its params."""
+
+    class FullModelClippedOptimizer(optim_cls):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+            return super().step(closure=closure)
+
+    FullModelClippedOptimizer.__name__ = optim_cls.__name__ + "WithFullModelClipping"
+    return FullModelClippedOptimizer
+
+
+def build_pavenet_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    groups = build_optimizer_param_groups(cfg, model)
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name == "ADAMW":
+        optim_cls, kwargs = torch.optim.AdamW, {}
+    elif name == "SGD":
+        optim_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM}
+    else:
+        raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED:
+        if clip.CLIP_TYPE != "full_model":
+            raise ValueError(
+                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={clip.CLIP_TYPE!r} is not supported by PAVE-Net; use 'full_model'"
+            )
+        optim_cls = _with_full_model_clipping(optim_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+    return optim_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
+
+
+class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # Safe (weights_only) loading for resume and MODEL.WEIGHTS; the periodic hook shares it.
+        self.checkpointer = PAVENetCheckpointer(
+            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        for hook in self._hooks:
+            if isinstance(hook, hooks.PeriodicCheckpointer):
+                hook.checkpointer = self.checkpointer
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_pavenet_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_pavenet_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_pavenet_optimizer(cfg, model)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        if evaluator_type == "posetrack":
+            return PoseTrackEvaluator(
+                dataset_name, output_dir=output_folder, eval_tracking=cfg.TEST.POSETRACK.EVAL_TRACKING
+            )
+        if evaluator_type == "coco":
+            # The fast COCO evaluator needs detectron2's compiled ops; the pycocotools one does not.
+            return COCOEvaluator(
+                dataset_name,
+                tasks=("keypoints",),
+                distributed=True,
+                output_dir=output_folder,
+                use_fast_impl=False,
+                kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+            )
+        raise NotImplementedError(
+            f"no evaluator for dataset {dataset_name!r} with evaluator_type={evaluator_type!r}; "
+            "PAVE-Net supports 'posetrack' and 'coco'"
+        )

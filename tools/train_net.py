@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Train or evaluate PAVE-Net: a thin entry point over `pavenet.engine` and detectron2's `launch`.
+
+  python tools/train_net.py --config-file configs/posetrack17/pavenet_R50_3f_bs8_20ep.yaml --num-gpus 8
+  python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model.pth
+  python tools/train_net.py --config-file CFG --resume        # continue from OUTPUT_DIR/last_checkpoint
+
+`SOLVER.IMS_PER_BATCH` counts clips (of MODEL.PAVENET.NUM_FRAMES frames each) across all processes.
+"""
+from detectron2.engine import default_argument_parser, launch
+
+from pavenet.engine import main
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
