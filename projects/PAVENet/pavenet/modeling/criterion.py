@@ -21,9 +21,10 @@ Usage by the model (``PAVENet`` in ``meta_arch.py``)::
 
 ``outputs``: dict
     "enc": {"logits": (B, S, 1), "keypoints": (B, S, K, 2) in [0, 1], "sigma": (B, S, K, 2) in (0, 1),
-            "valid": (B, S) bool}   key-frame encoder tokens (spec §4). Only valid tokens are matched;
-            keypoints/sigma of invalid tokens may be inf/nan (they are never read). Their logits must be
-            finite: as in the official code every token, valid or not, is a focal-loss negative.
+            "valid": (B, S) bool, optional}   key-frame encoder tokens (spec §4). Only valid tokens are matched;
+            keypoints/sigma of invalid tokens may be inf/nan (they are never read). As in the official
+            code every token with a finite logit, valid or not, is a focal-loss negative (keep them finite
+            to match the official code; non-finite logits are skipped rather than producing nan).
     "pose_layers": [{"logits": (B, Q, 1), "keypoints": (B, Q, K, 2), "sigma": (B, Q, K, 2)}, ...]
             one dict per pose-decoder layer, first to last (key-frame outputs, spec §5.2).
     "joint_layers": [{"keypoints": (M, K, 2), "sigma": (M, K, 2)}, ...]
@@ -36,7 +37,205 @@ weighted scalar losses (detectron2's SimpleTrainer sums every value; all names c
     loss_cls_enc, loss_kpt_enc                       (official enc_loss_cls / enc_loss_kpt)
     loss_cls_d{i}, loss_kpt_d{i} for i < L-1          (official d{i}.loss_cls / d{i}.loss_kpt)
     loss_cls, loss_kpt                                (last pose layer)
-    loss_kpt_refine_d{j} for j < J-1, loss_kpt_refine (official d{j}.loss_kpt_refine / loss_kpt_refine)
+    loss_kpt_refine_d{j} for every joint layer j      (official d{j}.loss_kpt_refine, j = 0..J-1)
+With ``deep_supervision=False`` only the encoder, the last pose layer and the last joint layer are kept.
 ``last_layer_indices`` (the output of ``match`` on the last pose layer) is reused for that layer and for
 every joint layer; when None it is computed here.
 """
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss
+
+from ..data.keypoint_meta import COCO_OKS_SIGMAS, POSETRACK_OKS_SIGMAS
+from .matcher import PoseHungarianMatcher, check_targets
+from .rle import RealNVP, reduce_mean_count, rle_loss
+
+__all__ = ["PAVENetCriterion", "build_criterion", "targets_from_instances"]
+
+Indices = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def targets_from_instances(instances) -> Dict:
+    """Mapper ``Instances`` of a key frame -> the criterion/matcher target dict (see the module docstring).
+
+    Persons without any visible joint are dropped (the official pipeline never supervises them).
+    ``gt_areas`` is used for OKS when present, else the ``gt_boxes`` area.
+    """
+    h, w = instances.image_size
+    kpts = instances.gt_keypoints.tensor if instances.has("gt_keypoints") else None
+    if kpts is None:
+        raise KeyError("targets_from_instances: the Instances has no 'gt_keypoints' field")
+    kpts = kpts.float()
+    visible = (kpts[..., 2] > 0).float()  # (N, K)
+    if instances.has("gt_areas"):
+        areas = instances.gt_areas.float()
+    elif instances.has("gt_boxes"):
+        areas = instances.gt_boxes.area().float()
+    else:
+        raise KeyError("targets_from_instances: the Instances needs 'gt_areas' (or 'gt_boxes') for the OKS cost")
+    keep = visible.sum(-1) > 0
+    xy = kpts[..., :2] / kpts.new_tensor([float(w), float(h)])
+    return {"keypoints": xy[keep], "visible": visible[keep], "areas": areas[keep], "image_size": (int(h), int(w))}
+
+
+class PAVENetCriterion(nn.Module):
+    """Matching + focal classification + RLE losses for every output set (spec §8); holds no parameters.
+
+    Args:
+        matcher: a ``PoseHungarianMatcher``.
+        num_keypoints: K.
+        class_weight / enc_class_weight: focal-loss weights of the pose layers / the encoder (0.5 / 0.5).
+        rle_weight / enc_rle_weight / joint_rle_weight: RLE weights of pose layers / encoder / joint layers.
+        focal_alpha, focal_gamma: sigmoid focal loss parameters (0.25, 2).
+        deep_supervision: when False only the last pose layer, the last joint layer and the encoder
+            (needed for the query selection) are supervised.
+    """
+
+    def __init__(
+        self,
+        matcher: PoseHungarianMatcher,
+        num_keypoints: int,
+        class_weight: float = 0.5,
+        enc_class_weight: float = 0.5,
+        rle_weight: float = 1.0,
+        enc_rle_weight: float = 1.0,
+        joint_rle_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        deep_supervision: bool = True,
+    ):
+        super().__init__()
+        self.matcher = matcher
+        self.num_keypoints = int(num_keypoints)
+        self.class_weight = float(class_weight)
+        self.enc_class_weight = float(enc_class_weight)
+        self.rle_weight = float(rle_weight)
+        self.enc_rle_weight = float(enc_rle_weight)
+        self.joint_rle_weight = float(joint_rle_weight)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        self.deep_supervision = bool(deep_supervision)
+
+    @classmethod
+    def from_config(cls, cfg) -> "PAVENetCriterion":
+        P = cfg.MODEL.PAVENET
+        k = P.NUM_KEYPOINTS
+        if k == len(POSETRACK_OKS_SIGMAS):
+            sigmas = POSETRACK_OKS_SIGMAS
+        elif k == len(COCO_OKS_SIGMAS):
+            sigmas = COCO_OKS_SIGMAS
+        else:
+            raise ValueError(f"MODEL.PAVENET.NUM_KEYPOINTS={k}: no OKS sigmas known (15 PoseTrack or 17 COCO)")
+        matcher = PoseHungarianMatcher(
+            cost_class=P.COST_CLASS, cost_kpt_l1=P.COST_KPT_L1, cost_oks=P.COST_OKS, oks_sigmas=sigmas,
+            focal_alpha=P.FOCAL_ALPHA, focal_gamma=P.FOCAL_GAMMA,
+        )
+        return cls(
+            matcher, k, class_weight=P.CLASS_WEIGHT, enc_class_weight=P.ENC_CLASS_WEIGHT,
+            rle_weight=P.RLE_WEIGHT, enc_rle_weight=P.ENC_RLE_WEIGHT, joint_rle_weight=P.JOINT_RLE_WEIGHT,
+            focal_alpha=P.FOCAL_ALPHA, focal_gamma=P.FOCAL_GAMMA, deep_supervision=P.DEEP_SUPERVISION,
+        )
+
+    # ---- matching --------------------------------------------------------------------------------------
+    def match(self, layer: Dict, targets: Sequence[Dict], valid: Optional[torch.Tensor] = None) -> Indices:
+        """Hungarian matching of one output set ({"logits" (B,Q,1), "keypoints" (B,Q,K,2)}) -> [(pred, gt)]."""
+        return self.matcher(layer["logits"].detach(), layer["keypoints"].detach(), targets, valid=valid)
+
+    # ---- single terms ----------------------------------------------------------------------------------
+    def loss_cls(self, logits: torch.Tensor, indices: Indices) -> torch.Tensor:
+        """Sigmoid focal loss over all queries (B, Q, 1), class 0 for matched ones, / #matched (ranks, min 1)."""
+        target = torch.zeros_like(logits)
+        for b, (pred_idx, _) in enumerate(indices):
+            target[b, pred_idx, 0] = 1.0
+        # Non-finite logits (e.g. an implementation that masks padded encoder tokens with -inf) are left
+        # out instead of turning the loss into nan; the official logits are always finite.
+        finite = torch.isfinite(logits)
+        safe = torch.where(finite, logits, torch.zeros_like(logits))
+        loss = sigmoid_focal_loss(safe, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+        num_matched = reduce_mean_count(logits.new_tensor(float(sum(len(i) for i, _ in indices))))
+        return (loss * finite).sum() / num_matched
+
+    def _gather(self, layer: Dict, indices: Indices, targets: Sequence[Dict]):
+        """Matched predictions and their GT: pred/sigma/target (M, K, 2), visible (M, K)."""
+        pred = torch.cat([layer["keypoints"][b, i] for b, (i, _) in enumerate(indices)])
+        sigma = torch.cat([layer["sigma"][b, i] for b, (i, _) in enumerate(indices)])
+        tgt, vis = self._gather_targets(indices, targets, pred)
+        return pred, sigma, tgt, vis
+
+    @staticmethod
+    def _gather_targets(indices: Indices, targets: Sequence[Dict], like: torch.Tensor):
+        tgt = torch.cat([t["keypoints"].to(like)[j] for t, (_, j) in zip(targets, indices)])
+        vis = torch.cat([t["visible"].to(like)[j] for t, (_, j) in zip(targets, indices)])
+        return tgt, vis
+
+    # ---- forward -----------------------------------------------------------------------------------------
+    def forward(
+        self,
+        outputs: Dict,
+        targets: Sequence[Dict],
+        last_layer_indices: Optional[Indices] = None,
+        *,
+        enc_flow: RealNVP,
+        dec_flow: RealNVP,
+        flow: RealNVP,
+    ) -> Dict[str, torch.Tensor]:
+        check_targets(targets, self.num_keypoints)
+        losses: Dict[str, torch.Tensor] = {}
+        pose_layers = list(outputs.get("pose_layers", []))
+        if not pose_layers:
+            raise ValueError("PAVENetCriterion: outputs['pose_layers'] must hold at least one decoder layer")
+
+        # Encoder proposals: only valid (unpadded, in-image) tokens may be matched (spec §4).
+        enc = outputs.get("enc")
+        if enc is not None:
+            enc_idx = self.match(enc, targets, valid=enc.get("valid"))
+            losses["loss_cls_enc"] = self.enc_class_weight * self.loss_cls(enc["logits"], enc_idx)
+            pred, sigma, tgt, vis = self._gather(enc, enc_idx, targets)
+            losses["loss_kpt_enc"] = self.enc_rle_weight * rle_loss(pred, sigma, tgt, vis, enc_flow)
+
+        last = len(pose_layers) - 1
+        if last_layer_indices is None:
+            last_layer_indices = self.match(pose_layers[last], targets)
+        last_normaliser = None
+        for i, layer in enumerate(pose_layers):
+            if i != last and not self.deep_supervision:
+                continue
+            idx = last_layer_indices if i == last else self.match(layer, targets)
+            suffix = "" if i == last else f"_d{i}"  # official names: d{i}.loss_* and loss_* for the last layer
+            losses["loss_cls" + suffix] = self.class_weight * self.loss_cls(layer["logits"], idx)
+            pred, sigma, tgt, vis = self._gather(layer, idx, targets)
+            normaliser = reduce_mean_count(2.0 * vis.sum())
+            if i == last:
+                last_normaliser = normaliser
+            losses["loss_kpt" + suffix] = self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow, normaliser)
+
+        # Joint decoder: rows are the last pose layer's matched queries in the order of last_layer_indices;
+        # its normaliser is the last pose layer's (official forward_refine).
+        joint_layers = list(outputs.get("joint_layers", []) or [])
+        if joint_layers:
+            tgt, vis = self._gather_targets(last_layer_indices, targets, joint_layers[0]["keypoints"])
+        for j, layer in enumerate(joint_layers):
+            if j != len(joint_layers) - 1 and not self.deep_supervision:
+                continue
+            pred, sigma = layer["keypoints"], layer["sigma"]
+            name = f"loss_kpt_refine_d{j}"  # official d{j}.loss_kpt_refine for every joint layer
+            if tgt.shape[0] == 0:
+                # No matched person: the model may have run the joint decoder on a placeholder row to keep
+                # its parameters in the graph; give them a zero gradient.
+                dummy = flow.log_prob(pred.new_zeros(1, 2)).sum()
+                losses[name] = (pred.sum() + sigma.sum() + dummy) * 0.0
+                continue
+            if pred.shape != tgt.shape or sigma.shape != tgt.shape:
+                raise ValueError(
+                    f"PAVENetCriterion: joint_layers[{j}] keypoints {tuple(pred.shape)} / sigma "
+                    f"{tuple(sigma.shape)} must be (M, K, 2) with M={tgt.shape[0]} matched persons"
+                )
+            losses[name] = self.joint_rle_weight * rle_loss(pred, sigma, tgt, vis, flow, last_normaliser)
+        return losses
+
+
+def build_criterion(cfg) -> PAVENetCriterion:
+    """The criterion configured by ``cfg.MODEL.PAVENET`` (weights and matcher costs of spec §8)."""
+    return PAVENetCriterion.from_config(cfg)
