@@ -1,0 +1,79 @@
+"""Train / test data loaders of clips, on detectron2's loader builders (explicit dataset/mapper/sampler,
+which both v0.6 and main accept; no `batch_size` for the test loader: one clip per batch, and
+detectron2's trivial batch collator returns the list of mapped dicts)."""
+import itertools
+import logging
+
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+
+from .dataset_mapper import PoseTrackClipDatasetMapper
+from .datasets.posetrack import load_posetrack_video_dicts
+from .samplers import ClipInferenceSampler, ClipTrainingSampler, select_test_frames
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_pavenet_train_loader", "build_pavenet_test_loader", "get_train_clip_dicts", "get_test_clip_dicts"]
+
+
+def _has_visible_person(d: dict) -> bool:
+    return any(any(v > 0 for v in a["keypoints"][2::3]) for a in d.get("annotations", []) if not a.get("iscrowd", 0))
+
+
+def get_train_clip_dicts(dataset_names) -> list:
+    """Key-frame items of every TRAIN set: labelled frames with at least one visible joint (mmdet's
+    filter_empty_gt). All sets must share one keypoint layout (a 17-joint COCO and a 15-joint PoseTrack
+    set cannot train one head)."""
+    if isinstance(dataset_names, str):
+        dataset_names = [dataset_names]
+    if not dataset_names:
+        raise ValueError("DATASETS.TRAIN is empty")
+    layouts = {tuple(MetadataCatalog.get(n).get("keypoint_names", ())) for n in dataset_names}
+    if len(layouts) > 1:
+        raise ValueError(f"DATASETS.TRAIN {list(dataset_names)} mix keypoint layouts; train them in separate stages")
+    dicts = list(itertools.chain.from_iterable(DatasetCatalog.get(n) for n in dataset_names))
+    n0 = len(dicts)
+    dicts = [d for d in dicts if d.get("is_labeled", True) and _has_visible_person(d)]
+    logger.info(f"Training clips from {list(dataset_names)}: {len(dicts)} key frames ({n0 - len(dicts)} without people removed)")
+    if not dicts:
+        raise ValueError(f"no labelled frame with people in {list(dataset_names)}")
+    return dicts
+
+
+def get_test_clip_dicts(dataset_name: str, test_frames: str = "labeled") -> list:
+    meta = MetadataCatalog.get(dataset_name)
+    labeled = DatasetCatalog.get(dataset_name)  # also generates the synthetic set on first use
+    all_fn = None
+    if meta.get("dataset_type", "") == "posetrack":
+        all_fn = lambda: load_posetrack_video_dicts(meta.annotations, meta.image_root, frames="all")  # noqa: E731
+    elif test_frames == "all":  # COCO pseudo-clips: every image is its own labelled "video"
+        return labeled
+    return select_test_frames(labeled, test_frames, all_fn)
+
+
+def build_pavenet_train_loader(cfg, mapper=None, dataset=None):
+    """Infinite loader of lists of `cfg.SOLVER.IMS_PER_BATCH // world_size` mapped clips per rank."""
+    names = list(cfg.DATASETS.TRAIN)
+    if dataset is None:
+        dataset = get_train_clip_dicts(names)
+    if mapper is None:
+        mapper = PoseTrackClipDatasetMapper(cfg, is_train=True, dataset_name=names[0])
+    sampler = ClipTrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
+    return build_detection_train_loader(
+        dataset=dataset,
+        mapper=mapper,
+        sampler=sampler,
+        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+
+
+def build_pavenet_test_loader(cfg, dataset_name: str, mapper=None):
+    """One clip per batch, every selected frame (INPUT.PAVENET.TEST_FRAMES) once, in video order,
+    contiguous shards across ranks."""
+    dataset = get_test_clip_dicts(dataset_name, cfg.INPUT.PAVENET.TEST_FRAMES)
+    if mapper is None:
+        mapper = PoseTrackClipDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
+    return build_detection_test_loader(
+        dataset=dataset, mapper=mapper, sampler=ClipInferenceSampler(len(dataset)), num_workers=cfg.DATALOADER.NUM_WORKERS
+    )

@@ -1,0 +1,37 @@
+"""Which frames make up a clip (pure Python: no torch, no detectron2).
+
+A clip is F = 2T+1 frames around a key frame, in order t-T..t+T with the key frame at index F // 2.
+At the video borders the nearest existing frame is replicated (pavenet_spec.md §12: at the first
+frame prev = current, at the last frame next = current; for F=5 at index 1, t-2 = t-1 = frame 0).
+Indices are positions in the video's ordered frame list, so 2017 (1-based, 8-digit names) and
+2018/21 (0-based, 6-digit names) are handled alike: the loaders already turned names into positions.
+"""
+from typing import List, Sequence
+
+__all__ = ["clip_frame_indices", "clip_file_names"]
+
+
+def clip_frame_indices(key_index: int, num_frames: int, video_length: int, stride: int = 1) -> List[int]:
+    """Frame positions of the clip around `key_index`, clamped to [0, video_length - 1].
+
+    Args:
+        key_index: 0-based position of the key frame in the video.
+        num_frames: F, odd (F = 2T + 1).
+        video_length: number of frames in the video.
+        stride: temporal step between clip frames (1 = consecutive frames, as in the paper).
+    Returns:
+        list of F ints, key frame at index F // 2.
+    """
+    if num_frames < 1 or num_frames % 2 == 0:
+        raise ValueError(f"clip length must be odd (F = 2T+1), got {num_frames}")
+    if video_length < 1:
+        raise ValueError(f"video has no frames (length {video_length})")
+    if not 0 <= key_index < video_length:
+        raise ValueError(f"key frame {key_index} outside the video's {video_length} frames")
+    half = num_frames // 2
+    return [min(max(key_index + d * stride, 0), video_length - 1) for d in range(-half, half + 1)]
+
+
+def clip_file_names(video_file_names: Sequence[str], key_index: int, num_frames: int, stride: int = 1) -> List[str]:
+    """The F file names of the clip (see `clip_frame_indices`)."""
+    return [video_file_names[i] for i in clip_frame_indices(key_index, num_frames, len(video_file_names), stride)]
