@@ -225,7 +225,7 @@ class PAVENetCriterion(nn.Module):
                 # No matched person: the model may have run the joint decoder on a placeholder row to keep
                 # its parameters in the graph; give them a zero gradient.
                 dummy = flow.log_prob(pred.new_zeros(1, 2)).sum()
-                losses[name] = (pred.sum() + sigma.sum() + dummy) * 0.0
+                losses[name] = (torch.nan_to_num(pred).sum() + torch.nan_to_num(sigma).sum() + dummy) * 0.0
                 continue
             if pred.shape != tgt.shape or sigma.shape != tgt.shape:
                 raise ValueError(

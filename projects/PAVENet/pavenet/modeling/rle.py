@@ -126,9 +126,10 @@ def rle_loss(
     # Compute on visible joints only: multiplying an inf/nan term by a 0 weight would poison the gradients.
     sel = visible > 0
     if not bool(sel.any()):
-        # Keep every input (and the flow) in the graph with a zero gradient (DDP needs no unused parameters).
+        # Keep every input (and the flow) in the graph with a zero gradient (DDP needs no unused parameters);
+        # nan_to_num so that nan in unsupervised entries cannot leak into the zero.
         dummy = flow.log_prob(pred.new_zeros(1, 2)).sum()
-        return (pred.sum() + sigma.sum() + dummy) * 0.0
+        return (torch.nan_to_num(pred).sum() + torch.nan_to_num(sigma).sum() + dummy) * 0.0
     mu, sg, y, w = pred[sel], sigma[sel], target[sel], visible[sel]  # (M, 2), (M, 2), (M, 2), (M,)
     log_phi = flow.log_prob((mu - y) / sg)  # (M,): counted once per coordinate below
     per_coord = (
