@@ -1,0 +1,171 @@
+"""`ClipPredictor`: PAVE-Net on a video, one key frame at a time, in constant memory.
+
+Like detectron2's `DefaultPredictor` (build the model, load MODEL.WEIGHTS, eval mode, the test
+`ResizeShortestEdge`, BGR to INPUT.FORMAT), with two ways to slide the F = 2T+1 frame window over a
+video, one frame per step, replicating the first / last frame at the borders (as the clip mapper does):
+
+* `stream(frames)` (cached): each frame goes through the backbone, neck and spatial encoder ONCE
+  (`model.encode_frames`); the F windows that contain it reuse that output from a deque of F entries, and
+  only the decoders run per window (`model.decode_clip`).
+* `window(frames)` (uncached): the full eval forward on every window's F frames, as the official demo does.
+
+Both keep at most F frames / encodings alive, so memory is constant in the video's length. Both yield
+`(frame_index, frame_bgr, instances)` per input frame, T frames after it has been read, with `instances`
+in the original frame's pixels (fields of the model's eval output: `pred_keypoints` (k, K, 3), `scores`
+(k,), `pred_boxes`, `pred_classes`, `pred_frame_keypoints` (k, F, K, 2)), filtered by
+MODEL.PAVENET.TEST.SCORE_THRESH.
+"""
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+
+__all__ = ["ClipPredictor", "sliding_windows"]
+
+
+def sliding_windows(items: Iterable[Any], num_frames: int) -> Iterator[Tuple[int, List[Any]]]:
+    """Yield `(key_index, window)` for every item of `items`, where window = items[t-T..t+T] clamped to
+    the sequence (border replication). Holds at most `num_frames` items: the first item is repeated T
+    times at the start, the last one T times at the end. Items are passed through untouched (objects
+    are shared, not copied), so a cached encoding is reused by every window that contains it."""
+    if num_frames < 1 or num_frames % 2 == 0:
+        raise ValueError(f"num_frames must be odd and >= 1, got {num_frames}")
+    half = num_frames // 2
+    buf: deque = deque(maxlen=num_frames)
+    key = 0
+    count = 0
+    last = None
+    for item in items:
+        if count == 0:
+            buf.extend([item] * half)
+        buf.append(item)
+        count += 1
+        last = item
+        if len(buf) == num_frames:
+            yield key, list(buf)
+            key += 1
+    # Flush: the last T key frames (all of them for videos shorter than T+1) see the last frame replicated.
+    while key < count:
+        buf.append(last)
+        if len(buf) == num_frames:
+            yield key, list(buf)
+            key += 1
+
+
+def _import_model_registry():
+    # Registers PAVENet in META_ARCH_REGISTRY.
+    import pavenet.modeling  # noqa: F401
+
+
+def _checkpointer(model):
+    try:  # the project's checkpointer handles local non-tensor pickles on torch >= 2.6 (guide §10.3)
+        from pavenet.checkpoint import PAVENetCheckpointer as Ckpt
+    except ImportError:  # pragma: no cover - depends on the checkpoint module being present
+        from detectron2.checkpoint import DetectionCheckpointer as Ckpt
+    return Ckpt(model)
+
+
+class ClipPredictor:
+    """Streaming / window inference of a PAVE-Net model on one video at a time.
+
+    Args:
+        cfg: a config with the PAVE-Net keys; MODEL.WEIGHTS "" keeps the random initialisation.
+        model: optional already-built model (in eval mode), e.g. to share it between predictors.
+    """
+
+    def __init__(self, cfg, model: Optional[torch.nn.Module] = None):
+        self.cfg = cfg.clone()
+        if model is None:
+            _import_model_registry()
+            model = build_model(self.cfg)
+            if self.cfg.MODEL.WEIGHTS:
+                _checkpointer(model).load(self.cfg.MODEL.WEIGHTS)
+        self.model = model.eval()
+        self.num_frames = int(self.cfg.MODEL.PAVENET.NUM_FRAMES)
+        self.score_thresh = float(self.cfg.MODEL.PAVENET.TEST.SCORE_THRESH)
+        self.aug = T.ResizeShortestEdge(
+            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = self.cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format}")
+        self.device = next(self.model.parameters()).device
+
+    # --- per-frame preparation -------------------------------------------------------------------
+    def _make_prepare(self) -> Callable[[np.ndarray], torch.Tensor]:
+        """Returns frame_bgr (H, W, 3) uint8 -> uint8 tensor (3, h, w) in INPUT.FORMAT. The resize is
+        computed from the video's first frame once and applied to every frame (all frames of a video
+        then share one size, which the windows and the padding need)."""
+        state = {}
+
+        def prepare(frame_bgr: np.ndarray) -> torch.Tensor:
+            if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+                raise ValueError(f"frames must be (H, W, 3) BGR uint8, got shape {frame_bgr.shape}")
+            if "tfm" not in state:
+                state["tfm"] = self.aug.get_transform(frame_bgr)
+                state["size"] = frame_bgr.shape[:2]
+            elif frame_bgr.shape[:2] != state["size"]:
+                raise ValueError(f"frame size changed within a video: {frame_bgr.shape[:2]} vs {state['size']}")
+            img = frame_bgr[:, :, ::-1] if self.input_format == "RGB" else frame_bgr
+            img = state["tfm"].apply_image(np.ascontiguousarray(img))
+            return torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+        return prepare
+
+    def _filter(self, instances: Instances) -> Instances:
+        if self.score_thresh > 0 and len(instances):
+            instances = instances[instances.scores >= self.score_thresh]
+        return instances
+
+    # --- cached streaming mode ---------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor):
+        """uint8 (3, h, w) -> (EncodedFrames of 1 frame, image_size (h, w)): backbone, neck, encoder."""
+        images, image_size = self.model.preprocess_frames(image[None].to(self.device))
+        return self.model.encode_frames(images), image_size
+
+    @torch.no_grad()
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[Tuple[int, np.ndarray, Instances]]:
+        """Cached mode: yields (frame_index, frame_bgr, instances) for every frame of `frames`."""
+        prepare = self._make_prepare()
+
+        def encoded():
+            for frame in frames:
+                feats, image_size = self.encode(prepare(frame))
+                yield frame, feats, image_size
+
+        for key, window in sliding_windows(encoded(), self.num_frames):
+            frame, _, image_size = window[self.num_frames // 2]
+            feats = type(window[0][1]).cat([w[1] for w in window])  # (F, S, C) etc., no recomputation
+            out = self.model.decode_clip(feats, image_size=image_size, output_size=frame.shape[:2])
+            yield key, frame, self._filter(out.to("cpu"))
+
+    # --- uncached window mode ----------------------------------------------------------------
+    @torch.no_grad()
+    def window(self, frames: Iterable[np.ndarray]) -> Iterator[Tuple[int, np.ndarray, Instances]]:
+        """Uncached mode: the model's full eval forward on each window's F frames."""
+        prepare = self._make_prepare()
+        items = ((frame, prepare(frame)) for frame in frames)
+        for key, window in sliding_windows(items, self.num_frames):
+            frame = window[self.num_frames // 2][0]
+            yield key, frame, self._filter(self.predict_clip([w[1] for w in window], frame.shape[:2]))
+
+    @torch.no_grad()
+    def predict_clip(self, images: List[torch.Tensor], output_size: Tuple[int, int]) -> Instances:
+        """Eval forward on one clip: F uint8 (3, h, w) tensors (frames t-T..t+T, already resized)."""
+        clip = torch.stack(images).to(self.device)
+        inputs = [{"images": clip, "height": int(output_size[0]), "width": int(output_size[1])}]
+        return self.model(inputs)[0]["instances"].to("cpu")
+
+    def __call__(self, frames_bgr: List[np.ndarray]) -> Instances:
+        """DefaultPredictor-style: F BGR frames (t-T..t+T) -> Instances of the key frame (unfiltered by
+        nothing but SCORE_THRESH)."""
+        if len(frames_bgr) != self.num_frames:
+            raise ValueError(f"expected {self.num_frames} frames (MODEL.PAVENET.NUM_FRAMES), got {len(frames_bgr)}")
+        prepare = self._make_prepare()
+        key = frames_bgr[self.num_frames // 2]
+        return self._filter(self.predict_clip([prepare(f) for f in frames_bgr], key.shape[:2]))

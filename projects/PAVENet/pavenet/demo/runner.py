@@ -1,0 +1,202 @@
+"""The video demo: predictor + tracker + overlays + PoseTrack18 / COCO JSON, all written atomically.
+
+`tools/demo.py` is a thin CLI over `VideoPoseDemo` and `run_demo`.
+"""
+import json
+import logging
+import os
+import re
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+from detectron2.structures import Instances
+
+from ..evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
+from .frames import FrameSource
+from .outputs import VIDEO_EXTENSIONS, VideoWriter, atomic_dir, atomic_path
+from .predictor import ClipPredictor
+from .tracker import PoseTracker
+from .visualization import TrackVisualizer, demo_metadata
+
+__all__ = ["VideoPoseDemo", "run_demo", "posetrack_image_entries"]
+
+logger = logging.getLogger(__name__)
+
+_POSETRACK_SOURCES = {"mpii": 1, "bonn": 2, "mpiinew": 3}
+
+
+class VideoPoseDemo:
+    """Predictions with track ids for every frame of a video.
+
+    Args:
+        cfg: PAVE-Net config (MODEL.WEIGHTS, MODEL.PAVENET.TEST.SCORE_THRESH, ...).
+        mode: "stream" (cached per-frame encodings) or "window" (full forward per window).
+        track_patience / track_match_thresh: see `PoseTracker`.
+        keypoint_thresh: joints below this score are hidden in the overlay.
+    """
+
+    def __init__(self, cfg, mode: str = "stream", track_patience: int = 2, track_match_thresh: float = 0.3,
+                 keypoint_thresh: float = 0.0, predictor: Optional[ClipPredictor] = None):
+        if mode not in ("stream", "window"):
+            raise ValueError(f"mode must be 'stream' or 'window', got {mode!r}")
+        self.predictor = predictor or ClipPredictor(cfg)
+        self.mode = mode
+        self.metadata = demo_metadata(cfg)
+        self.track_patience = track_patience
+        self.track_match_thresh = track_match_thresh
+        self.keypoint_thresh = keypoint_thresh
+
+    def run(self, frames) -> Iterator[Tuple[int, np.ndarray, Instances]]:
+        """Yields (frame_index, frame_bgr, instances with `pred_track_ids`) for one video."""
+        sigmas = self.metadata.get("keypoint_oks_sigmas", None)
+        tracker = PoseTracker(self.predictor.num_frames, sigmas, self.track_match_thresh, self.track_patience)
+        run = self.predictor.stream if self.mode == "stream" else self.predictor.window
+        for index, frame, instances in run(frames):
+            yield index, frame, tracker.update_instances(instances)
+
+    def visualizer(self) -> TrackVisualizer:
+        return TrackVisualizer(self.metadata, self.keypoint_thresh)
+
+
+def posetrack_image_entries(name: str, frame_names: List[str], height: int, width: int) -> List[dict]:
+    """PoseTrack18 `images` entries for a demo video. A PoseTrack-style name (`000001_mpiinew_test`)
+    gets PoseTrack ids (T SSSSSS FFFF) and file names poseval can parse; other names get frame indices."""
+    m = re.match(r"^(\d+)_(mpii|bonn|mpiinew)(_|$)", name)
+    entries = []
+    for i, fname in enumerate(frame_names):
+        image_id = int(f"{_POSETRACK_SOURCES[m.group(2)]}{int(m.group(1)):06d}{i:04d}") if m else i
+        entries.append({
+            "id": image_id, "frame_id": image_id, "vid_id": m.group(1) if m else name,
+            "file_name": f"images/demo/{name}/{fname}", "nframes": len(frame_names), "is_labeled": True,
+            "width": int(width), "height": int(height),
+        })
+    return entries
+
+
+def _load_gt_images(path: str, num_frames: int) -> List[dict]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"PoseTrack GT file not found: {path}")
+    with open(path) as f:
+        images = json.load(f).get("images")
+    if not images:
+        raise ValueError(f"{path} has no 'images' list (expected a PoseTrack18 per-sequence JSON)")
+    if len(images) != num_frames:
+        raise ValueError(f"{path} lists {len(images)} images but the input has {num_frames} frames")
+    return images
+
+
+def run_demo(
+    demo: VideoPoseDemo,
+    source: FrameSource,
+    output: Optional[str] = None,
+    save_frames: bool = False,
+    save_json: Optional[str] = None,
+    save_coco: Optional[str] = None,
+    gt_json: Optional[str] = None,
+    progress: bool = True,
+    show: bool = False,
+) -> dict:
+    """Run one video. Outputs (each only if asked; each appears at its final path only when complete):
+    - `output`: a video file (.mp4/.mkv/.avi) or a directory (gets `<name>.mp4`, and with `save_frames`
+      a `<name>/` folder of overlay frames);
+    - `save_json`: PoseTrack18 JSON with track ids (a file, or a directory that gets `<name>.json`);
+      `gt_json` copies the GT sequence's `images` (ids, file names) so poseval pairs frames by position;
+    - `save_coco`: COCO keypoint results (17 PoseTrack18 slots) with `track_id`.
+    Returns a summary: number of frames, persons, distinct track ids and the written paths.
+    """
+    from tqdm import tqdm
+
+    name = source.name
+    video_path = frames_dir = None
+    if output:
+        if output.lower().endswith(VIDEO_EXTENSIONS):
+            video_path = output
+        else:
+            video_path = os.path.join(output, name + ".mp4")
+            if save_frames:
+                frames_dir = os.path.join(output, name)
+    if save_json and not save_json.lower().endswith(".json"):
+        save_json = os.path.join(save_json, name + ".json")
+
+    people_per_frame: List[List[dict]] = []
+    coco_preds: List[dict] = []
+    frame_names: List[str] = []
+    size = (0, 0)
+    track_ids = set()
+    written = {}
+    with _maybe(atomic_path, video_path) as tmp_video, _maybe(atomic_dir, frames_dir) as tmp_frames:
+        writer = VideoWriter(tmp_video, source.fps) if tmp_video else None
+        vis = demo.visualizer() if (writer or tmp_frames or show) else None
+        try:
+            for index, frame, inst in tqdm(demo.run(source), total=source.num_frames, disable=not progress,
+                                           desc=name, unit="frame"):
+                size = frame.shape[:2]
+                frame_names.append(source.frame_name(index))
+                kpts = inst.pred_keypoints.numpy()
+                scores = inst.scores.numpy()
+                tids = inst.pred_track_ids.numpy()
+                track_ids.update(tids.tolist())
+                people_per_frame.append([
+                    {"keypoints": k, "score": float(s), "track_id": int(t)} for k, s, t in zip(kpts, scores, tids)
+                ])
+                coco_preds.append({"image_id": index, "keypoints": kpts, "scores": scores, "track_ids": tids})
+                if vis is not None:
+                    overlay = vis.draw(frame, inst)
+                    if writer:
+                        writer.write(overlay)
+                    if tmp_frames:
+                        import cv2
+
+                        stem = os.path.splitext(frame_names[-1])[0]
+                        if not cv2.imwrite(os.path.join(tmp_frames, stem + ".jpg"), overlay):
+                            raise RuntimeError(f"cannot write overlay frame {stem}.jpg")
+                    if show and _show(name, overlay):
+                        break
+        finally:
+            if writer:
+                writer.close()
+        if not frame_names:
+            raise ValueError(f"input {name!r} produced no frames")
+        if writer:
+            written["video"] = video_path
+        if frames_dir:
+            written["frames"] = frames_dir
+        # JSON inside the same block: if it fails, the video is not published either.
+        images = (_load_gt_images(gt_json, len(frame_names)) if gt_json
+                  else posetrack_image_entries(name, frame_names, *size))
+        if save_json:
+            atomic_write_json(save_json, build_posetrack18_sequence(images, people_per_frame))
+            written["json"] = save_json
+        if save_coco:
+            for pred, im in zip(coco_preds, images):  # COCO image ids = the JSON's (or GT's) image ids
+                pred["image_id"] = im["id"]
+            atomic_write_json(save_coco, coco_keypoint_results(coco_preds))
+            written["coco"] = save_coco
+    return {
+        "name": name, "num_frames": len(frame_names), "num_persons": sum(len(p) for p in people_per_frame),
+        "num_tracks": len(track_ids), "outputs": written,
+    }
+
+
+class _maybe:
+    """`with _maybe(cm, path)`: cm(path) when path is given, else yields None."""
+
+    def __init__(self, cm, path):
+        self._cm = cm(path) if path else None
+
+    def __enter__(self):
+        return self._cm.__enter__() if self._cm else None
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc) if self._cm else False
+
+
+def _show(name: str, overlay: np.ndarray) -> bool:
+    """Show a frame in a window; True when the user pressed Esc."""
+    import cv2
+
+    try:
+        cv2.imshow(name, overlay)
+        return cv2.waitKey(1) == 27
+    except cv2.error as e:  # headless OpenCV build
+        raise RuntimeError("cannot open a window (headless OpenCV?): pass --output instead") from e

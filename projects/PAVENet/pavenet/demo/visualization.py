@@ -1,0 +1,77 @@
+"""Overlays through detectron2's VideoVisualizer, one colour kept per track id.
+
+VideoVisualizer (v0.6 and main) indexes `pred_boxes` and `pred_classes` unconditionally and honours an
+explicit `COLOR` field (guide §7, §10.2), so every drawn `Instances` carries both plus `COLOR` from a
+fixed palette keyed by `pred_track_ids`. Keypoints scoring below `keypoint_thresh` are hidden by zeroing
+their score (the Visualizer's own 0.05 threshold is internal to the Visualizer VideoVisualizer creates).
+"""
+from typing import Optional
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.colormap import colormap
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import ColorMode
+
+from pavenet.data.keypoint_meta import posetrack_metadata
+
+__all__ = ["TrackVisualizer", "demo_metadata", "track_color"]
+
+_PALETTE = colormap(rgb=True, maximum=1)  # (74, 3) distinct RGB colours in [0, 1]
+_DEMO_METADATA = "pavenet_demo"
+
+
+def track_color(track_id: int):
+    """A fixed RGB colour in [0, 1] for a track id (the same id keeps its colour for the whole video)."""
+    return tuple(float(c) for c in _PALETTE[int(track_id) % len(_PALETTE)])
+
+
+def demo_metadata(cfg=None):
+    """Metadata of DATASETS.TEST[0] when it has keypoint names and rules, else a registered
+    `pavenet_demo` entry with the PoseTrack names and skeleton."""
+    if cfg is not None and len(cfg.DATASETS.TEST):
+        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        if meta.get("keypoint_names") and meta.get("keypoint_connection_rules"):
+            return meta
+    meta = MetadataCatalog.get(_DEMO_METADATA)
+    if not meta.get("keypoint_names"):
+        meta.set(**posetrack_metadata())
+    return meta
+
+
+class TrackVisualizer:
+    """Draws one video's frames; make one per video (VideoVisualizer keeps state between frames)."""
+
+    def __init__(self, metadata, keypoint_thresh: float = 0.0, instance_mode=ColorMode.IMAGE):
+        self.video_visualizer = VideoVisualizer(metadata, instance_mode)
+        self.keypoint_thresh = float(keypoint_thresh)
+
+    def prepare(self, instances: Instances) -> Instances:
+        """A drawable copy: boxes/classes present, COLOR per track id, hidden low-score keypoints."""
+        out = Instances(instances.image_size)
+        n = len(instances)
+        kpts = instances.pred_keypoints.detach().cpu().float().clone()  # (k, K, 3): x, y, score
+        # The model predicts every joint; show those above the threshold at full drawing confidence.
+        visible = kpts[..., 2] >= self.keypoint_thresh
+        kpts[..., 2] = visible.float()
+        out.pred_keypoints = kpts
+        out.scores = instances.scores.detach().cpu() if instances.has("scores") else torch.ones(n)
+        if instances.has("pred_boxes"):
+            out.pred_boxes = Boxes(instances.pred_boxes.tensor.detach().cpu())
+        else:
+            xy = kpts[..., :2]
+            out.pred_boxes = Boxes(torch.cat([xy.min(1).values, xy.max(1).values], 1) if n else torch.zeros(0, 4))
+        out.pred_classes = torch.zeros(n, dtype=torch.int64)
+        if instances.has("pred_track_ids"):
+            out.COLOR = [track_color(t) for t in instances.pred_track_ids.tolist()]
+        return out
+
+    def draw(self, frame_bgr: np.ndarray, instances: Optional[Instances]) -> np.ndarray:
+        """BGR uint8 (H, W, 3) frame + key-frame Instances (original pixels) -> BGR uint8 overlay."""
+        rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
+        if instances is None or len(instances) == 0:
+            return np.ascontiguousarray(frame_bgr)
+        vis = self.video_visualizer.draw_instance_predictions(rgb, self.prepare(instances))
+        return np.ascontiguousarray(vis.get_image()[:, :, ::-1])
