@@ -65,7 +65,8 @@ _AUX_PREFIX_RE = r"(?:pre_pre_|next_next_|pre_|next_)"
 # Only things the target model lacks: `fc_hm` IS kept (our model has it for compatibility).
 IGNORED_SOURCE_KEYS: Tuple[Tuple[str, str], ...] = (
     (r"(^|\.)num_batches_tracked$", "BN step counter; detectron2's FrozenBN has no such buffer"),
-    (r"^bbox_head\.hm_encoder\.", "PETR's auxiliary heatmap encoder; PAVE-Net does not build it (spec §13, §14)"),
+    (r"^bbox_head\.(?:transformer\.)?hm_encoder\.",
+     "PETR's auxiliary heatmap encoder (transformer.hm_encoder); PAVE-Net does not build it (spec §13, §14)"),
 )
 # Optional source tensors: mapped when the target has them, otherwise dropped (constant buffers the
 # target recomputes, e.g. timm registers Swin's relative_position_index as non-persistent).
@@ -495,7 +496,7 @@ def _check_against_target(out: Mapping[str, torch.Tensor], target: Mapping[str, 
         hints.append("the number of frames of the checkpoint and of the model differ (MODEL.PAVENET.NUM_FRAMES)")
     if bad_shapes and report.num_keypoints_src == 17 and report.num_keypoints_dst == 17:
         hints.append("a 17-joint COCO checkpoint for a 15-joint model needs coco_to_posetrack (--coco-to-posetrack)")
-    if any(k.startswith("backbone.") for k in missing + unexpected):
+    if any(k.startswith("backbone.") for k in unexpected):
         hints.append(f"the checkpoint's backbone ({report.backbone}) differs from the model's (MODEL.BACKBONE.NAME)")
     msg = ["the converted state dict does not fit the target model:"]
     if missing:

@@ -1,0 +1,143 @@
+"""Reading official mmcv checkpoints safely and writing tensors-only ones atomically.
+
+mmcv checkpoints are ``{"meta": {...}, "state_dict": {...}, "optimizer": {...}?}``. ``meta`` holds
+strings, numbers and sometimes numpy scalars, so we try, in order: ``torch.load(weights_only=True)``;
+the same with numpy scalars / dtypes / arrays allowed (data types only, no code); and a full unpickle
+only when the caller says so (``allow_pickle=True`` / ``--allow-pickle`` for a file the user names),
+because unpickling can run arbitrary code.
+"""
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from typing import Dict, Mapping
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CheckpointReadError", "UnsafeCheckpointError", "load_official_checkpoint", "save_converted_checkpoint"]
+
+
+class CheckpointReadError(RuntimeError):
+    """The file is missing, truncated or not a torch checkpoint."""
+
+
+class UnsafeCheckpointError(CheckpointReadError):
+    """The file needs a full (code-executing) unpickle, which the caller did not allow."""
+
+
+def _numpy_safe_globals():
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency of torch here
+        return []
+    out = [np.dtype, np.ndarray]
+    for mod_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            mod = __import__(mod_name, fromlist=["scalar", "_reconstruct"])
+            out += [mod.scalar, mod._reconstruct]
+            break
+        except (ImportError, AttributeError):
+            continue
+    for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_, np.uint8):
+        out.append(type(np.dtype(t)))
+    return out
+
+
+def _is_weights_only_refusal(err: BaseException) -> bool:
+    msg = str(err)
+    return isinstance(err, pickle.UnpicklingError) or "weights_only" in msg.lower() or "Unsupported global" in msg
+
+
+def _looks_truncated(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK":  # torch >= 1.6 zip format: a cut file loses its central directory
+        return not zipfile.is_zipfile(path)
+    return False
+
+
+def load_official_checkpoint(path: str, allow_pickle: bool = False) -> Dict:
+    """Load an mmcv / torch checkpoint from ``path`` on CPU as safely as it allows.
+
+    Returns the loaded object (a dict). Raises ``CheckpointReadError`` (missing / truncated /
+    unreadable) or ``UnsafeCheckpointError`` (needs ``allow_pickle=True``), both naming the file.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointReadError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointReadError(f"{path} is empty (0 bytes): the download or copy did not finish")
+    if _looks_truncated(path):
+        raise CheckpointReadError(
+            f"{path} is truncated or corrupted (zip central directory missing, {os.path.getsize(path)} bytes): "
+            "download it again"
+        )
+    first_err = None
+    for extra in ([], _numpy_safe_globals()):
+        try:
+            if extra:
+                with torch.serialization.safe_globals(extra):
+                    obj = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            return _check_dict(obj, path)
+        except (EOFError, zipfile.BadZipFile) as e:
+            raise CheckpointReadError(f"{path} is truncated or corrupted ({type(e).__name__}: {e})") from e
+        except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError) as e:
+            if "truncated" in str(e) or "failed reading zip archive" in str(e) or "central directory" in str(e):
+                raise CheckpointReadError(f"{path} is truncated or corrupted: {str(e).splitlines()[0]}") from e
+            if not _is_weights_only_refusal(e):
+                raise CheckpointReadError(f"could not read {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+            first_err = first_err or e
+    reason = str(first_err).strip().splitlines()
+    reason = next((ln for ln in reason if "Unsupported global" in ln or "GLOBAL" in ln), reason[0] if reason else "")
+    if not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"{path} cannot be loaded with torch.load(weights_only=True): it contains Python objects "
+            f"other than tensors and plain data ({reason.strip()}). Unpickling it fully can run arbitrary "
+            "code; if you trust this file, rerun with --allow-pickle (allow_pickle=True)."
+        ) from first_err
+    logger.warning("Loading %s with a full unpickle (allow_pickle=True): %s", path, reason.strip())
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (EOFError, pickle.UnpicklingError, RuntimeError) as e:
+        raise CheckpointReadError(f"{path} is truncated or corrupted: {type(e).__name__}: {e}") from e
+    return _check_dict(obj, path)
+
+
+def _check_dict(obj, path: str) -> Dict:
+    if not isinstance(obj, Mapping):
+        raise CheckpointReadError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return dict(obj)
+
+
+def save_converted_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    """Write ``{"model": state_dict}`` (tensors only) to ``path`` atomically.
+
+    The file is written next to ``path`` and renamed over it, so an interrupted run never leaves a
+    half-written checkpoint that detectron2's ``MODEL.WEIGHTS`` would try to load.
+    """
+    tensors = {}
+    for k, v in state_dict.items():
+        if not torch.is_tensor(v):
+            raise TypeError(f"{k}: expected a tensor, got {type(v).__name__}")
+        v = v.detach().cpu().contiguous()
+        # torch.save writes a view's whole storage: copy views of larger tensors (e.g. slices).
+        if v.untyped_storage().nbytes() != v.numel() * v.element_size():
+            v = v.clone()
+        tensors[k] = v
+    out_dir = os.path.dirname(os.path.abspath(path))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"model": tensors}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
