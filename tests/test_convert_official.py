@@ -25,6 +25,7 @@ from pavenet.conversion.official import (
     convert_official_state_dict,
     convert_official_state_dict_with_report,
     detect_num_frames,
+    _swin_target_layout,
     rename_official_key,
     swin_merge_permutation,
 )
@@ -390,25 +391,52 @@ def test_swin_merge_permutation_is_functional():
     torch.testing.assert_close(y_tm, y_mm, rtol=1e-5, atol=1e-5)
 
 
-def test_swin_names_match_timm_if_available():
-    """Every tensor of a (tiny) timm SwinTransformer is named by the mmdet -> timm renaming, with its shape."""
-    pytest.importorskip("timm")
-    from timm.models.swin_transformer import SwinTransformer
+def test_swin_target_layout_is_read_off_the_model(official_keys):
+    """timm features_only names stages layers_N; output norms may live anywhere, indexed from 0."""
+    sd = fake_state_dict(swin_l_keys()[:60] + [(n, s) for n, s in swin_l_keys() if n.startswith("backbone.norm")]
+                         + [(n, s) for n, s in official_keys if n.startswith("bbox_head.transformer.decoder.layers.0.")
+                            or n == "bbox_head.transformer.refine_query_embedding.weight"], seed=10)
+    plain = convert_official_state_dict(sd)
+    target = OrderedDict()
+    for k, v in plain.items():
+        m = re.match(r"^backbone\.norm(\d)\.(.+)$", k)
+        if m:
+            target[f"backbone.out_norms.{int(m.group(1)) - 1}.{m.group(2)}"] = v
+        elif k.startswith("backbone."):
+            target["backbone.body." + re.sub(r"^layers\.(\d+)", r"layers_\1", k[len("backbone."):])] = v
+        else:
+            target[k] = v
+    out = convert_official_state_dict(sd, target_state_dict=target)
+    assert set(out) == set(target)
+    assert torch.equal(out["backbone.out_norms.0.weight"], sd["backbone.norm1.weight"])
+    assert torch.equal(out["backbone.out_norms.2.bias"], sd["backbone.norm3.bias"])
+    assert torch.equal(out["backbone.body.layers_1.blocks.0.attn.qkv.bias"], sd["backbone.stages.1.blocks.0.attn.w_msa.qkv.bias"])
+    # a Swin target without output norms is a clear error (the official model normalises each output)
+    target = OrderedDict((k, v) for k, v in target.items() if "out_norms" not in k)
+    with pytest.raises(ConversionError, match="no output LayerNorms"):
+        convert_official_state_dict(sd, target_state_dict=target)
 
-    cfg = dict(embed=12, depths=(1, 1, 2, 1), heads=(1, 2, 3, 4), window=2)
-    model = SwinTransformer(img_size=64, patch_size=4, embed_dim=cfg["embed"], depths=cfg["depths"],
-                            num_heads=cfg["heads"], window_size=cfg["window"], num_classes=0)
-    tgt = {"backbone." + k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith(("norm.", "head."))}
-    keys = [(n, s) for n, s in mmdet_swin_keys(**cfg) if not n.startswith("backbone.norm")]
+
+def test_swin_names_match_timm_if_available():
+    """Every tensor of timm's features_only Swin (what our backbone wraps) is named by the renaming, with its shape."""
+    timm = pytest.importorskip("timm")
+    cfg = dict(embed=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window=7)
+    body = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, features_only=True,
+                             out_indices=(1, 2, 3))
+    tgt = {"backbone.body." + k: v for k, v in body.state_dict().items()}
+    for i, c in zip((1, 2, 3), body.feature_info.channels()):
+        tgt[f"backbone.norm{i}.weight"], tgt[f"backbone.norm{i}.bias"] = torch.ones(c), torch.zeros(c)
+    layout = _swin_target_layout(tgt, [1, 2, 3])
+    assert layout.prefix == "backbone.body." and layout.stage_format == "layers_{s}"
     mapped = {}
-    for n, s in keys:
-        new = rename_official_key(n, backbone="swin")
+    for n, shape in mmdet_swin_keys(**cfg):
+        new = rename_official_key(n, backbone="swin", swin=layout)
         assert new is not None, n
-        mapped[new] = s
-    optional = {k for k in mapped if k.endswith("relative_position_index")}
+        mapped[new] = shape
+    optional = {k for k in mapped if k.endswith("relative_position_index")}  # non-persistent in timm
     assert set(tgt) - set(mapped) == set()
     assert set(mapped) - set(tgt) <= optional
-    assert all(tgt[k] == mapped[k] for k in tgt)
+    assert all(tuple(tgt[k].shape) == mapped[k] for k in tgt)
 
 
 # ---------------------------------------------------------------------------------------------

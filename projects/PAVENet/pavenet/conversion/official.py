@@ -33,6 +33,7 @@ __all__ = [
     "ConversionError",
     "ConversionReport",
     "FRAME_PREFIXES",
+    "SwinLayout",
     "IGNORED_SOURCE_KEYS",
     "PAVENET_NEW_PARAMS",
     "convert_official_state_dict",
@@ -152,8 +153,11 @@ _SWIN_BLOCK_RENAMES = (
 )
 
 
-def rename_swin_key(name: str) -> Optional[str]:
+def rename_swin_key(name: str, stage_format: str = "layers.{s}") -> Optional[str]:
     """mmdet SwinTransformer name (without ``backbone.``) -> timm SwinTransformer name, or None.
+
+    ``stage_format`` names timm's stage ``s``: "layers.{s}" for the classifier model, "layers_{s}"
+    for timm's ``features_only`` wrapper (FeatureListNet flattens the stage Sequential).
 
     * ``patch_embed.projection`` -> ``patch_embed.proj``; ``patch_embed.norm`` kept;
     * ``stages.{s}.blocks.{j}.*`` -> ``layers.{s}.blocks.{j}.*`` (``attn.w_msa.qkv`` -> ``attn.qkv``,
@@ -172,13 +176,13 @@ def rename_swin_key(name: str) -> Optional[str]:
         return name
     m = re.match(r"^stages\.(\d+)\.downsample\.(norm|reduction)\.(.+)$", name)
     if m:
-        return f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}.{m.group(3)}"
+        return stage_format.format(s=int(m.group(1)) + 1) + f".downsample.{m.group(2)}.{m.group(3)}"
     m = re.match(r"^stages\.(\d+)\.blocks\.(\d+)\.(.+)$", name)
     if m:
         rest = m.group(3)
         for old, new in _SWIN_BLOCK_RENAMES:
             if rest.startswith(old):
-                return f"layers.{m.group(1)}.blocks.{m.group(2)}.{new}{rest[len(old):]}"
+                return stage_format.format(s=int(m.group(1))) + f".blocks.{m.group(2)}.{new}{rest[len(old):]}"
     return None
 
 
@@ -219,13 +223,21 @@ def detect_backbone_type(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
 
 
-def rename_official_key(name: str, backbone: str = "resnet", swin_prefix: str = "backbone.",
-                        swin_out_norm_format: str = "backbone.norm{i}.") -> Optional[str]:
+@dataclass
+class SwinLayout:
+    """Where the timm Swin sits in our model: ``prefix`` + timm names (stages as ``stage_format``);
+    ``out_norms`` maps mmdet's output-norm index i (``norm{i}``) to our absolute name prefix."""
+
+    prefix: str = "backbone."
+    stage_format: str = "layers.{s}"
+    out_norms: Dict[int, str] = field(default_factory=lambda: {i: f"backbone.norm{i}." for i in (1, 2, 3)})
+
+
+def rename_official_key(name: str, backbone: str = "resnet", swin: Optional[SwinLayout] = None) -> Optional[str]:
     """Official (mmdet) name -> our name; None when the name is not part of the contract.
 
-    For Swin, ``swin_prefix`` is where the timm model sits in our model and ``swin_out_norm_format``
-    the absolute name of mmdet's output LayerNorm ``norm{i}`` (both read off the target model by
-    ``convert_official_state_dict`` when it is given).
+    For Swin, ``swin`` says where the timm model and the output norms sit in our model (read off the
+    target model by ``convert_official_state_dict`` when one is given; default ``SwinLayout()``).
     """
     if name.startswith("backbone."):
         sub = name[len("backbone."):]
@@ -233,11 +245,13 @@ def rename_official_key(name: str, backbone: str = "resnet", swin_prefix: str = 
             new = rename_resnet_key(sub)
             return None if new is None else "backbone." + new
         if backbone == "swin":
+            swin = swin or SwinLayout()
             m = re.match(r"^norm(\d+)\.(.+)$", sub)
             if m:
-                return swin_out_norm_format.format(i=int(m.group(1))) + m.group(2)
-            new = rename_swin_key(sub)
-            return None if new is None else swin_prefix + new
+                base = swin.out_norms.get(int(m.group(1)))
+                return None if base is None else base + m.group(2)
+            new = rename_swin_key(sub, swin.stage_format)
+            return None if new is None else swin.prefix + new
         raise ConversionError(f"unknown backbone type {backbone!r}")
     if name.startswith("neck."):
         return name
@@ -360,23 +374,31 @@ def _first_match(name: str, patterns: Iterable[Tuple[str, str]]) -> Optional[str
     return None
 
 
-def _swin_target_layout(target_keys: Optional[Iterable[str]]) -> Tuple[str, str]:
-    """(prefix of the timm model, absolute out-norm name format) as the target model names them."""
-    prefix, norm_fmt = "backbone.", "backbone.norm{i}."
-    if target_keys is None:
-        return prefix, norm_fmt
-    keys = list(target_keys)
+def _swin_target_layout(target: Optional[Mapping[str, torch.Tensor]], src_out_norms: Sequence[int]) -> SwinLayout:
+    """Read the timm prefix, the stage naming and the output-norm names off the target model."""
+    layout = SwinLayout()
+    if target is None:
+        return layout
+    keys = list(target.keys())
     for k in keys:
         if k.endswith("patch_embed.proj.weight"):
-            prefix = k[: -len("patch_embed.proj.weight")]
+            layout.prefix = k[: -len("patch_embed.proj.weight")]
             break
-    # output norms: a backbone LayerNorm ending in "1.weight" outside the blocks / patch modules
+    if any(k.startswith(layout.prefix + "layers_") for k in keys):
+        layout.stage_format = "layers_{s}"
+    # Output LayerNorms: a group of >= len(src) 1-D "<stem><n>.weight" backbone tensors outside the
+    # timm stages, paired with mmdet's norm{i} in index order (e.g. out_norms.0..2 <- norm1..3).
+    groups: Dict[str, List[int]] = collections.defaultdict(list)
     for k in keys:
-        if (k.startswith("backbone.") and re.search(r"norms?[._]?1\.weight$", k) and ".blocks." not in k
-                and "downsample" not in k and "patch_embed" not in k):
-            norm_fmt = k[: -len("1.weight")] + "{i}."
-            break
-    return prefix, norm_fmt
+        m = re.match(r"^(backbone\..*?)(\d+)\.weight$", k)
+        if (m and k.startswith("backbone.") and not k.startswith(layout.prefix + "layers")
+                and "patch_embed" not in k and torch.is_tensor(target[k]) and target[k].dim() == 1):
+            groups[m.group(1)].append(int(m.group(2)))
+    groups = {stem: sorted(ix) for stem, ix in groups.items() if len(ix) == len(src_out_norms)}
+    if len(groups) == 1:
+        stem, ix = next(iter(groups.items()))
+        layout.out_norms = {i: f"{stem}{j}." for i, j in zip(sorted(src_out_norms), ix)}
+    return layout
 
 
 def convert_official_state_dict_with_report(
@@ -426,7 +448,10 @@ def convert_official_state_dict_with_report(
     report.num_keypoints_dst = len(indices) if indices is not None else k_src
 
     target_keys = None if target_state_dict is None else list(target_state_dict.keys())
-    swin_prefix, swin_norm_fmt = _swin_target_layout(target_keys if report.backbone == "swin" else None)
+    swin = None
+    if report.backbone == "swin":
+        src_norms = sorted({int(m.group(1)) for k in src for m in [re.match(r"^backbone\.norm(\d+)\.", k)] if m})
+        swin = _swin_target_layout(target_state_dict, src_norms)
     ignore = tuple(IGNORED_SOURCE_KEYS) + tuple((p, "ignored by the caller (extra_ignore)") for p in extra_ignore)
 
     out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
@@ -436,7 +461,7 @@ def convert_official_state_dict_with_report(
         if why is not None:
             report.ignored[name] = why
             continue
-        new = rename_official_key(name, report.backbone, swin_prefix, swin_norm_fmt)
+        new = rename_official_key(name, report.backbone, swin)
         if new is None:
             unmapped.append(name)
             continue
@@ -498,6 +523,9 @@ def _check_against_target(out: Mapping[str, torch.Tensor], target: Mapping[str, 
         hints.append("a 17-joint COCO checkpoint for a 15-joint model needs coco_to_posetrack (--coco-to-posetrack)")
     if any(k.startswith("backbone.") for k in unexpected):
         hints.append(f"the checkpoint's backbone ({report.backbone}) differs from the model's (MODEL.BACKBONE.NAME)")
+        if report.backbone == "swin" and any(re.match(r"^backbone\.norm\d+\.", k) for k in unexpected):
+            hints.append("the model's Swin backbone has no output LayerNorms, but the official one normalises "
+                         "each output (mmdet norm1..3)")
     msg = ["the converted state dict does not fit the target model:"]
     if missing:
         msg.append(f"  {len(missing)} model tensors not filled, e.g. {missing[:6]}")
