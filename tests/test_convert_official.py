@@ -44,14 +44,24 @@ def read_keys(path):
     return keys
 
 
+_POOL = 1 << 20
+
+
 def fake_state_dict(keys, seed):
+    """Random values for every (name, shape): windows of one random pool at random offsets (fast, and
+    two tensors of the same shape still differ), int64 counters for num_batches_tracked."""
     g = torch.Generator().manual_seed(seed)
+    pool = torch.randn(_POOL, generator=g)
+    offsets = torch.randint(0, _POOL, (len(keys),), generator=g).tolist()
     sd = OrderedDict()
-    for name, shape in keys:
+    for (name, shape), off in zip(keys, offsets):
         if name.endswith("num_batches_tracked"):
             sd[name] = torch.tensor(7, dtype=torch.int64)
-        else:
-            sd[name] = torch.randn(shape, generator=g)
+            continue
+        n = int(np.prod(shape)) if shape else 1
+        reps = (off + n) // _POOL + 1
+        flat = (pool.repeat(reps) if reps > 1 else pool)[off:off + n]
+        sd[name] = flat.clone().reshape(shape)
     return sd
 
 
