@@ -1,0 +1,47 @@
+"""Command line: poseval's AP (and MOTA) over a GT directory and a prediction directory.
+
+    python -m pavenet.evaluation.posetrack --gt-dir GT --pred-dir PRED [--no-track] [--json OUT]
+
+GT: a directory of per-sequence PoseTrack 2017 / 2018 / 21 JSONs (or one COCO-style JSON). PRED: one file
+per GT file, same name, 2017 or 2018 format. Prints the table (Head, Shoulder, ..., Ankle, Mean) and, with
+--json, writes {"ap": {"per_joint", "groups", "total"}, "mota": {...}} in percent (no "mota" with --no-track).
+"""
+import argparse
+import logging
+import sys
+import time
+from typing import List, Optional
+
+from .poseval import PoseTrackFormatError, evaluate_dirs, format_table
+from .writer import atomic_write_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pavenet.evaluation.posetrack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt-dir", required=True, help="GT directory of per-sequence JSONs (or one COCO-style JSON)")
+    p.add_argument("--pred-dir", required=True, help="directory of prediction JSONs named like the GT files")
+    p.add_argument("--no-track", action="store_true", help="AP only (skip MOTA)")
+    p.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    start = time.perf_counter()
+    try:
+        results = evaluate_dirs(args.gt_dir, args.pred_dir, eval_track=not args.no_track)
+    except PoseTrackFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{results.num_sequences} sequences, {results.num_frames} evaluated frames "
+          f"({time.perf_counter() - start:.2f} s)")
+    print(format_table(results))
+    if args.json:
+        atomic_write_json(args.json, results.to_json(), indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
