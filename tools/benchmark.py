@@ -1,0 +1,235 @@
+#!/usr/bin/env python
+"""Inference cost of PAVE-Net, in one process on the same input:
+
+* per-frame latency of the streaming (cached per-frame encodings) vs the window (full forward per
+  window, as the official demo) mode on one synthetic video, plus the split into per-frame encoding
+  (backbone + neck + spatial encoder) and per-window decoding (query selection + both decoders);
+* per-frame latency (streaming) with 1 vs 20 people in the frame;
+* GFLOPs per frame (fvcore; unsupported ops such as grid_sample are listed, not counted).
+
+  python tools/benchmark.py --config-file configs/posetrack17/pavenet_R50_3f_bs8_20ep.yaml \
+      --height 384 --width 640 --json out/bench.json [--opts MODEL.DEVICE cuda]
+
+Random weights unless MODEL.WEIGHTS is set: the cost does not depend on the weights (fixed query count
+and top-k), so the numbers hold for trained models.
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from typing import Callable, List
+
+import numpy as np
+import torch
+from detectron2.config import get_cfg
+
+from pavenet.config import add_pavenet_config
+from pavenet.demo.predictor import ClipPredictor
+
+logger = logging.getLogger("pavenet.benchmark")
+
+
+def setup_cfg(args):
+    cfg = get_cfg()
+    add_pavenet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    # Feed frames at exactly H x W: the test resize keeps that size.
+    cfg.INPUT.MIN_SIZE_TEST = min(args.height, args.width)
+    cfg.INPUT.MAX_SIZE_TEST = max(args.height, args.width)
+    cfg.freeze()
+    return cfg
+
+
+def synthetic_video(num_people: int, num_frames: int, height: int, width: int, seed: int = 0) -> List[np.ndarray]:
+    """BGR frames of `num_people` walking stick figures, drawn with the synthetic dataset's helpers."""
+    from pavenet.data import synthetic as syn
+
+    rng = np.random.default_rng(seed)
+    bg = syn._background(rng, width, height)
+    people = []
+    for i in range(num_people):
+        # 1 person: a large figure in the middle; 20: a crowd of smaller ones spread over the frame.
+        hp = 0.7 * height if num_people == 1 else float(rng.uniform(0.25, 0.45)) * height
+        x0 = width / 2 if num_people == 1 else (i + 0.5) * width / num_people
+        people.append(dict(
+            track_id=i, hp=hp, x0=x0, vx=float(rng.uniform(-2, 2)), y0=float(rng.uniform(0.55 * hp, height - 0.5 * hp)),
+            phase=float(rng.uniform(0, 6.28)), freq=0.4, arm_amp=0.8, arm_base=0.3, wave=False, leg_amp=0.3,
+            lean=0.0, torso=tuple(int(c) for c in rng.integers(70, 190, size=3)),
+        ))
+    frames = []
+    for t in range(num_frames):
+        img = bg.copy()
+        for p in people:
+            syn._draw_person(img, p, syn._pose(p, t))
+        frames.append(np.ascontiguousarray(img[:, :, ::-1]))  # RGB -> BGR, as OpenCV reads videos
+    return frames
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable, device, repeats: int = 1) -> float:
+    """Best-of-`repeats` wall time in seconds (best-of filters out noise from other processes)."""
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine_info(device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["load_avg_1min"] = os.getloadavg()[0]  # other processes share the CPU: say how busy it was
+    except OSError:
+        pass
+    return info
+
+
+def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
+    """fvcore GFLOPs of encoding one frame and decoding one window (unsupported ops tolerated)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    model = predictor.model
+    F = predictor.num_frames
+    image = predictor._make_prepare()(frame)
+    images, image_size = model.preprocess_frames(image[None].to(predictor.device))
+    feats = model.encode_frames(images)
+    window = type(feats).cat([feats] * F)
+    out_size = frame.shape[:2]
+
+    class Encode(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            f = self.model.encode_frames(x)
+            return f.memory, f.valid_ratios
+
+    class Decode(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, memory, padding_mask, valid_ratios):
+            f = type(window)(memory, padding_mask, window.spatial_shapes, window.level_start_index, valid_ratios)
+            out = self.model.decode_clip(f, image_size=image_size, output_size=out_size)
+            return out.pred_keypoints, out.scores
+
+    res = {}
+    unsupported = {}
+    for name, mod, inputs in (("encode", Encode(), (images,)),
+                              ("decode", Decode(), (window.memory, window.padding_mask, window.valid_ratios))):
+        fca = FlopCountAnalysis(mod.eval(), inputs)
+        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        res[name] = fca.total() / 1e9
+        for op, n in fca.unsupported_ops().items():
+            unsupported[op] = unsupported.get(op, 0) + n
+    return {
+        "gflops_encode_per_frame": res["encode"], "gflops_decode_per_window": res["decode"],
+        "gflops_per_frame": res["encode"] + res["decode"],  # streaming: one encode + one decode per frame
+        "gflops_per_frame_window": F * res["encode"] + res["decode"],
+        "fvcore_unsupported_ops": unsupported,
+    }
+
+
+def run(args) -> dict:
+    cfg = setup_cfg(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predictor = ClipPredictor(cfg)
+    device = predictor.device
+    F = predictor.num_frames
+    H, W, N = args.height, args.width, args.frames
+    video = synthetic_video(5, N, H, W, seed=1)
+    logger.info("model built; %d-frame %dx%d video, F=%d, device %s", N, H, W, F, device)
+
+    def consume(gen):
+        for _ in gen:
+            pass
+
+    with torch.no_grad():
+        consume(predictor.stream(video[:F]))  # warm-up (allocators, lazy init, cudnn autotune)
+        res = {"config": args.config_file, "height": H, "width": W, "num_frames": F, "video_frames": N,
+               "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
+               "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES)}
+        res["stream_ms_per_frame"] = 1e3 * timed(lambda: consume(predictor.stream(video)), device, args.repeats) / N
+        res["window_ms_per_frame"] = 1e3 * timed(lambda: consume(predictor.window(video)), device, args.repeats) / N
+        res["stream_over_window"] = res["stream_ms_per_frame"] / res["window_ms_per_frame"]
+
+        # Where streaming's time goes: one encode per frame + one decode per window.
+        prepare = predictor._make_prepare()
+        image = prepare(video[0])
+        res["encode_ms_per_frame"] = 1e3 * timed(lambda: predictor.encode(image), device, args.repeats + 1)
+        feats, image_size = predictor.encode(image)
+        window = type(feats).cat([feats] * F)
+        res["decode_ms_per_window"] = 1e3 * timed(
+            lambda: predictor.model.decode_clip(window, image_size=image_size, output_size=(H, W)),
+            device, args.repeats + 1)
+
+        for n, key in ((1, "ms_1_person"), (20, "ms_20_persons")):
+            clip = synthetic_video(n, N, H, W, seed=2)
+            res[key] = 1e3 * timed(lambda: consume(predictor.stream(clip)), device, args.repeats) / N
+        if not args.no_flops:
+            res.update(count_gflops(predictor, video[0]))
+    res["machine"] = machine_info(device)
+    res["torch_threads"] = torch.get_num_threads()
+    res["device"] = res["machine"].get("gpu", str(device))
+    return res
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description="PAVE-Net streaming vs window latency, people count, GFLOPs")
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--height", type=int, default=384)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--frames", type=int, default=6, help="length of the benchmark video")
+    p.add_argument("--repeats", type=int, default=1, help="best of this many runs per measurement")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no-flops", action="store_true", help="skip the fvcore count")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    return p
+
+
+def main(argv=None) -> dict:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    res = run(args)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        from pavenet.evaluation.writer import atomic_write_json
+
+        atomic_write_json(args.json, res, indent=2)
+    return res
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
