@@ -1,8 +1,8 @@
 """`PoseTrackEvaluator`: detectron2 DatasetEvaluator giving poseval's per-joint AP (and MOTA).
 
-Chosen by the Trainer through metadata `evaluator_type="posetrack"`. GT comes from the metadata
-`annotations` (a directory of per-sequence PoseTrack 2017/2018/21 JSONs, or one COCO-style JSON that is
-split per video); `json_file` and the constructor's `gt_dir` are accepted too.
+Chosen by the Trainer through metadata `evaluator_type="posetrack"`. GT comes from the constructor's
+`gt_dir`, else the metadata `gt_dir`, `annotations` or `json_file`: a directory of per-sequence PoseTrack
+2017/2018/21 JSONs, or one COCO-style JSON that is split per video.
 """
 import logging
 import os
@@ -46,7 +46,10 @@ class PoseTrackEvaluator(DatasetEvaluator):
         self._eval_tracking = eval_tracking
         self._joint_score_thresh = joint_score_thresh
         meta = MetadataCatalog.get(dataset_name)
-        self._gt_path = gt_dir or meta.get("annotations", None) or meta.get("json_file", None) or ""
+        # `gt_dir` (per-sequence poseval GT, e.g. PoseTrack17's annolist files next to a COCO-style training
+        # json) wins over `annotations` (the loader's input, also usable as GT: a directory or one COCO json).
+        self._gt_path = (gt_dir or meta.get("gt_dir", None) or meta.get("annotations", None)
+                         or meta.get("json_file", None) or "")
         self._cpu_device = "cpu"
         self.reset()
 
