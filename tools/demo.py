@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 
+import torch
 from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
@@ -28,6 +29,9 @@ def setup_cfg(args):
     cfg.merge_from_list(args.opts)
     if args.confidence_threshold is not None:
         cfg.MODEL.PAVENET.TEST.SCORE_THRESH = args.confidence_threshold
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("pavenet").warning("MODEL.DEVICE=%s but CUDA is unavailable: running on CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
 
