@@ -149,6 +149,16 @@ def test_evaluator_places_frames_by_video_and_index_and_counts_missing_sequences
     assert len(pred["images"]) == 4 and pred["annotations"] == []
 
 
+def test_evaluator_rejects_keypoints_in_another_layout(tiny_split):
+    dataset, _, _ = tiny_split
+    ev = PoseTrackEvaluator(dataset, distributed=False)
+    inst = Instances((10, 10))
+    inst.pred_keypoints = torch.zeros(1, 17, 3)
+    inst.scores = torch.ones(1)
+    with pytest.raises(ValueError, match=r"\(k, 15, 3\).*got \(1, 17, 3\) for a\.jpg"):
+        ev.process([{"image_id": 1, "file_name": "a.jpg"}], [{"instances": inst}])
+
+
 def test_evaluator_without_gt_writes_files_and_returns_empty(tmp_path):
     name = f"posetrack_eval_test_{uuid.uuid4().hex[:8]}"
     DatasetCatalog.register(name, lambda: [])

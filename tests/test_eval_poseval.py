@@ -498,6 +498,10 @@ def test_track_id_rules(tmp_path):
     path.write_text(json.dumps(dup))
     with pytest.raises(PoseTrackFormatError, match=r"000001_mpii_test\.json: non-unique track ids \[4\] in frame 0"):
         evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"), eval_track=False)
+    dup = pred_seq(gt, [[pred_person(a, track_id=-1), pred_person(b, track_id=-1)], []])
+    path.write_text(json.dumps(dup))
+    with pytest.raises(PoseTrackFormatError, match=r"non-unique track ids \[-1\]"):
+        evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"), eval_track=False)
     # the same id in different frames is fine
     path.write_text(json.dumps(pred_seq(gt, [[pred_person(a, track_id=4)], [pred_person(a, track_id=4)]])))
     evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"))

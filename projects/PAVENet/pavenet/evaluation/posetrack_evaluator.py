@@ -61,6 +61,9 @@ class PoseTrackEvaluator(DatasetEvaluator):
             inst = out["instances"].to(self._cpu_device)
             kpts = inst.pred_keypoints.detach().numpy().astype(np.float32) if len(inst) else \
                 np.zeros((0, poseval.NUM_JOINTS, 3), np.float32)
+            if kpts.ndim != 3 or kpts.shape[1:] != (poseval.NUM_JOINTS, 3):
+                raise ValueError(f"PoseTrackEvaluator expects pred_keypoints (k, {poseval.NUM_JOINTS}, 3) in the "
+                                 f"PoseTrack 15-joint order, got {tuple(kpts.shape)} for {inp.get('file_name')}")
             scores = inst.scores.detach().numpy().astype(np.float32) if len(inst) else np.zeros(0, np.float32)
             tids = None
             if inst.has("pred_track_ids"):

@@ -43,6 +43,7 @@ DIST_THRESH = 0.5  # PCKh threshold, inclusive (d <= 0.5)
 HEAD_SIZE_FACTOR = 0.6  # head size = 0.6 x GT head-box diagonal
 MIN_SCORE = -9999.0  # poseval's fallback joint score when a prediction carries none
 MAX_TRACK_ID = 10000  # poseval asserts track_id < 10000
+NO_TRACK_ID = np.iinfo(np.int64).min  # marks a person written without track_id (any int id is legal)
 GROUP_NAMES: Tuple[str, ...] = tuple(POSETRACK_JOINT_GROUPS)  # Head, Shoulder, ..., Ankle
 TABLE_COLUMNS: Tuple[str, ...] = GROUP_NAMES + ("Mean",)
 
@@ -66,7 +67,7 @@ class Poses:
 
     xy: (N, 15, 2) float64; present: (N, 15) bool (joint annotated / predicted);
     scores: (N, 15) float64 joint confidences (predictions; MIN_SCORE when missing);
-    track_ids: (N,) int64, -1 where the person has no track id;
+    track_ids: (N,) int64, NO_TRACK_ID where the person has no track id;
     head: (N, 4) float64 GT head box x1, y1, x2, y2 (NaN when absent);
     has_points: (N,) bool, False for a 2017 person without `annopoints[0]["point"]` (dropped by cleanup).
     """
@@ -88,7 +89,7 @@ class Poses:
             xy=np.zeros((n, NUM_JOINTS, 2)),
             present=np.zeros((n, NUM_JOINTS), dtype=bool),
             scores=np.full((n, NUM_JOINTS), MIN_SCORE),
-            track_ids=np.full((n,), -1, dtype=np.int64),
+            track_ids=np.full((n,), NO_TRACK_ID, dtype=np.int64),
             head=np.full((n, 4), np.nan),
             has_points=np.ones((n,), dtype=bool),
         )
@@ -438,7 +439,7 @@ def parse_predictions(data: dict, path: str, gt: GTSequence) -> List[Poses]:
             "write every GT frame, in GT order (frames without people get no annotations)"
         )
     for fi, poses in enumerate(frames):
-        tids = poses.track_ids[poses.track_ids >= 0]
+        tids = poses.track_ids[poses.track_ids != NO_TRACK_ID]
         if np.unique(tids).size != tids.size:
             vals, counts = np.unique(tids, return_counts=True)
             raise PoseTrackFormatError(
@@ -713,9 +714,9 @@ def check_track_ids(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequenc
     """Tracking needs a track id on every person (GT and predictions); raise naming the file otherwise."""
     for si, (seq, frames) in enumerate(zip(gt_seqs, predictions)):
         for fi, (g, p) in enumerate(zip(seq.frames, frames)):
-            if (g.track_ids < 0).any():
+            if (g.track_ids == NO_TRACK_ID).any():
                 raise PoseTrackFormatError(f"{seq.path}: GT person without track_id in frame {fi}")
-            if (p.track_ids < 0).any():
+            if (p.track_ids == NO_TRACK_ID).any():
                 where = pred_paths[si] if pred_paths else f"predictions for {seq.name}"
                 raise PoseTrackFormatError(f"{where}: person without track_id in frame {fi}; "
                                            "tracking (MOTA) needs one on every person")
