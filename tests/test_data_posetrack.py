@@ -168,3 +168,26 @@ def test_registration_is_lazy(tmp_path):
               "posetrack_synthetic_train", "posetrack_synthetic_val"):
         assert n in DatasetCatalog.list()
     assert MetadataCatalog.get("coco_2017_val_pavenet").dataset_type == "coco_pseudo_clip"
+
+
+def test_coco_pseudo_clips(tmp_path):
+    import cv2
+
+    from pavenet.data.datasets.builtin import load_coco_pseudo_clip_dicts
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((40, 50, 3), np.uint8))
+    kp = [0] * 51
+    kp[15:18] = [10, 10, 2]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 20], "area": 300, "iscrowd": 0,
+             "keypoints": kp, "num_keypoints": 1},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 1,
+             "keypoints": [0] * 51, "num_keypoints": 0}]
+    (tmp_path / "c.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 50}], "annotations": anns,
+        "categories": [{"id": 1, "name": "person"}]}))
+    (d,) = load_coco_pseudo_clip_dicts(str(tmp_path / "c.json"), str(tmp_path))
+    assert d["video_file_names"] == [str(tmp_path / "a.jpg")] and d["frame_index"] == 0
+    assert len(d["annotations"]) == 1  # crowd dropped
+    a = d["annotations"][0]
+    assert len(a["keypoints"]) == 51 and a["keypoints"][15:18] == [10.5, 10.5, 2.0]  # COCO order, +0.5 px
+    assert a["category_id"] == 0 and a["area"] == 300
