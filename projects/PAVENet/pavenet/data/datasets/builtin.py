@@ -45,7 +45,7 @@ def load_coco_pseudo_clip_dicts(json_file: str, image_root: str):
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"COCO keypoint annotations not found: {json_file}")
     out = []
-    for d in load_coco_json(json_file, image_root):
+    for d in load_coco_json(json_file, image_root, extra_annotation_keys=["area"]):  # OKS uses the mask area
         anns = []
         for i, a in enumerate(d.get("annotations", [])):
             if a.get("iscrowd", 0) or "keypoints" not in a:
