@@ -165,7 +165,9 @@ def run_demo(
         images = (_load_gt_images(gt_json, len(frame_names)) if gt_json
                   else posetrack_image_entries(name, frame_names, *size))
         if save_json:
-            atomic_write_json(save_json, build_posetrack18_sequence(images, people_per_frame))
+            # Joints the overlay hides are written as absent: MOTA counts every present joint whatever its score.
+            joint_thresh = demo.keypoint_thresh if demo.keypoint_thresh > 0 else None
+            atomic_write_json(save_json, build_posetrack18_sequence(images, people_per_frame, joint_thresh))
             written["json"] = save_json
         if save_coco:
             for pred, im in zip(coco_preds, images):  # COCO image ids = the JSON's (or GT's) image ids
