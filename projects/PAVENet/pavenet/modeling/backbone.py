@@ -1,0 +1,126 @@
+"""Backbone extras, neck and positional encoding (pavenet_spec.md §2).
+
+* The R50 backbone is detectron2's own `build_resnet_backbone` (FrozenBN, res3-res5,
+  STRIDE_IN_1X1=False, FREEZE_AT=2), chosen by MODEL.BACKBONE.NAME; all B*F frames go through it as
+  one batch.
+* `build_pavenet_swin_backbone`: Swin-L through `timm` (optional dependency, imported lazily).
+* `ChannelMapperNeck`: mmdet ChannelMapper layout (1x1 conv, no bias + GroupNorm(32) per input, and an
+  extra 3x3 stride-2 conv + GN on the raw last input, C5), official attribute names.
+* `SinePositionalEncoding`: mmdet's normalised 2-D sine encoding with offset -0.5.
+"""
+import math
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+
+__all__ = ["ChannelMapperNeck", "SinePositionalEncoding", "build_pavenet_swin_backbone", "TimmSwinBackbone"]
+
+
+class _ConvGN(nn.Module):
+    """conv (no bias) + GroupNorm, no activation; attribute names `conv` / `gn` as in mmcv ConvModule."""
+
+    def __init__(self, cin, cout, kernel_size, stride=1, num_groups=32):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+        self.gn = nn.GroupNorm(num_groups, cout)
+        nn.init.xavier_uniform_(self.conv.weight)
+
+    def forward(self, x):
+        return self.gn(self.conv(x))
+
+
+class ChannelMapperNeck(nn.Module):
+    """Maps backbone features to `num_levels` maps of `out_channels` (strides 8/16/32/64 for R50)."""
+
+    def __init__(self, in_channels: List[int], out_channels=256, num_levels=4, num_groups=32):
+        super().__init__()
+        if num_levels < len(in_channels):
+            raise ValueError(f"NUM_FEATURE_LEVELS={num_levels} < number of IN_FEATURES {len(in_channels)}")
+        g = min(num_groups, out_channels)
+        self.convs = nn.ModuleList([_ConvGN(c, out_channels, 1, num_groups=g) for c in in_channels])
+        extra = []
+        for i in range(num_levels - len(in_channels)):
+            # The first extra level convolves the raw last backbone map (C5), later ones the previous extra.
+            cin = in_channels[-1] if i == 0 else out_channels
+            extra.append(_ConvGN(cin, out_channels, 3, stride=2, num_groups=g))
+        self.extra_convs = nn.ModuleList(extra)
+
+    def forward(self, feats: List[torch.Tensor]) -> List[torch.Tensor]:
+        outs = [conv(x) for conv, x in zip(self.convs, feats)]
+        last = feats[-1]
+        for conv in self.extra_convs:
+            last = conv(last)
+            outs.append(last)
+        return outs
+
+
+class SinePositionalEncoding(nn.Module):
+    """(B, H, W) bool mask (True = padded) -> (B, 2*num_feats, H, W) sine encoding (spec §2).
+
+    Normalised with offset -0.5 and eps 1e-6, scale 2*pi, temperature 10000; sin/cos interleaved;
+    the y half comes first.
+    """
+
+    def __init__(self, num_feats=128, temperature=10000, scale=2 * math.pi, offset=-0.5, eps=1e-6):
+        super().__init__()
+        self.num_feats, self.temperature, self.scale, self.offset, self.eps = num_feats, temperature, scale, offset, eps
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        not_mask = 1 - mask.to(torch.int)
+        y = not_mask.cumsum(1, dtype=torch.float32)
+        x = not_mask.cumsum(2, dtype=torch.float32)
+        y = (y + self.offset) / (y[:, -1:, :] + self.eps) * self.scale
+        x = (x + self.offset) / (x[:, :, -1:] + self.eps) * self.scale
+        dim_t = torch.arange(self.num_feats, dtype=torch.float32, device=mask.device)
+        dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_feats)
+        b, h, w = mask.shape
+        px = x[..., None] / dim_t
+        py = y[..., None] / dim_t
+        px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).view(b, h, w, -1)
+        py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=4).view(b, h, w, -1)
+        return torch.cat((py, px), dim=3).permute(0, 3, 1, 2)
+
+
+class TimmSwinBackbone(Backbone):
+    """Swin Transformer from `timm` (features_only) exposing stages as res3/res4/res5 (strides 8-32).
+
+    State-dict names are timm's, not mmdet's; the converter maps the official Swin keys.
+    """
+
+    def __init__(self, model_name: str, out_indices=(1, 2, 3), drop_path_rate=0.3, pretrained=False):
+        super().__init__()
+        try:
+            import timm
+        except ImportError as e:  # optional extra
+            raise ImportError(
+                "MODEL.BACKBONE.NAME=build_pavenet_swin_backbone needs `timm` (pip install timm)"
+            ) from e
+        self.body = timm.create_model(
+            model_name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices),
+            drop_path_rate=drop_path_rate, strict_img_size=False, dynamic_img_pad=True,
+        )
+        names = ["res2", "res3", "res4", "res5"]
+        info = self.body.feature_info
+        self._out_features = [names[i] for i in out_indices]
+        self._out_feature_channels = {n: c for n, c in zip(self._out_features, info.channels())}
+        self._out_feature_strides = {n: s for n, s in zip(self._out_features, info.reduction())}
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        outs = self.body(x)
+        if str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC"):  # timm Swin features are NHWC
+            outs = [o.permute(0, 3, 1, 2).contiguous() for o in outs]
+        return dict(zip(self._out_features, outs))
+
+    def output_shape(self):
+        return {n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+                for n in self._out_features}
+
+
+@BACKBONE_REGISTRY.register()
+def build_pavenet_swin_backbone(cfg, input_shape: ShapeSpec):
+    s = cfg.MODEL.PAVENET.SWIN
+    return TimmSwinBackbone(s.MODEL_NAME, out_indices=tuple(s.OUT_INDICES), drop_path_rate=s.DROP_PATH_RATE)

@@ -1,0 +1,345 @@
+"""PAVE-Net head (official `bbox_head`): spatial encoder, query selection, spatiotemporal pose decoder,
+spatiotemporal joint decoder and their prediction branches (pavenet_spec.md §3-§7).
+
+Shapes: B clips of F frames (frame order t-T..t+T, key frame c = F // 2), Q pose queries, K joints,
+C channels, L levels, S tokens per frame. Keypoints are normalised to the UNPADDED image
+([x0, y0, x1, y1, ...] for 2K vectors), sigmas are after the sigmoid.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ms_deform_attn import frame_prefixes
+from .transformer import PAVETransformer, inverse_sigmoid
+
+__all__ = ["EncodedFrames", "PAVENetHead", "LinearWithNorm"]
+
+
+@dataclass
+class EncodedFrames:
+    """Per-frame encoder output (what the streaming predictor caches), N frames.
+
+    memory (N, S, C); padding_mask (N, S) bool (True = padded); spatial_shapes (L, 2) long (h, w);
+    level_start_index (L,) long; valid_ratios (N, L, 2) (w, h) fractions of un-padded area.
+    """
+
+    memory: torch.Tensor
+    padding_mask: torch.Tensor
+    spatial_shapes: torch.Tensor
+    level_start_index: torch.Tensor
+    valid_ratios: torch.Tensor
+
+    def __len__(self):
+        return self.memory.shape[0]
+
+    def __getitem__(self, idx) -> "EncodedFrames":
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        return EncodedFrames(self.memory[idx], self.padding_mask[idx], self.spatial_shapes,
+                             self.level_start_index, self.valid_ratios[idx])
+
+    @staticmethod
+    def cat(items: Sequence["EncodedFrames"]) -> "EncodedFrames":
+        if not items:
+            raise ValueError("EncodedFrames.cat needs at least one item")
+        shapes = items[0].spatial_shapes
+        for it in items[1:]:
+            if not torch.equal(it.spatial_shapes, shapes):
+                raise ValueError("EncodedFrames.cat: frames were encoded at different padded sizes "
+                                 f"({it.spatial_shapes.tolist()} vs {shapes.tolist()})")
+        return EncodedFrames(torch.cat([i.memory for i in items]), torch.cat([i.padding_mask for i in items]),
+                             shapes, items[0].level_start_index, torch.cat([i.valid_ratios for i in items]))
+
+    def to(self, device) -> "EncodedFrames":
+        return EncodedFrames(*(t.to(device) for t in (self.memory, self.padding_mask, self.spatial_shapes,
+                                                       self.level_start_index, self.valid_ratios)))
+
+
+class LinearWithNorm(nn.Module):
+    """Official `Linear_with_norm(norm=False)`: a Linear under `.linear`, weight xavier gain 0.01."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.xavier_uniform_(self.linear.weight, gain=0.01)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+class _FrozenLinearParams(nn.Module):
+    """Keeps `fc_hm.{weight,bias}` as buffers: the heatmap branch is disabled in PAVE-Net (spec §7), the
+    tensors exist only so official checkpoints load strictly; as buffers they are never 'unused params'."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(cout, cin))
+        self.register_buffer("bias", torch.zeros(cout))
+
+
+def _mlp(dims: List[int]) -> nn.Sequential:
+    """Linear-ReLU-...-Linear (official branch layout: Linear indices 0, 2, 4, ...)."""
+    layers = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _sigma_branch(c, out):
+    """Linear -> Linear -> LinearWithNorm, no activations (official `dec_fc_sigma_branches`)."""
+    return nn.Sequential(nn.Linear(c, c), nn.Linear(c, c), LinearWithNorm(c, out))
+
+
+def _level_masks(mask: torch.Tensor, sizes) -> List[torch.Tensor]:
+    """(N, H, W) bool pixel mask -> per-level masks by nearest resize (as mmdet)."""
+    return [F.interpolate(mask[None].float(), size=s).to(torch.bool)[0] for s in sizes]
+
+
+def _valid_ratio(mask: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) bool -> (N, 2) (w, h) fraction of valid columns/rows."""
+    _, h, w = mask.shape
+    vh = (~mask[:, :, 0]).sum(1).float() / h
+    vw = (~mask[:, 0, :]).sum(1).float() / w
+    return torch.stack([vw, vh], -1)
+
+
+class PAVENetHead(nn.Module):
+    def __init__(self, *, num_frames=3, num_keypoints=15, num_queries=300, embed_dim=256, num_heads=8,
+                 ffn_dim=1024, dropout=0.1, num_levels=4, enc_layers=6, enc_points=4, pose_layers=3,
+                 joint_layers=2, joint_points=4, value_fill_before_proj=True, detach_pose_references=False,
+                 flow_factory=None):
+        super().__init__()
+        self.num_frames, self.num_keypoints, self.num_queries = num_frames, num_keypoints, num_queries
+        self.embed_dim, self.num_levels = embed_dim, num_levels
+        self.key_frame = num_frames // 2
+        self.prefixes = frame_prefixes(num_frames)
+        self.aux_prefixes = [p for p in self.prefixes if p]
+        self.detach_pose_references = detach_pose_references
+        c, k2 = embed_dim, 2 * num_keypoints
+        hidden = 2 * embed_dim  # 512 for the official C=256
+
+        self.transformer = PAVETransformer(num_frames, num_keypoints, embed_dim, num_heads, num_levels, ffn_dim,
+                                           dropout, enc_layers, enc_points, pose_layers, joint_layers, joint_points,
+                                           value_fill_before_proj)
+        n_pred = pose_layers + 1  # the last entry serves the encoder proposals (spec §4)
+        self.cls_branches = nn.ModuleList([nn.Linear(c, 1) for _ in range(n_pred)])
+        self.kpt_branches = nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(n_pred)])
+        self.dec_fc_sigma_branches = nn.ModuleList([_sigma_branch(c, k2) for _ in range(n_pred)])
+        for pre in self.aux_prefixes:  # auxiliary frames, decoder layers only
+            setattr(self, pre + "kpt_branches",
+                    nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(pose_layers)]))
+        self.query_embedding = nn.Embedding(num_queries, 2 * c)
+        for pre in self.prefixes:
+            setattr(self, pre + "refine_kpt_branches", nn.ModuleList([_mlp([c, c, c, 2]) for _ in range(joint_layers)]))
+        self.refine_fc_sigma_branches = nn.ModuleList([_sigma_branch(c, 2) for _ in range(joint_layers)])
+        self.fc_hm = _FrozenLinearParams(c, num_keypoints)
+        if flow_factory is not None:
+            self.enc_flow, self.dec_flow, self.flow = flow_factory(), flow_factory(), flow_factory()
+        self.positional_encoding = None  # parameter-free; built by the meta-arch
+        self.init_weights()
+        self._freeze_never_trained()
+
+    # ---------------------------------------------------------------- init
+    def init_weights(self) -> None:
+        """Head inits of spec §7, applied after the transformer's generic xavier pass."""
+        bias = -torch.log(torch.tensor((1 - 0.01) / 0.01)).item()
+        for m in self.cls_branches:
+            nn.init.constant_(m.bias, bias)
+        for m in self.kpt_branches:
+            nn.init.zeros_(m[-1].weight)
+            nn.init.zeros_(m[-1].bias)
+        for m in self.refine_branches("pre_") if "pre_" in self.prefixes else []:
+            nn.init.zeros_(m[-1].weight)  # official: only `pre_refine_kpt_branches` is zeroed (also for F=5)
+            nn.init.zeros_(m[-1].bias)
+
+    def _freeze_never_trained(self) -> None:
+        """The last pose layer's and last joint layer's AUXILIARY-frame branches only produce references
+        that are detached (joint-decoder input) or never read, so they get no gradient in the official
+        training either; freezing them keeps 'every trainable parameter gets a gradient' true (DDP without
+        find_unused_parameters) and changes nothing else (AdamW skips params without grads)."""
+        for pre in self.aux_prefixes:
+            for branches in (self.pose_branches(pre), self.refine_branches(pre)):
+                if len(branches):
+                    branches[-1].requires_grad_(False)
+
+    def pose_branches(self, prefix: str) -> nn.ModuleList:
+        return getattr(self, prefix + "kpt_branches")
+
+    def refine_branches(self, prefix: str) -> nn.ModuleList:
+        return getattr(self, prefix + "refine_kpt_branches")
+
+    # ---------------------------------------------------------------- encoder
+    def encode(self, feats: List[torch.Tensor], pixel_mask: torch.Tensor, pos_encoding) -> EncodedFrames:
+        """feats: L maps (N, C, h_l, w_l) of N frames; pixel_mask (N, H, W) bool, True = padded."""
+        masks = _level_masks(pixel_mask, [f.shape[-2:] for f in feats])
+        tokens, pos, flat_masks, shapes = [], [], [], []
+        for lvl, (x, m) in enumerate(zip(feats, masks)):
+            shapes.append(x.shape[-2:])
+            tokens.append(x.flatten(2).transpose(1, 2))
+            p = pos_encoding(m).flatten(2).transpose(1, 2)
+            pos.append(p + self.transformer.level_embeds[lvl].view(1, 1, -1))
+            flat_masks.append(m.flatten(1))
+        x = torch.cat(tokens, 1)
+        pos = torch.cat(pos, 1)
+        mask = torch.cat(flat_masks, 1)
+        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=x.device)
+        level_start = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        valid_ratios = torch.stack([_valid_ratio(m) for m in masks], 1)  # (N, L, 2)
+        ref = self._encoder_reference_points(spatial_shapes, valid_ratios)
+        for layer in self.transformer.encoder.layers:
+            x = layer(x, pos, ref, spatial_shapes, mask)
+        return EncodedFrames(x, mask, spatial_shapes, level_start, valid_ratios)
+
+    @staticmethod
+    def _encoder_reference_points(spatial_shapes, valid_ratios):
+        """Token centres normalised by the valid area, then scaled per level: (N, S, L, 2)."""
+        refs = []
+        for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+            ry, rx = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid_ratios.device),
+                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid_ratios.device), indexing="ij")
+            ry = ry.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
+            rx = rx.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
+            refs.append(torch.stack((rx, ry), -1))
+        ref = torch.cat(refs, 1)
+        return ref[:, :, None] * valid_ratios[:, None]
+
+    # ---------------------------------------------------------------- query selection
+    def _proposals(self, memory, mask, spatial_shapes):
+        """Key-frame tokens -> (E (B,S,C), proposal logits (B,S,2), valid (B,S)) (spec §4)."""
+        n = memory.shape[0]
+        props, cur = [], 0
+        for h, w in spatial_shapes.tolist():
+            m = mask[:, cur:cur + h * w].view(n, h, w)
+            valid_h = (~m[:, :, 0]).sum(1)
+            valid_w = (~m[:, 0, :]).sum(1)
+            gy, gx = torch.meshgrid(
+                torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
+                torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device), indexing="ij")
+            grid = torch.stack([gx, gy], -1)
+            scale = torch.stack([valid_w, valid_h], 1).view(n, 1, 1, 2)
+            props.append(((grid[None].expand(n, -1, -1, -1) + 0.5) / scale).view(n, -1, 2))
+            cur += h * w
+        p = torch.cat(props, 1)
+        valid = ((p > 0.01) & (p < 0.99)).all(-1) & ~mask
+        logits = torch.log(p / (1 - p)).masked_fill(~valid[..., None], float("inf"))
+        e = memory.masked_fill(~valid[..., None], 0.0)
+        e = self.transformer.enc_output_norm(self.transformer.enc_output(e))
+        return e, logits, valid
+
+    # ---------------------------------------------------------------- pose decoder
+    def decode_pose(self, enc: EncodedFrames) -> Dict:
+        """Query selection + spatiotemporal pose decoder on B = len(enc) // F clips.
+
+        Returns a dict:
+          "enc": {"logits" (B,S,1), "keypoints" (B,S,K,2), "sigma" (B,S,K,2), "valid" (B,S), "topk" (B,Q)}
+          "pose_layers": per layer {"logits" (B,Q,1), "keypoints" (B,Q,K,2), "sigma" (B,Q,K,2),
+                                    "hs" (B,Q,C), "references" (B,F,Q,2K) after the layer}
+          "init_reference": (B,Q,2K); "input_references": (B,F,Q,2K) references the last layer sampled with.
+        """
+        f, c, k, q = self.num_frames, self.key_frame, self.num_keypoints, self.num_queries
+        n, s, dim = enc.memory.shape
+        if n % f:
+            raise ValueError(f"{n} encoded frames is not a multiple of NUM_FRAMES={f}")
+        b = n // f
+        if s < q:
+            raise ValueError(f"only {s} encoder tokens per frame for NUM_QUERIES={q}: use larger images "
+                             "or fewer MODEL.PAVENET.NUM_QUERIES")
+        memory = enc.memory.view(b, f, s, dim)
+        mask = enc.padding_mask.view(b, f, s)
+        key_mem, key_mask = memory[:, c], mask[:, c]
+        n_dec = self.transformer.decoder.num_layers
+
+        e, proposals, valid = self._proposals(key_mem, key_mask, enc.spatial_shapes)
+        enc_logits = self.cls_branches[n_dec](e)
+        enc_kpt = self.kpt_branches[n_dec](e).view(b, s, k, 2) + proposals[:, :, None, :]
+        enc_sigma = self.dec_fc_sigma_branches[n_dec](e).sigmoid().view(b, s, k, 2)
+        topk = torch.topk(enc_logits[..., 0], q, dim=1)[1]  # (B, Q), descending logits
+        sel_kpt = torch.gather(enc_kpt.flatten(2), 1, topk[..., None].expand(-1, -1, 2 * k)).detach()
+        init_ref = sel_kpt.sigmoid()  # (B, Q, 2K)
+        sel_e = torch.gather(e, 1, topk[..., None].expand(-1, -1, dim)).detach()
+        query_pos, content = torch.split(self.query_embedding.weight, dim, dim=1)
+        query_pos = query_pos[None].expand(b, -1, -1)
+        query = content[None] + sel_e  # learnable content + detached encoder token (spec §4 ★)
+
+        # Pose decoder valid ratios: the key frame's (all frames of a clip share one image size).
+        vr = enc.valid_ratios.view(b, f, -1, 2)[:, c]  # (B, L, 2)
+        vr_k = vr.repeat(1, 1, k)[:, None, None]  # (B, 1, 1, L, 2K)
+        refs = init_ref[:, None].expand(-1, f, -1, -1)  # (B, F, Q, 2K), copies of R0
+        layers_out = []
+        input_refs = refs
+        for lid, layer in enumerate(self.transformer.decoder.layers):
+            input_refs = refs
+            hs = layer(query, query_pos, memory, refs[:, :, :, None, :] * vr_k, enc.spatial_shapes, mask)
+            new_refs = torch.stack(
+                [(self.pose_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
+                 for fi, pre in enumerate(self.prefixes)], dim=1)
+            layers_out.append({
+                "logits": self.cls_branches[lid](hs),
+                "keypoints": new_refs[:, c].view(b, q, k, 2),
+                "sigma": self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q, k, 2),
+                "hs": hs,
+                "references": new_refs,
+            })
+            # spec §5.2: the official decoder does NOT detach the references between layers.
+            refs = new_refs.detach() if self.detach_pose_references else new_refs
+            query = hs
+        return {
+            "enc": {"logits": enc_logits, "keypoints": enc_kpt.sigmoid(), "sigma": enc_sigma, "valid": valid,
+                    "topk": topk},
+            "pose_layers": layers_out,
+            "init_reference": init_ref,
+            "input_references": input_refs,
+        }
+
+    # ---------------------------------------------------------------- joint decoder
+    def decode_joints(self, enc: EncodedFrames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:
+        """Spatiotemporal joint decoder for M persons.
+
+        enc: the B*F encoded frames; clip_index (M,) long: which clip each person belongs to;
+        init_refs (M, F, K, 2) initial per-frame joint references (detached here).
+        Returns per layer {"keypoints" (M,K,2) key frame, "sigma" (M,K,2), "hs" (M,K,C),
+        "references" (M,F,K,2) after the layer}.
+        """
+        f, c, k = self.num_frames, self.key_frame, self.num_keypoints
+        n, s, dim = enc.memory.shape
+        b = n // f
+        m = init_refs.shape[0]
+        memory = enc.memory.view(b, f, s, dim)
+        mask = enc.padding_mask.view(b, f, s)
+        # Each person's own clip's valid ratios (spec §16 8b: the official code mixes person/frame order).
+        vr = enc.valid_ratios.view(b, f, -1, 2)[clip_index]  # (M, F, L, 2)
+        query_pos, content = torch.split(self.transformer.refine_query_embedding.weight, dim, dim=1)
+        query_pos = query_pos[None].expand(m, -1, -1)
+        query = content[None].expand(m, -1, -1)
+        refs = init_refs.detach()
+        out = []
+        for lid, layer in enumerate(self.transformer.refine_decoder.layers):
+            hs = layer(query, query_pos, memory, refs[:, :, :, None, :] * vr[:, :, None], enc.spatial_shapes, mask,
+                       value_index=clip_index)
+            new_refs = torch.stack(
+                [(self.refine_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
+                 for fi, pre in enumerate(self.prefixes)], dim=1)
+            out.append({
+                "keypoints": new_refs[:, c],
+                "sigma": self.refine_fc_sigma_branches[lid](hs).sigmoid(),
+                "hs": hs,
+                "references": new_refs,
+            })
+            refs = new_refs  # not detached between joint layers (spec §6)
+            query = hs
+        return out
+
+    def joint_init_references(self, pose_out: Dict, clip_index: torch.Tensor, query_index: torch.Tensor):
+        """(M, F, K, 2) joint-decoder start: last pose layer's key-frame pose and auxiliary-frame references."""
+        last = pose_out["pose_layers"][-1]["references"]  # (B, F, Q, 2K)
+        sel = last[clip_index, :, query_index]  # (M, F, 2K)
+        return sel.view(sel.shape[0], self.num_frames, self.num_keypoints, 2)

@@ -1,0 +1,271 @@
+"""`PAVENet` meta-architecture (pavenet_spec.md §1-§9): clips in, losses or key-frame Instances out.
+
+    images (B, F, 3, H, W) -> normalise, pad every clip's frames alike -> backbone on all B*F frames
+    -> neck (4 levels) -> spatial encoder per frame  [= encode_frames]
+    -> query selection on the key frame -> pose decoder -> joint decoder on selected persons
+    -> post-processing (top-k, no NMS by default)      [= decode_clip]
+
+The eval forward is exactly `encode_frames` + `decode_clip` per clip, so the streaming predictor that
+caches `EncodedFrames` per frame gets the same outputs.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.structures import Boxes, Instances
+
+from ..data.keypoint_meta import COCO_OKS_SIGMAS, POSETRACK_OKS_SIGMAS
+from .backbone import ChannelMapperNeck, SinePositionalEncoding
+from .criterion import build_criterion, targets_from_instances
+from .head import EncodedFrames, PAVENetHead
+from .rle import RealNVP
+
+__all__ = ["PAVENet", "oks_nms", "keypoint_confidence"]
+
+
+def keypoint_confidence(sigma: torch.Tensor) -> torch.Tensor:
+    """Official Poseur-style p = 0.7 (1 - exp(-0.2/sx)) (1 - exp(-0.2/sy)): (..., K, 2) -> (..., K, 1)."""
+    p = 1 - torch.exp(-(0.2 / sigma))
+    return (p[..., 0] * p[..., 1])[..., None] * 0.7
+
+
+def oks_nms(kpts: torch.Tensor, scores: torch.Tensor, thresh: float, sigmas: Sequence[float]) -> torch.Tensor:
+    """Greedy OKS-NMS of the experimental official head (spec §9.7): kpts (n, K, 2) pixels, scores (n,).
+
+    Area = x-extent * y-extent of each pose; a row is dropped when its OKS with a kept row > thresh.
+    Returns the kept row indices (int64) in greedy (descending score) order.
+    """
+    xy = kpts.detach().double().cpu().numpy()
+    sc = scores.detach().double().cpu().numpy()
+    if len(xy) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    area = (xy[..., 0].max(1) - xy[..., 0].min(1)) * (xy[..., 1].max(1) - xy[..., 1].min(1))
+    var = (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
+    order = list(np.argsort(-sc, kind="stable"))
+    keep = []
+    while order:
+        i, rest = order[0], np.asarray(order[1:], dtype=np.int64)
+        keep.append(i)
+        if len(rest) == 0:
+            break
+        d2 = ((xy[rest] - xy[i]) ** 2).sum(-1)
+        e = d2 / var / ((area[i] + area[rest]) / 2 + np.spacing(1))[:, None] / 2
+        oks = np.exp(-e).mean(1)
+        order = [int(j) for j, v in zip(rest, oks) if v <= thresh]
+    return torch.as_tensor(keep, dtype=torch.long)
+
+
+@META_ARCH_REGISTRY.register()
+class PAVENet(nn.Module):
+    """PAVE-Net: end-to-end multi-person video pose estimation (Yu et al., AAAI 2026).
+
+    Parameter names: ``backbone.`` (detectron2 ResNet / timm Swin), ``neck.`` and ``head.`` (the official
+    ``bbox_head.`` subtree with identical sub-names), so official checkpoints convert by renaming.
+    """
+
+    @configurable
+    def __init__(self, *, backbone, neck: ChannelMapperNeck, head: PAVENetHead, criterion, in_features: List[str],
+                 num_frames: int, pixel_mean: Sequence[float], pixel_std: Sequence[float], test_topk: int = 20,
+                 test_score_thresh: float = 0.0, oks_nms_thresh: float = 0.0, coord_reweight: bool = True,
+                 oks_sigmas: Optional[Sequence[float]] = None, input_format: str = "RGB"):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.criterion = criterion
+        self.in_features = list(in_features)
+        self.num_frames = int(num_frames)
+        self.test_topk = int(test_topk)
+        self.test_score_thresh = float(test_score_thresh)
+        self.oks_nms_thresh = float(oks_nms_thresh)
+        self.coord_reweight = bool(coord_reweight)
+        self.oks_sigmas = list(oks_sigmas) if oks_sigmas is not None else None
+        self.input_format = input_format
+        self.pos_encoding = SinePositionalEncoding(head.embed_dim // 2)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        P = cfg.MODEL.PAVENET
+        if P.MSDA_IMPL != "pytorch":
+            raise ValueError(f"MODEL.PAVENET.MSDA_IMPL={P.MSDA_IMPL!r}: only 'pytorch' is implemented")
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        missing = [f for f in P.IN_FEATURES if f not in shapes]
+        if missing:
+            raise ValueError(f"MODEL.PAVENET.IN_FEATURES {missing} not produced by the backbone ({list(shapes)})")
+        neck = ChannelMapperNeck([shapes[f].channels for f in P.IN_FEATURES], P.HIDDEN_DIM, P.NUM_FEATURE_LEVELS)
+        head = PAVENetHead(
+            num_frames=P.NUM_FRAMES, num_keypoints=P.NUM_KEYPOINTS, num_queries=P.NUM_QUERIES, embed_dim=P.HIDDEN_DIM,
+            num_heads=P.NHEADS, ffn_dim=P.DIM_FEEDFORWARD, dropout=P.DROPOUT, num_levels=P.NUM_FEATURE_LEVELS,
+            enc_layers=P.ENC_LAYERS, enc_points=P.ENC_N_POINTS, pose_layers=P.POSE_DEC_LAYERS,
+            joint_layers=P.JOINT_DEC_LAYERS, joint_points=P.JOINT_N_POINTS,
+            value_fill_before_proj=P.VALUE_FILL_BEFORE_PROJ, detach_pose_references=P.DETACH_POSE_REFERENCES,
+            flow_factory=RealNVP,
+        )
+        k = P.NUM_KEYPOINTS
+        sigmas = POSETRACK_OKS_SIGMAS if k == len(POSETRACK_OKS_SIGMAS) else (
+            COCO_OKS_SIGMAS if k == len(COCO_OKS_SIGMAS) else None)
+        return {
+            "backbone": backbone, "neck": neck, "head": head, "criterion": build_criterion(cfg),
+            "in_features": P.IN_FEATURES, "num_frames": P.NUM_FRAMES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
+            "test_topk": P.TEST.TOPK, "test_score_thresh": P.TEST.SCORE_THRESH,
+            "oks_nms_thresh": P.TEST.OKS_NMS_THRESH, "coord_reweight": P.TEST.COORD_REWEIGHT,
+            "oks_sigmas": sigmas, "input_format": cfg.INPUT.FORMAT,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ input
+    def preprocess_frames(self, frames: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """uint8/float (N, 3, H, W) in INPUT.FORMAT -> ((x - mean) / std float (N, 3, H, W), (H, W))."""
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"preprocess_frames expects (N, 3, H, W) frames, got {tuple(frames.shape)}")
+        x = frames.to(self.device, non_blocking=True).float()
+        return (x - self.pixel_mean) / self.pixel_std, (int(x.shape[-2]), int(x.shape[-1]))
+
+    def _batch_clips(self, batched_inputs: List[Dict]):
+        """List of mapper dicts -> (B*F, 3, Hp, Wp) normalised and zero-padded images, per-clip (h, w)."""
+        clips, sizes = [], []
+        for i, d in enumerate(batched_inputs):
+            imgs = d.get("images")
+            if imgs is None:
+                raise KeyError(f"PAVENet input #{i} has no 'images' (F, 3, H, W) tensor (clip mapper output)")
+            if imgs.dim() != 4 or imgs.shape[0] != self.num_frames:
+                raise ValueError(f"PAVENet input #{i} ('{d.get('file_name', '?')}'): 'images' must be "
+                                 f"(F={self.num_frames}, 3, H, W), got {tuple(imgs.shape)}")
+            x, hw = self.preprocess_frames(imgs)
+            clips.append(x)
+            sizes.append(hw)
+        hp = max(h for h, _ in sizes)
+        wp = max(w for _, w in sizes)
+        batch = clips[0].new_zeros(len(clips), self.num_frames, 3, hp, wp)  # zero pad after normalising
+        for b, x in enumerate(clips):
+            batch[b, :, :, : x.shape[-2], : x.shape[-1]] = x
+        return batch.flatten(0, 1), sizes
+
+    # ------------------------------------------------------------------ streaming API
+    def encode_frames(self, images: torch.Tensor, image_sizes=None) -> EncodedFrames:
+        """Backbone + neck + spatial encoder on N frames, each on its own.
+
+        images: float (N, 3, Hp, Wp), normalised and padded alike; image_sizes: None (no padding),
+        one (h, w) for all frames, or a list of N (h, w) un-padded sizes.
+        """
+        n, _, hp, wp = images.shape
+        if image_sizes is None:
+            image_sizes = [(hp, wp)] * n
+        elif len(image_sizes) == 2 and isinstance(image_sizes[0], (int, np.integer)):
+            image_sizes = [tuple(image_sizes)] * n
+        if len(image_sizes) != n:
+            raise ValueError(f"encode_frames: {len(image_sizes)} image sizes for {n} frames")
+        mask = torch.ones((n, hp, wp), dtype=torch.bool, device=images.device)
+        for i, (h, w) in enumerate(image_sizes):
+            mask[i, :h, :w] = False
+        feats = self.backbone(images)
+        feats = self.neck([feats[f] for f in self.in_features])
+        return self.head.encode(feats, mask, self.pos_encoding)
+
+    @torch.no_grad()
+    def decode_clip(self, feats: EncodedFrames, image_size: Tuple[int, int], output_size=None,
+                    return_intermediates: bool = False):
+        """Decode ONE clip from its F encoded frames -> key-frame `Instances` in output_size pixels.
+
+        image_size: un-padded network-input (h, w); output_size: (height, width) to rescale to (default
+        image_size). With return_intermediates=True also returns a dict of every stage's tensors.
+        """
+        if len(feats) != self.num_frames:
+            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {len(feats)}")
+        pose = self.head.decode_pose(feats)
+        last = pose["pose_layers"][-1]
+        scores_all = last["logits"][0, :, 0].sigmoid()
+        k = min(self.test_topk, scores_all.numel())
+        scores, query_idx = scores_all.topk(k)  # descending, no threshold (spec §9)
+        clip_idx = torch.zeros_like(query_idx)
+        init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
+        joint = self.head.decode_joints(feats, clip_idx, init_refs)
+        kpts, sigma = joint[-1]["keypoints"], joint[-1]["sigma"]
+        # Auxiliary-frame poses for the tracker: the references the last pose layer sampled with (trained,
+        # unlike the last layer's own auxiliary update whose branch never receives a gradient).
+        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1)
+        inst, post = self.postprocess(kpts, sigma, scores, aux, image_size, output_size or image_size)
+        if not return_intermediates:
+            return inst
+        inter = {"pose": pose, "joint": joint, "query_index": query_idx, "scores": scores,
+                 "joint_init_references": init_refs, **post}
+        return inst, inter
+
+    def postprocess(self, kpts, sigma, scores, frame_kpts, image_size, output_size):
+        """Official post-processing (spec §9) -> (Instances, dict of pre-NMS rows).
+
+        kpts, sigma: (k, K, 2) normalised key-frame joints / sigmas; scores (k,); frame_kpts (k, F, K, 2).
+        """
+        h, w = image_size
+        oh, ow = output_size
+        scale = kpts.new_tensor([w / ow, h / oh])  # official: divide by the resize scale factor
+        wh = kpts.new_tensor([float(w), float(h)])
+        xy = torch.minimum(torch.clamp(kpts * wh, min=0), wh) / scale
+        boxes = torch.cat([xy.min(1)[0], xy.max(1)[0]], 1)  # keypoint extent BEFORE the p-weighting
+        p = keypoint_confidence(sigma)  # (k, K, 1)
+        if self.coord_reweight:  # official p^5 / (p^5 + 1e-10) coordinate weighting (~identity once trained)
+            p5 = p ** 5
+            xy = xy * p5 / (p5 + 1e-10)
+        rows = torch.cat([xy, scores[:, None, None] * p], 2)  # (k, K, 3)
+        fk = torch.minimum(torch.clamp(frame_kpts * wh, min=0), wh) / scale
+        fk[:, self.num_frames // 2] = xy
+        keep = torch.arange(len(rows), device=rows.device)
+        if self.oks_nms_thresh > 0:
+            if self.oks_sigmas is None:
+                raise ValueError("TEST.OKS_NMS_THRESH > 0 needs OKS sigmas (15 or 17 keypoints)")
+            keep = oks_nms(xy, scores, self.oks_nms_thresh, self.oks_sigmas).to(rows.device)
+        if self.test_score_thresh > 0:
+            keep = keep[scores[keep] >= self.test_score_thresh]
+        inst = Instances((int(oh), int(ow)))
+        inst.pred_keypoints = rows[keep]
+        inst.scores = scores[keep]
+        inst.pred_boxes = Boxes(boxes[keep])
+        inst.pred_classes = torch.zeros(len(keep), dtype=torch.long, device=rows.device)
+        inst.pred_frame_keypoints = fk[keep]
+        return inst, {"prenms_keypoints": rows, "prenms_boxes": torch.cat([boxes, scores[:, None]], 1),
+                      "nms_keep": keep}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batched_inputs: List[Dict]):
+        images, sizes = self._batch_clips(batched_inputs)
+        frame_sizes = [s for s in sizes for _ in range(self.num_frames)]
+        if not self.training:
+            feats = self.encode_frames(images, frame_sizes)
+            results = []
+            for b, d in enumerate(batched_inputs):
+                out_size = (int(d.get("height", sizes[b][0])), int(d.get("width", sizes[b][1])))
+                clip = feats[b * self.num_frames:(b + 1) * self.num_frames]
+                results.append({"instances": self.decode_clip(clip, sizes[b], out_size)})
+            return results
+        return self.losses(images, frame_sizes, batched_inputs)
+
+    def losses(self, images, frame_sizes, batched_inputs) -> Dict[str, torch.Tensor]:
+        for i, d in enumerate(batched_inputs):
+            if "instances" not in d:
+                raise KeyError(f"PAVENet training input #{i} ('{d.get('file_name', '?')}') has no 'instances'")
+        targets = [targets_from_instances(d["instances"].to(self.device)) for d in batched_inputs]
+        feats = self.encode_frames(images, frame_sizes)
+        pose = self.head.decode_pose(feats)
+        # Match the LAST pose layer first: its matched queries are the joint decoder's persons (spec §6).
+        last_idx = self.criterion.match(pose["pose_layers"][-1], targets)
+        clip_idx = torch.cat([torch.full_like(pi, b) for b, (pi, _) in enumerate(last_idx)]).to(self.device)
+        query_idx = torch.cat([pi for pi, _ in last_idx]).to(self.device)
+        joint = []
+        if query_idx.numel() > 0:
+            init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
+            joint = self.head.decode_joints(feats, clip_idx, init_refs)
+        outputs = {"enc": pose["enc"], "pose_layers": pose["pose_layers"], "joint_layers": joint}
+        return self.criterion(outputs, targets, last_idx, enc_flow=self.head.enc_flow,
+                              dec_flow=self.head.dec_flow, flow=self.head.flow)

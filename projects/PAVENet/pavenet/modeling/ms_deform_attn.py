@@ -1,0 +1,323 @@
+"""Multi-scale deformable attention in pure PyTorch (pavenet_spec.md §3, §5.1, §6).
+
+Three modules share one sampling core (`ms_deform_attn_core`, `grid_sample` with
+``align_corners=False``, zero padding, grid = 2 * loc - 1, the same arithmetic as mmcv's
+``multi_scale_deformable_attn_pytorch`` that produced the golden vectors):
+
+* `MSDeformAttn`: the spatial encoder's single-frame attention (Deformable-DETR).
+* `PoseAwareAttention`: the pose decoder's multi-frame attention; one sampling point per keypoint,
+  offsets scaled by half the extent of each frame's reference pose.
+* `MultiFrameDeformAttn`: the joint decoder's multi-frame attention (P points around a joint).
+
+Multi-frame form (spec §5.1 "efficient, equivalent implementation"): every frame has its own
+offset / weight linears (attribute prefixes from `frame_prefixes`), the F frames' value maps are
+concatenated as F x L extra levels and ONE numerically stable softmax is taken over frames x levels x
+points per head. This equals the official per-frame softmax re-weighted by exp-sums (tested), without
+its overflow (spec §16 8c).
+
+The modules keep the official attribute names so checkpoints convert by renaming alone.
+"""
+import math
+from typing import List, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "frame_prefixes",
+    "ms_deform_attn_core",
+    "multi_frame_deform_attn",
+    "MSDeformAttn",
+    "PoseAwareAttention",
+    "MultiFrameDeformAttn",
+]
+
+Shapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
+
+
+def frame_prefixes(num_frames: int) -> List[str]:
+    """Attribute prefixes of the per-frame layers, frame order t-T..t+T.
+
+    F=1 -> [""], F=3 -> ["pre_", "", "next_"], F=5 -> ["pre_pre_", "pre_", "", "next_", "next_next_"]
+    (the official names; the key frame keeps the PETR name so PETR weights load into it).
+    """
+    if num_frames < 1 or num_frames % 2 == 0:
+        raise ValueError(f"MODEL.PAVENET.NUM_FRAMES must be odd and >= 1, got {num_frames}")
+    c = num_frames // 2
+    return ["pre_" * (c - f) if f < c else "next_" * (f - c) for f in range(num_frames)]
+
+
+def _as_shape_list(spatial_shapes: Shapes) -> List[Tuple[int, int]]:
+    if torch.is_tensor(spatial_shapes):
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
+def ms_deform_attn_core(
+    value: torch.Tensor,
+    spatial_shapes: Shapes,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted bilinear sampling of multi-level value maps.
+
+    Args:
+        value: (N, S, H, D), tokens level-major (row-major h, w inside a level), S = sum h_l * w_l.
+        spatial_shapes: (L, 2) (h, w) per level.
+        sampling_locations: (N, Q, H, L, P, 2) in [0, 1] (x, y) of each level's map.
+        attention_weights: (N, Q, H, L, P), already normalised.
+    Returns:
+        (N, Q, H * D)
+    """
+    shapes = _as_shape_list(spatial_shapes)
+    n, s, h, d = value.shape
+    _, q, _, num_levels, p, _ = sampling_locations.shape
+    if sum(hh * ww for hh, ww in shapes) != s or num_levels != len(shapes):
+        raise ValueError(f"value has {s} tokens / {num_levels} levels but spatial_shapes is {shapes}")
+    value_list = value.split([hh * ww for hh, ww in shapes], dim=1)
+    grids = 2 * sampling_locations - 1
+    samples = []
+    for lvl, (hh, ww) in enumerate(shapes):
+        # (N, h*w, H, D) -> (N*H, D, h, w)
+        v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * h, d, hh, ww)
+        # (N, Q, H, P, 2) -> (N*H, Q, P, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    # (N*H, D, Q, L, P) -> (N*H, D, Q, L*P)
+    stacked = torch.stack(samples, dim=-2).flatten(-2)
+    w = attention_weights.transpose(1, 2).reshape(n * h, 1, q, num_levels * p)
+    out = (stacked * w).sum(-1).view(n, h * d, q)
+    return out.transpose(1, 2).contiguous()
+
+
+def multi_frame_deform_attn(
+    values: torch.Tensor,
+    spatial_shapes: Shapes,
+    sampling_locations: torch.Tensor,
+    attention_logits: torch.Tensor,
+) -> torch.Tensor:
+    """Multi-frame deformable attention with one joint softmax over frames x levels x points.
+
+    Args:
+        values: (N, F, S, H, D) value maps of the F frames (same spatial shapes).
+        spatial_shapes: (L, 2).
+        sampling_locations: (N, Q, H, F, L, P, 2), frame f's locations index frame f's maps.
+        attention_logits: (N, Q, H, F, L, P), raw (pre-softmax) weights.
+    Returns:
+        (N, Q, H * D)
+    """
+    n, f, s, h, d = values.shape
+    shapes = _as_shape_list(spatial_shapes)
+    q = sampling_locations.shape[1]
+    lvl, p = attention_logits.shape[-2:]
+    # Stable softmax (max-subtracted) over F*L*P for every head (spec §16 8c).
+    weights = attention_logits.reshape(n, q, h, f * lvl * p).softmax(-1).view(n, q, h, f * lvl, p)
+    # Frames become extra levels: value maps concatenated along the token axis.
+    value_cat = values.reshape(n, f * s, h, d)
+    locs = sampling_locations.reshape(n, q, h, f * lvl, p, 2)
+    return ms_deform_attn_core(value_cat, shapes * f, locs, weights)
+
+
+def _ring_offset_bias(num_heads: int, num_levels: int, num_points: int) -> torch.Tensor:
+    """Deformable-DETR init of the offset bias: head h points along 2*pi*h/H, point j at (j+1)."""
+    thetas = torch.arange(num_heads, dtype=torch.float32) * (2.0 * math.pi / num_heads)
+    grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+    grid = grid / grid.abs().max(-1, keepdim=True)[0]
+    grid = grid.view(num_heads, 1, 1, 2).repeat(1, num_levels, num_points, 1)
+    for j in range(num_points):
+        grid[:, :, j, :] *= j + 1
+    return grid.view(-1)
+
+
+def _xavier(linear: nn.Linear) -> None:
+    nn.init.xavier_uniform_(linear.weight)
+    nn.init.zeros_(linear.bias)
+
+
+class MSDeformAttn(nn.Module):
+    """Single-frame multi-scale deformable self-attention of the spatial encoder (mmcv layout).
+
+    Residual and dropout are inside (as in mmcv): returns ``query + dropout(attn)``.
+    """
+
+    def __init__(self, embed_dim=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads, self.num_levels, self.num_points = embed_dim, num_heads, num_levels, num_points
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.sampling_offsets.weight)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(_ring_offset_bias(self.num_heads, self.num_levels, self.num_points))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        _xavier(self.value_proj)
+        _xavier(self.output_proj)
+
+    def forward(self, query, query_pos, value, reference_points, spatial_shapes, padding_mask=None):
+        """query, query_pos: (N, Q, C); value: (N, S, C); reference_points: (N, Q, L, 2) in [0, 1];
+        spatial_shapes: (L, 2) long; padding_mask: (N, S) bool, True = padded. Returns (N, Q, C)."""
+        n, q, _ = query.shape
+        h, lvl, p = self.num_heads, self.num_levels, self.num_points
+        x = query + query_pos if query_pos is not None else query
+        v = self.value_proj(value)
+        if padding_mask is not None:  # standard MSDA: padded tokens zeroed after the projection
+            v = v.masked_fill(padding_mask[..., None], 0.0)
+        v = v.view(n, v.shape[1], h, -1)
+        offsets = self.sampling_offsets(x).view(n, q, h, lvl, p, 2)
+        weights = self.attention_weights(x).view(n, q, h, lvl * p).softmax(-1).view(n, q, h, lvl, p)
+        normalizer = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offsets)
+        locs = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        out = ms_deform_attn_core(v, spatial_shapes, locs, weights)
+        return query + self.dropout(self.output_proj(out))
+
+
+class _MultiFrameBase(nn.Module):
+    """Per-frame offset / weight linears (official prefixes) + shared value_proj and output_proj."""
+
+    def __init__(self, num_frames, embed_dim, num_heads, num_levels, num_points, dropout, value_fill_before_proj):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        self.num_frames, self.embed_dim = num_frames, embed_dim
+        self.num_heads, self.num_levels, self.num_points = num_heads, num_levels, num_points
+        self.prefixes = frame_prefixes(num_frames)
+        # Registration order follows the official checkpoints (frame order, offsets before weights).
+        for pre in self.prefixes:
+            setattr(self, pre + "sampling_offsets", nn.Linear(embed_dim, num_heads * num_levels * num_points * 2))
+            setattr(self, pre + "attention_weights", nn.Linear(embed_dim, num_heads * num_levels * num_points))
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        # spec §16 8d: the official multi-frame attentions zero padded tokens BEFORE value_proj.
+        self.value_fill_before_proj = value_fill_before_proj
+
+    def offset_layers(self):
+        return [getattr(self, pre + "sampling_offsets") for pre in self.prefixes]
+
+    def weight_layers(self):
+        return [getattr(self, pre + "attention_weights") for pre in self.prefixes]
+
+    def _project_values(self, values, padding_mask):
+        """values: (N, F, S, C); padding_mask: (N, F, S) bool or None -> (N, F, S, H, D)."""
+        if padding_mask is not None and self.value_fill_before_proj:
+            values = values.masked_fill(padding_mask[..., None], 0.0)
+        v = self.value_proj(values)
+        if padding_mask is not None and not self.value_fill_before_proj:
+            v = v.masked_fill(padding_mask[..., None], 0.0)
+        return v.view(*v.shape[:3], self.num_heads, -1)
+
+    def _offsets_and_logits(self, x):
+        """x: (N, Q, C) -> offsets (N, Q, H, F, L, P, 2), logits (N, Q, H, F, L, P)."""
+        n, q, _ = x.shape
+        h, lvl, p = self.num_heads, self.num_levels, self.num_points
+        offs = torch.stack([m(x).view(n, q, h, lvl, p, 2) for m in self.offset_layers()], dim=3)
+        logits = torch.stack([m(x).view(n, q, h, lvl, p) for m in self.weight_layers()], dim=3)
+        return offs, logits
+
+
+class PoseAwareAttention(_MultiFrameBase):
+    """Pose-aware multi-frame attention of the pose decoder (spec §5.1). num_points = K keypoints.
+
+    Init: every offset / weight linear is 0 (sampling starts on the reference keypoints with
+    uniform weights); value_proj / output_proj xavier-uniform with zero bias.
+    """
+
+    def __init__(self, num_frames=3, embed_dim=256, num_heads=8, num_levels=4, num_keypoints=15, dropout=0.1,
+                 value_fill_before_proj=True):
+        super().__init__(num_frames, embed_dim, num_heads, num_levels, num_keypoints, dropout, value_fill_before_proj)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.offset_layers() + self.weight_layers():
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        _xavier(self.value_proj)
+        _xavier(self.output_proj)
+
+    def forward(self, query, query_pos, values, reference_poses, spatial_shapes, padding_mask=None):
+        """
+        query, query_pos: (N, Q, C) (one query per person, shared by all frames)
+        values: (N, F, S, C) memory of the clip's F frames
+        reference_poses: (N, F, Q, L, 2K) per-frame reference poses already scaled by each level's
+            valid ratio, [x0, y0, x1, y1, ...]
+        padding_mask: (N, F, S) bool or None
+        Returns (N, Q, C) = query + dropout(output_proj(attn)).
+        """
+        n, q, _ = query.shape
+        f = self.num_frames
+        k = self.num_points
+        x = query + query_pos if query_pos is not None else query
+        v = self._project_values(values, padding_mask)
+        offs, logits = self._offsets_and_logits(x)  # (N, Q, H, F, L, K, 2), (N, Q, H, F, L, K)
+        ref = reference_poses.view(n, f, q, self.num_levels, k, 2)
+        lo = ref.min(dim=-2)[0]
+        hi = ref.max(dim=-2)[0]
+        wh = (hi - lo).clamp(min=1e-4)  # (N, F, Q, L, 2) extent of each frame's pose per level
+        ref = ref.permute(0, 2, 1, 3, 4, 5)[:, :, None]  # (N, Q, 1, F, L, K, 2)
+        wh = wh.permute(0, 2, 1, 3, 4)[:, :, None, :, :, None, :]  # (N, Q, 1, F, L, 1, 2)
+        locs = ref + offs * wh * 0.5
+        out = multi_frame_deform_attn(v, spatial_shapes, locs, logits)
+        return query + self.dropout(self.output_proj(out))
+
+
+class MultiFrameDeformAttn(_MultiFrameBase):
+    """Multi-frame deformable attention of the joint decoder (spec §6): P points per joint, per frame.
+
+    Init: offset weights 0 with the ring-pattern bias (identical for all frames), weights 0.
+    """
+
+    def __init__(self, num_frames=3, embed_dim=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1,
+                 value_fill_before_proj=True):
+        super().__init__(num_frames, embed_dim, num_heads, num_levels, num_points, dropout, value_fill_before_proj)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        ring = _ring_offset_bias(self.num_heads, self.num_levels, self.num_points)
+        for m in self.offset_layers():
+            nn.init.zeros_(m.weight)
+            with torch.no_grad():
+                m.bias.copy_(ring)
+        for m in self.weight_layers():
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        _xavier(self.value_proj)
+        _xavier(self.output_proj)
+
+    def forward(self, query, query_pos, values, reference_points, spatial_shapes, padding_mask=None,
+                value_index=None):
+        """
+        query, query_pos: (N, Q, C) (Q = K joint queries of one person)
+        values: (B, F, S, C) clip memories; value_index (N,) long: the clip of each person (None: B == N,
+            person n uses clip n). Persons of one clip share the projected values, so nothing is copied
+            per person (at 800x1333 a per-person copy of 3 frames of memory would be ~70 MB each).
+        reference_points: (N, F, Q, L, 2) already scaled by the valid ratios
+        padding_mask: (B, F, S) bool or None. Returns (N, Q, C).
+        """
+        n, q, _ = query.shape
+        x = query + query_pos if query_pos is not None else query
+        v = self._project_values(values, padding_mask)  # (B, F, S, H, D)
+        offs, logits = self._offsets_and_logits(x)  # (N, Q, H, F, L, P, 2)
+        normalizer = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offs)
+        ref = reference_points.permute(0, 2, 1, 3, 4)[:, :, None, :, :, None, :]  # (N, Q, 1, F, L, 1, 2)
+        locs = ref + offs / normalizer[None, None, None, None, :, None, :]
+        if value_index is None:
+            out = multi_frame_deform_attn(v, spatial_shapes, locs, logits)
+        else:
+            # Attention never mixes queries: the persons of clip b are one batch row of n_b * Q queries.
+            out = x.new_zeros(n, q, self.embed_dim)
+            for b in torch.unique(value_index).tolist():
+                rows = (value_index == b).nonzero()[:, 0]
+                nb = rows.numel()
+                o = multi_frame_deform_attn(v[b:b + 1], spatial_shapes, locs[rows].flatten(0, 1)[None],
+                                            logits[rows].flatten(0, 1)[None])
+                out = out.index_copy(0, rows, o.view(nb, q, -1))
+        return query + self.dropout(self.output_proj(out))
