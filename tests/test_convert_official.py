@@ -358,7 +358,9 @@ def test_swin_l_renaming(official_keys):
                "neck.convs.2.conv.weight": (256, 1536, 1, 1), "neck.extra_convs.0.conv.weight": (256, 1536, 3, 3)}
     keys = swin_l_keys() + [(n, neck_in.get(n, s)) for n, s in official_keys if not n.startswith("backbone.")]
     sd = fake_state_dict(keys, seed=8)
-    out, report = convert_official_state_dict_with_report(sd)
+    out, report = convert_official_state_dict_with_report(sd, target_state_dict=None)
+    out = OrderedDict((k.replace("backbone.body.layers_", "backbone.layers.").replace("backbone.body.", "backbone."), v)
+                      for k, v in out.items())  # default layout = our TimmSwinBackbone; compare in timm's own names
     assert report.backbone == "swin"
     p = "backbone.stages.2.blocks.17."
     assert torch.equal(out["backbone.layers.2.blocks.17.attn.qkv.weight"], sd[p + "attn.w_msa.qkv.weight"])
@@ -377,7 +379,8 @@ def test_swin_l_renaming(official_keys):
     assert not any(k.startswith("backbone.layers.0.downsample") for k in out)
     n_mapped_backbone = sum(k.startswith("backbone.") for k in report.mapped)
     assert n_mapped_backbone == len(swin_l_keys())  # no target given: index buffers are kept too
-    # with a target that lacks the (non-persistent in timm) index buffers they are ignored, not errors
+    # with a target that lacks the (non-persistent in timm) index buffers they are ignored, not errors;
+    # the layout (timm's classifier names here) is read off the target
     target = OrderedDict((k, v) for k, v in out.items() if not k.endswith("relative_position_index"))
     out2, report2 = convert_official_state_dict_with_report(sd, target_state_dict=target)
     assert set(out2) == set(target)
@@ -406,21 +409,23 @@ def test_swin_target_layout_is_read_off_the_model(official_keys):
     sd = fake_state_dict(swin_l_keys()[:60] + [(n, s) for n, s in swin_l_keys() if n.startswith("backbone.norm")]
                          + [(n, s) for n, s in official_keys if n.startswith("bbox_head.transformer.decoder.layers.0.")
                             or n == "bbox_head.transformer.refine_query_embedding.weight"], seed=10)
-    plain = convert_official_state_dict(sd)
-    target = OrderedDict()
+    plain = convert_official_state_dict(sd)  # default layout: our TimmSwinBackbone (body.layers_N)
+    assert torch.equal(plain["backbone.body.layers_1.blocks.0.attn.qkv.bias"],
+                       sd["backbone.stages.1.blocks.0.attn.w_msa.qkv.bias"])
+    target = OrderedDict()  # another layout: timm's classifier names under `swin.`, norms indexed from 0
     for k, v in plain.items():
         m = re.match(r"^backbone\.norm(\d)\.(.+)$", k)
         if m:
             target[f"backbone.out_norms.{int(m.group(1)) - 1}.{m.group(2)}"] = v
-        elif k.startswith("backbone."):
-            target["backbone.body." + re.sub(r"^layers\.(\d+)", r"layers_\1", k[len("backbone."):])] = v
+        elif k.startswith("backbone.body."):
+            target["backbone.swin." + re.sub(r"^layers_(\d+)", r"layers.\1", k[len("backbone.body."):])] = v
         else:
             target[k] = v
     out = convert_official_state_dict(sd, target_state_dict=target)
     assert set(out) == set(target)
     assert torch.equal(out["backbone.out_norms.0.weight"], sd["backbone.norm1.weight"])
     assert torch.equal(out["backbone.out_norms.2.bias"], sd["backbone.norm3.bias"])
-    assert torch.equal(out["backbone.body.layers_1.blocks.0.attn.qkv.bias"], sd["backbone.stages.1.blocks.0.attn.w_msa.qkv.bias"])
+    assert torch.equal(out["backbone.swin.layers.1.blocks.0.attn.qkv.bias"], sd["backbone.stages.1.blocks.0.attn.w_msa.qkv.bias"])
     # a Swin target without output norms is a clear error (the official model normalises each output)
     target = OrderedDict((k, v) for k, v in target.items() if "out_norms" not in k)
     with pytest.raises(ConversionError, match="no output LayerNorms"):

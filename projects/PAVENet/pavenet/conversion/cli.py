@@ -105,6 +105,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (CheckpointReadError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # e.g. timm for a Swin target
+        print(f"error: cannot build the target model ({e}); install it, or use --no-verify (pavenet only)",
+              file=sys.stderr)
+        return 2
     logger.info("%s", report.summary())
     for why, n in sorted(collections.Counter(report.ignored.values()).items()):
         logger.info("  ignored %d tensors: %s", n, why)

@@ -226,10 +226,13 @@ def detect_backbone_type(state_dict: Mapping[str, torch.Tensor]) -> str:
 @dataclass
 class SwinLayout:
     """Where the timm Swin sits in our model: ``prefix`` + timm names (stages as ``stage_format``);
-    ``out_norms`` maps mmdet's output-norm index i (``norm{i}``) to our absolute name prefix."""
+    ``out_norms`` maps mmdet's output-norm index i (``norm{i}``) to our absolute name prefix.
 
-    prefix: str = "backbone."
-    stage_format: str = "layers.{s}"
+    The defaults are our ``TimmSwinBackbone``'s names (timm ``features_only`` model under ``body``);
+    a target model given to the converter overrides them."""
+
+    prefix: str = "backbone.body."
+    stage_format: str = "layers_{s}"
     out_norms: Dict[int, str] = field(default_factory=lambda: {i: f"backbone.norm{i}." for i in (1, 2, 3)})
 
 
@@ -386,6 +389,8 @@ def _swin_target_layout(target: Optional[Mapping[str, torch.Tensor]], src_out_no
             break
     if any(k.startswith(layout.prefix + "layers_") for k in keys):
         layout.stage_format = "layers_{s}"
+    elif any(k.startswith(layout.prefix + "layers.") for k in keys):
+        layout.stage_format = "layers.{s}"
     # Output LayerNorms: a group of >= len(src) 1-D "<stem><n>.weight" backbone tensors outside the
     # timm stages, paired with mmdet's norm{i} in index order (e.g. out_norms.0..2 <- norm1..3).
     groups: Dict[str, List[int]] = collections.defaultdict(list)
