@@ -93,6 +93,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         k_src = detect_num_keypoints(src)
         k_dst = 15 if args.coco_to_posetrack else k_src
         target = None
+        if args.arch == "pavenet":  # architecture / frame-count errors before the (slow) model build
+            convert_official_state_dict_with_report(src, arch="pavenet", num_frames=args.num_frames,
+                                                    coco_to_posetrack=args.coco_to_posetrack)
         if args.arch == "petr" or not args.no_verify:
             if args.no_verify:
                 raise ConversionError("--arch petr needs the target model (its new parameters' init); drop --no-verify")
