@@ -34,11 +34,11 @@ def test_compiled_op_raises_named_error():
 
     if getattr(_C, "__file__", "").endswith((".so", ".pyd")):
         pytest.skip("a compiled detectron2 is installed; the stand-in is not in use")
-    from detectron2.layers import nms_rotated
+    from detectron2.layers.rotated_boxes import pairwise_iou_rotated
 
     boxes = torch.tensor([[10.0, 10.0, 4.0, 4.0, 0.0]])
-    with pytest.raises(RuntimeError, match="nms_rotated"):
-        nms_rotated(boxes, torch.tensor([1.0]), 0.5)
+    with pytest.raises(RuntimeError, match="box_iou_rotated.*docs/INSTALL.md"):
+        pairwise_iou_rotated(boxes, boxes)
 
 
 def _leaf_keys(cfg, prefix=""):
@@ -130,6 +130,7 @@ def _smoke_cfg(out_dir, max_iter):
     cfg.SOLVER.STEPS = ()
     cfg.SOLVER.CHECKPOINT_PERIOD = 2
     cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.DATALOADER.NUM_WORKERS = 0
     cfg.TEST.EVAL_PERIOD = 0
     cfg.DATASETS.TRAIN = ()
     cfg.DATASETS.TEST = ()
@@ -157,13 +158,13 @@ def test_trivial_meta_arch_trains_and_resumes(tmp_path):
     before = trainer.model.backbone.weight.detach().clone()
     trainer.resume_or_load(resume=False)
     trainer.train()
-    assert trainer.iter == 1
+    assert trainer.iter == 2  # detectron2 leaves iter at max_iter after the loop
     assert not torch.equal(before, trainer.model.backbone.weight), "two iterations changed nothing"
     ckpt = tmp_path / "model_final.pth"
     assert ckpt.is_file()
     # torch >= 2.6 defaults to weights_only loading: our checkpoints must pass it as they are.
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "iteration"} <= set(state)
+    assert {"model", "iteration"} <= set(state)
 
     # Resume into a fresh trainer with a longer schedule: weights, optimizer and iteration are restored.
     cfg2 = _smoke_cfg(tmp_path, max_iter=4)
@@ -173,7 +174,7 @@ def test_trivial_meta_arch_trains_and_resumes(tmp_path):
     assert torch.equal(trainer2.model.backbone.weight, trainer.model.backbone.weight)
     assert trainer2.optimizer.state_dict()["state"], "optimizer state was not restored"
     trainer2.train()
-    assert trainer2.iter == 3
+    assert trainer2.iter == 4
 
 
 class _Opaque:
@@ -190,3 +191,22 @@ def test_checkpointer_rejects_pickled_objects_with_named_error(tmp_path):
         ckpt.load(str(bad))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         ckpt._load_file(str(tmp_path / "missing.pth"))
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    """2 iterations + resume for 2 more == 4 straight iterations (optimizer, scheduler, data and RNG)."""
+    torch.manual_seed(0)
+    straight = _smoke_trainer(_smoke_cfg(tmp_path / "straight", max_iter=4))
+    straight.resume_or_load(resume=False)
+    straight.train()
+
+    torch.manual_seed(0)
+    first = _smoke_trainer(_smoke_cfg(tmp_path / "resumed", max_iter=2))
+    first.resume_or_load(resume=False)
+    first.train()
+    torch.manual_seed(1234)  # a different process state must not matter after resume
+    second = _smoke_trainer(_smoke_cfg(tmp_path / "resumed", max_iter=4))
+    second.resume_or_load(resume=True)
+    second.train()
+    for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"

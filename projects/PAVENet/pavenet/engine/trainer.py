@@ -4,9 +4,11 @@
 """
 import logging
 import os
+import random
 import weakref
 from typing import Any, Dict, List
 
+import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, hooks
@@ -70,7 +72,32 @@ def build_pavenet_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimize
     return optim_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
 
 
+def _rng_state() -> Dict[str, Any]:
+    """Python, NumPy and torch RNG states as tensors and plain values (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+
+
 class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with PAVE-Net's loaders, optimizer and evaluator, and exact resume.
+
+    detectron2 v0.6's DefaultTrainer does not checkpoint the optimizer (main does, under `_trainer`),
+    so we save it ourselves, together with the RNG states. With `DATALOADER.NUM_WORKERS == 0` a resumed
+    run also replays the data stream to where it stopped, so it reaches the same weights as an
+    uninterrupted run; with worker processes the data order after a resume is a fresh draw.
+    """
+
     def __init__(self, cfg):
         super().__init__(cfg)
         # Safe (weights_only) loading for resume and MODEL.WEIGHTS; the periodic hook shares it.
@@ -80,6 +107,32 @@ class Trainer(DefaultTrainer):
         for hook in self._hooks:
             if isinstance(hook, hooks.PeriodicCheckpointer):
                 hook.checkpointer = self.checkpointer
+        self._rng_to_restore = None
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["optimizer"] = self.optimizer.state_dict()
+        ret["rng"] = _rng_state()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "optimizer" in state_dict:
+            self.optimizer.load_state_dict(state_dict["optimizer"])
+        self._rng_to_restore = state_dict.get("rng")
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if not (resume and self.start_iter > 0):
+            return
+        if self.cfg.DATALOADER.NUM_WORKERS == 0:
+            # Replay the (deterministic, seeded) data stream up to the checkpoint, then restore the RNGs.
+            data_iter = self._trainer._data_loader_iter
+            for _ in range(self.start_iter):
+                next(data_iter)
+        if self._rng_to_restore is not None:
+            _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     @classmethod
     def build_train_loader(cls, cfg):
