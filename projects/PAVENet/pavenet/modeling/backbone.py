@@ -124,3 +124,27 @@ class TimmSwinBackbone(Backbone):
 def build_pavenet_swin_backbone(cfg, input_shape: ShapeSpec):
     s = cfg.MODEL.PAVENET.SWIN
     return TimmSwinBackbone(s.MODEL_NAME, out_indices=tuple(s.OUT_INDICES), drop_path_rate=s.DROP_PATH_RATE)
+
+
+@BACKBONE_REGISTRY.register()
+def build_pavenet_tiny_resnet_backbone(cfg, input_shape: ShapeSpec):
+    """A narrow detectron2 ResNet of BasicBlocks for CPU experiments (configs/synthetic/pavenet_tiny.yaml).
+
+    detectron2's own builder fixes R18/R34 widths at 64..512; here MODEL.RESNETS.RES2_OUT_CHANNELS is the
+    res2 width (doubled per stage), MODEL.RESNETS.STEM_OUT_CHANNELS the stem width, and
+    MODEL.RESNETS.DEPTH 10 / 18 selects 1 / 2 blocks per stage. Norm, OUT_FEATURES and FREEZE_AT as usual.
+    """
+    from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
+
+    r = cfg.MODEL.RESNETS
+    blocks = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2]}.get(r.DEPTH)
+    if blocks is None:
+        raise ValueError(f"build_pavenet_tiny_resnet_backbone: MODEL.RESNETS.DEPTH must be 10 or 18, got {r.DEPTH}")
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stages, cin, cout = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
+    max_idx = max({"res2": 2, "res3": 3, "res4": 4, "res5": 5}[f] for f in r.OUT_FEATURES)
+    for idx, n in enumerate(blocks[: max_idx - 1]):
+        stages.append(ResNet.make_stage(BasicBlock, n, in_channels=cin, out_channels=cout,
+                                        stride_per_block=[1 if idx == 0 else 2] + [1] * (n - 1), norm=r.NORM))
+        cin, cout = cout, cout * 2
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
