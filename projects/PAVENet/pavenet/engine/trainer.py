@@ -11,7 +11,9 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import COCOEvaluator
 
 from ..checkpoint import PAVENetCheckpointer
@@ -99,15 +101,29 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        super().__init__(cfg)
-        # Safe (weights_only) loading for resume and MODEL.WEIGHTS; the periodic hook shares it.
-        self.checkpointer = PAVENetCheckpointer(
-            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
-        for hook in self._hooks:
-            if isinstance(hook, hooks.PeriodicCheckpointer):
-                hook.checkpointer = self.checkpointer
+        # DefaultTrainer.__init__'s body (the same on detectron2 v0.6 and main) with two changes: DDP is
+        # created without device_ids on CPU (gloo workers; detectron2 passes the local rank, which DDP
+        # rejects for CPU modules), and the checkpointer is the weights_only-safe PAVENetCheckpointer.
+        TrainerBase.__init__(self)
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_kwargs = {"broadcast_buffers": False}
+        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
+            ddp_kwargs["device_ids"] = None
+        model = create_ddp_model(model, **ddp_kwargs)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = PAVENetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
         self._rng_to_restore = None
+        self.register_hooks(self.build_hooks())
 
     def state_dict(self):
         ret = super().state_dict()
