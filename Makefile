@@ -8,5 +8,9 @@ setup:
 test: setup
 	$(PY) -m pytest -q tests
 
+# The main job: train the tiny PAVE-Net on the embedded synthetic videos (CPU), evaluate, render.
+demo: setup
+	$(PY) tools/run_demo.py --output output/demo
+
 clean:
 	rm -rf build output
