@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from test_demo_cli import _load_tool
+from test_demo_cli import _load_tool, _one_torch_thread  # noqa: F401 (autouse fixture)
 from test_demo_predictor import FALLBACK_TINY, TINY_YAML
 
 
@@ -17,7 +17,7 @@ def test_benchmark_json(tmp_path):
         extra = [str(v) for v in FALLBACK_TINY]
     out = tmp_path / "bench.json"
     res = bench.main(["--config-file", cfg_file, "--height", "64", "--width", "96", "--frames", "3",
-                      "--repeats", "1", "--json", str(out), "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
+                      "--repeats", "1", "--threads", "1", "--json", str(out), "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
                       *extra])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
     for key in ("stream_ms_per_frame", "window_ms_per_frame", "ms_1_person", "ms_20_persons", "gflops_per_frame",
