@@ -43,7 +43,7 @@ def get_parser():
     src.add_argument("--video-input", help="a video file")
     src.add_argument("--input", nargs="+", help="frames of one video: image files, a folder, or a glob ('dir/*.jpg')")
     src.add_argument("--webcam", action="store_true", help="take frames from webcam 0")
-    parser.add_argument("--output", help="a video file (.mp4/.mkv/.avi) or a directory; if absent, show a window")
+    parser.add_argument("--output", help="a video file (.mp4/.mkv/.avi) or a directory; with no output at all, show a window")
     parser.add_argument("--save-frames", action="store_true", help="with a directory --output: also save overlay frames")
     parser.add_argument("--save-json", help="PoseTrack18 JSON with track_id (a .json file or a directory)")
     parser.add_argument("--save-coco", help="COCO keypoint results JSON (with track_id)")
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
                          track_match_thresh=args.track_match_thresh, keypoint_thresh=args.keypoint_threshold)
     summary = run_demo(demo, source, output=args.output, save_frames=args.save_frames, save_json=args.save_json,
                        save_coco=args.save_coco, gt_json=args.gt_json, progress=not args.no_progress,
-                       show=not args.output)
+                       show=not (args.output or args.save_json or args.save_coco))
     logger.info("Done: %s", json.dumps(summary))
     return summary
 
