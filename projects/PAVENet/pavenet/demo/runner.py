@@ -8,6 +8,7 @@ import os
 import re
 from typing import Iterator, List, Optional, Tuple
 
+import cv2
 import numpy as np
 from detectron2.structures import Instances
 
@@ -123,6 +124,8 @@ def run_demo(
     frame_names: List[str] = []
     size = (0, 0)
     track_ids = set()
+    num_persons = num_frames = 0
+    keep_results = bool(save_json or save_coco)
     written = {}
     with _maybe(atomic_path, video_path) as tmp_video, _maybe(atomic_dir, frames_dir) as tmp_frames:
         writer = VideoWriter(tmp_video, source.fps) if tmp_video else None
@@ -131,23 +134,24 @@ def run_demo(
             for index, frame, inst in tqdm(demo.run(source), total=source.num_frames, disable=not progress,
                                            desc=name, unit="frame"):
                 size = frame.shape[:2]
-                frame_names.append(source.frame_name(index))
+                num_frames += 1
+                frame_name = source.frame_name(index)
                 kpts = inst.pred_keypoints.numpy()
                 scores = inst.scores.numpy()
                 tids = inst.pred_track_ids.numpy()
                 track_ids.update(tids.tolist())
-                people_per_frame.append([
-                    {"keypoints": k, "score": float(s), "track_id": int(t)} for k, s, t in zip(kpts, scores, tids)
-                ])
-                coco_preds.append({"image_id": index, "keypoints": kpts, "scores": scores, "track_ids": tids})
+                num_persons += len(tids)
+                if keep_results:  # only for the JSON files: a webcam / overlay-only run keeps nothing per frame
+                    frame_names.append(frame_name)
+                    people_per_frame.append([{"keypoints": k, "score": float(s), "track_id": int(t)}
+                                             for k, s, t in zip(kpts, scores, tids)])
+                    coco_preds.append({"image_id": index, "keypoints": kpts, "scores": scores, "track_ids": tids})
                 if vis is not None:
                     overlay = vis.draw(frame, inst)
                     if writer:
                         writer.write(overlay)
                     if tmp_frames:
-                        import cv2
-
-                        stem = os.path.splitext(frame_names[-1])[0]
+                        stem = os.path.splitext(frame_name)[0]
                         if not cv2.imwrite(os.path.join(tmp_frames, stem + ".jpg"), overlay):
                             raise RuntimeError(f"cannot write overlay frame {stem}.jpg")
                     if show and _show(name, overlay):
@@ -155,15 +159,16 @@ def run_demo(
         finally:
             if writer:
                 writer.close()
-        if not frame_names:
+        if not num_frames:
             raise ValueError(f"input {name!r} produced no frames")
         if writer:
             written["video"] = video_path
         if frames_dir:
             written["frames"] = frames_dir
         # JSON inside the same block: if it fails, the video is not published either.
-        images = (_load_gt_images(gt_json, len(frame_names)) if gt_json
-                  else posetrack_image_entries(name, frame_names, *size))
+        if keep_results:
+            images = (_load_gt_images(gt_json, len(frame_names)) if gt_json
+                      else posetrack_image_entries(name, frame_names, *size))
         if save_json:
             # Joints the overlay hides are written as absent: MOTA counts every present joint whatever its score.
             joint_thresh = demo.keypoint_thresh if demo.keypoint_thresh > 0 else None
@@ -175,7 +180,7 @@ def run_demo(
             atomic_write_json(save_coco, coco_keypoint_results(coco_preds))
             written["coco"] = save_coco
     return {
-        "name": name, "num_frames": len(frame_names), "num_persons": sum(len(p) for p in people_per_frame),
+        "name": name, "num_frames": num_frames, "num_persons": num_persons,
         "num_tracks": len(track_ids), "outputs": written,
     }
 
@@ -195,8 +200,6 @@ class _maybe:
 
 def _show(name: str, overlay: np.ndarray) -> bool:
     """Show a frame in a window; True when the user pressed Esc."""
-    import cv2
-
     try:
         cv2.imshow(name, overlay)
         return cv2.waitKey(1) == 27
