@@ -62,11 +62,10 @@ def _import_model_registry():
 
 
 def _checkpointer(model):
-    try:  # the project's checkpointer handles local non-tensor pickles on torch >= 2.6 (guide §10.3)
-        from pavenet.checkpoint import PAVENetCheckpointer as Ckpt
-    except ImportError:  # pragma: no cover - depends on the checkpoint module being present
-        from detectron2.checkpoint import DetectionCheckpointer as Ckpt
-    return Ckpt(model)
+    # A DetectionCheckpointer that also loads local non-tensor pickles on torch >= 2.6 (guide §10.3).
+    from pavenet.checkpoint import PAVENetCheckpointer
+
+    return PAVENetCheckpointer(model)
 
 
 class ClipPredictor:
@@ -117,6 +116,7 @@ class ClipPredictor:
         return prepare
 
     def _filter(self, instances: Instances) -> Instances:
+        # The model applies SCORE_THRESH too; filtering here keeps it true for a model passed in.
         if self.score_thresh > 0 and len(instances):
             instances = instances[instances.scores >= self.score_thresh]
         return instances
@@ -162,8 +162,8 @@ class ClipPredictor:
         return self.model(inputs)[0]["instances"].to("cpu")
 
     def __call__(self, frames_bgr: List[np.ndarray]) -> Instances:
-        """DefaultPredictor-style: F BGR frames (t-T..t+T) -> Instances of the key frame (unfiltered by
-        nothing but SCORE_THRESH)."""
+        """DefaultPredictor-style: F BGR frames (t-T..t+T) -> Instances of the key frame, filtered only by
+        MODEL.PAVENET.TEST.SCORE_THRESH."""
         if len(frames_bgr) != self.num_frames:
             raise ValueError(f"expected {self.num_frames} frames (MODEL.PAVENET.NUM_FRAMES), got {len(frames_bgr)}")
         prepare = self._make_prepare()
