@@ -41,6 +41,12 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.SWIN.MODEL_NAME = "swin_large_patch4_window7_224"
     P.SWIN.OUT_INDICES = [1, 2, 3]
     P.SWIN.DROP_PATH_RATE = 0.3
+    # Overrides of the timm model's architecture (0 / [] keep MODEL_NAME's own: Swin-L p4-w7 is embed 192,
+    # depths [2, 2, 18, 2], heads [6, 12, 24, 48], window 7), e.g. a shallow Swin for tests.
+    P.SWIN.EMBED_DIM = 0
+    P.SWIN.DEPTHS = []
+    P.SWIN.NUM_HEADS = []
+    P.SWIN.WINDOW_SIZE = 0
     # Loss weights (spec §8) and matcher costs.
     P.CLASS_WEIGHT = 0.5
     P.ENC_CLASS_WEIGHT = 0.5

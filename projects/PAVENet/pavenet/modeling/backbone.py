@@ -3,16 +3,19 @@
 * The R50 backbone is detectron2's own `build_resnet_backbone` (FrozenBN, res3-res5,
   STRIDE_IN_1X1=False, FREEZE_AT=2), chosen by MODEL.BACKBONE.NAME; all B*F frames go through it as
   one batch.
-* `build_pavenet_swin_backbone`: Swin-L through `timm` (optional dependency, imported lazily).
+* `build_pavenet_swin_backbone`: Swin-L through `timm` (optional dependency, imported lazily), with
+  mmdet's output LayerNorms `norm1..3` and mmdet's padding order, so official weights fit.
 * `ChannelMapperNeck`: mmdet ChannelMapper layout (1x1 conv, no bias + GroupNorm(32) per input, and an
   extra 3x3 stride-2 conv + GN on the raw last input, C5), official attribute names.
 * `SinePositionalEncoding`: mmdet's normalised 2-D sine encoding with offset -0.5.
 """
 import math
+import types
 from typing import Dict, List
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -85,35 +88,104 @@ class SinePositionalEncoding(nn.Module):
         return torch.cat((py, px), dim=3).permute(0, 3, 1, 2)
 
 
-class TimmSwinBackbone(Backbone):
-    """Swin Transformer from `timm` (features_only) exposing stages as res3/res4/res5 (strides 8-32).
+def _attn_pad_then_shift(block, x: torch.Tensor) -> torch.Tensor:
+    """(Shifted) window attention in mmdet's order, bound to a timm ``SwinTransformerBlock`` as ``_attn``.
 
-    State-dict names are timm's, not mmdet's; the converter maps the official Swin keys.
+    timm (1.0.x) rolls the unpadded map and pads afterwards; mmdet's ``ShiftWindowMSA`` pads the map
+    (bottom/right, zeros) to a multiple of the window FIRST and then rolls it, the shift mask being
+    built on the padded size. The two differ whenever a stage's size is not a multiple of the window,
+    so official weights need mmdet's order. Input/output: normed (B, H, W, C).
+    """
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    b, h, w, c = x.shape
+    wh, ww = block.window_size
+    x = F.pad(x, (0, 0, 0, (-w) % ww, 0, (-h) % wh))
+    hp, wp = x.shape[1], x.shape[2]
+    sh, sw = block.shift_size
+    shifted = bool(sh or sw)
+    if shifted:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    mask = block.get_attn_mask(x) if shifted else None  # -100 between regions, on the padded size
+    windows = window_partition(x, block.window_size).view(-1, wh * ww, c)
+    windows = block.attn(windows, mask=mask).view(-1, wh, ww, c)
+    x = window_reverse(windows, block.window_size, hp, wp)
+    if shifted:
+        x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+    return x[:, :h, :w, :].contiguous()
+
+
+class TimmSwinBackbone(Backbone):
+    """mmdet-compatible Swin Transformer on top of `timm` (features_only), stages as res3/res4/res5.
+
+    * timm holds the patch embedding and the stages (``body.*``, timm's own names, stages
+      ``body.layers_{s}``); the converter maps the official mmdet keys onto them.
+    * Like mmdet's SwinTransformer each returned stage ``i`` goes through its own output LayerNorm
+      ``norm{i}`` (``backbone.norm1..3`` for out_indices (1, 2, 3): the official names, which the
+      converter fills from ``backbone.norm{i}``).
+    * Any input size: the image is zero-padded bottom/right to a multiple of the patch size (mmdet's
+      AdaptivePadding 'corner'); each block pads to a multiple of the window before the cyclic shift,
+      as mmdet does (`_attn_pad_then_shift`); patch merging pads odd sizes (timm = mmdet). Windows
+      are never shrunk to the feature size and the shift is never dropped (timm's
+      ``always_partition=True``; mmdet does the same). Output sizes are ceil(H/4), then halved with
+      ceil per stage (strides 8/16/32), nothing to crop.
+    * ``embed_dim`` / ``depths`` / ``num_heads`` / ``window_size`` override the timm model's
+      defaults (None: keep them), e.g. for a shallow Swin in tests.
     """
 
-    def __init__(self, model_name: str, out_indices=(1, 2, 3), drop_path_rate=0.3, pretrained=False):
+    def __init__(self, model_name: str, out_indices=(1, 2, 3), drop_path_rate=0.3, pretrained=False,
+                 embed_dim=None, depths=None, num_heads=None, window_size=None):
         super().__init__()
         try:
             import timm
         except ImportError as e:  # optional extra
             raise ImportError(
-                "MODEL.BACKBONE.NAME=build_pavenet_swin_backbone needs `timm` (pip install timm)"
+                "MODEL.BACKBONE.NAME=build_pavenet_swin_backbone needs `timm` (pip install timm, or the "
+                "package's `swin` extra)"
             ) from e
+        out_indices = tuple(int(i) for i in out_indices)
+        if not out_indices or list(out_indices) != sorted(set(out_indices)) or not set(out_indices) <= {0, 1, 2, 3}:
+            raise ValueError(
+                f"MODEL.PAVENET.SWIN.OUT_INDICES must be increasing stage indices in 0..3, got {out_indices}")
+        kwargs = {}
+        if embed_dim:
+            kwargs["embed_dim"] = int(embed_dim)
+        if depths:
+            kwargs["depths"] = tuple(int(d) for d in depths)
+        if num_heads:
+            kwargs["num_heads"] = tuple(int(h) for h in num_heads)
+        if window_size:
+            kwargs["window_size"] = int(window_size)
         self.body = timm.create_model(
-            model_name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices),
-            drop_path_rate=drop_path_rate, strict_img_size=False, dynamic_img_pad=True,
+            model_name, pretrained=pretrained, features_only=True, out_indices=out_indices,
+            drop_path_rate=drop_path_rate, strict_img_size=False, always_partition=True, **kwargs,
         )
-        names = ["res2", "res3", "res4", "res5"]
+        for m in self.body.modules():
+            if hasattr(m, "get_attn_mask") and hasattr(m, "window_size") and hasattr(m, "attn"):
+                m._attn = types.MethodType(_attn_pad_then_shift, m)
+        patch = self.body.patch_embed.patch_size
+        self._patch_size = (int(patch[0]), int(patch[1])) if isinstance(patch, (tuple, list)) else (int(patch),) * 2
         info = self.body.feature_info
+        names = ["res2", "res3", "res4", "res5"]
+        self._out_indices = out_indices
         self._out_features = [names[i] for i in out_indices]
-        self._out_feature_channels = {n: c for n, c in zip(self._out_features, info.channels())}
-        self._out_feature_strides = {n: s for n, s in zip(self._out_features, info.reduction())}
+        self._out_feature_channels = dict(zip(self._out_features, info.channels()))
+        self._out_feature_strides = dict(zip(self._out_features, info.reduction()))
+        for i, c in zip(out_indices, info.channels()):
+            self.add_module(f"norm{i}", nn.LayerNorm(c))  # mmdet: build_norm_layer(LN) per output
 
     def forward(self, x) -> Dict[str, torch.Tensor]:
-        outs = self.body(x)
-        if str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC"):  # timm Swin features are NHWC
-            outs = [o.permute(0, 3, 1, 2).contiguous() for o in outs]
-        return dict(zip(self._out_features, outs))
+        h, w = x.shape[-2:]
+        ph, pw = self._patch_size
+        if h % ph or w % pw:
+            x = F.pad(x, (0, (-w) % pw, 0, (-h) % ph))
+        outs = self.body(x)  # timm Swin features are NHWC
+        res = {}
+        for name, i, o in zip(self._out_features, self._out_indices, outs):
+            if o.shape[-1] != self._out_feature_channels[name]:  # in case a timm version returns NCHW
+                o = o.permute(0, 2, 3, 1)
+            res[name] = getattr(self, f"norm{i}")(o).permute(0, 3, 1, 2).contiguous()
+        return res
 
     def output_shape(self):
         return {n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
@@ -123,7 +195,10 @@ class TimmSwinBackbone(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_pavenet_swin_backbone(cfg, input_shape: ShapeSpec):
     s = cfg.MODEL.PAVENET.SWIN
-    return TimmSwinBackbone(s.MODEL_NAME, out_indices=tuple(s.OUT_INDICES), drop_path_rate=s.DROP_PATH_RATE)
+    return TimmSwinBackbone(
+        s.MODEL_NAME, out_indices=tuple(s.OUT_INDICES), drop_path_rate=s.DROP_PATH_RATE,
+        embed_dim=s.EMBED_DIM, depths=s.DEPTHS, num_heads=s.NUM_HEADS, window_size=s.WINDOW_SIZE,
+    )
 
 
 @BACKBONE_REGISTRY.register()
