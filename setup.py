@@ -22,5 +22,5 @@ setup(
         "iopath",
         "tqdm",
     ],
-    extras_require={"dev": ["pytest"], "swin": ["timm"]},
+    extras_require={"dev": ["pytest"], "swin": ["timm>=1.0"]},  # timm 1.0 added always_partition
 )
