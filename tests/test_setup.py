@@ -182,14 +182,14 @@ class _Opaque:
 
 
 def test_checkpointer_rejects_pickled_objects_with_named_error(tmp_path):
-    from pavenet.checkpoint import PAVENetCheckpointer, UnsafeCheckpointError
+    from pavenet.checkpoint import CheckpointReadError, PAVENetCheckpointer, UnsafeCheckpointError
 
     bad = tmp_path / "opaque.pth"
     torch.save({"model": {}, "extra": _Opaque()}, bad)
     ckpt = PAVENetCheckpointer(nn.Linear(1, 1))
     with pytest.raises(UnsafeCheckpointError, match="opaque.pth"):
         ckpt.load(str(bad))
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(CheckpointReadError, match="missing.pth"):
         ckpt._load_file(str(tmp_path / "missing.pth"))
 
 

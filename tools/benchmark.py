@@ -52,7 +52,7 @@ def synthetic_video(num_people: int, num_frames: int, height: int, width: int, s
     from pavenet.data import synthetic as syn
 
     rng = np.random.default_rng(seed)
-    bg = syn._background(rng, width, height)
+    bg = syn.textured_background(rng, width, height)
     people = []
     for i in range(num_people):
         # 1 person: a large figure in the middle; 20: a crowd of smaller ones spread over the frame.
@@ -67,7 +67,7 @@ def synthetic_video(num_people: int, num_frames: int, height: int, width: int, s
     for t in range(num_frames):
         img = bg.copy()
         for p in people:
-            syn._draw_person(img, p, syn._pose(p, t))
+            syn.draw_person(img, p, syn.person_pose(p, t))
         frames.append(np.ascontiguousarray(img[:, :, ::-1]))  # RGB -> BGR, as OpenCV reads videos
     return frames
 

@@ -9,11 +9,12 @@ because unpickling can run arbitrary code.
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from typing import Dict, Mapping
 
 import torch
+
+from ..utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +129,8 @@ def save_converted_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str)
         if v.untyped_storage().nbytes() != v.numel() * v.element_size():
             v = v.clone()
         tensors[k] = v
-    out_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save({"model": tensors}, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -30,6 +30,7 @@ from .keypoint_meta import POSETRACK18_SLOT_NAMES, POSETRACK18_SLOTS_FOR_15, POS
 logger = logging.getLogger(__name__)
 
 __all__ = ["generate_synthetic_posetrack", "ensure_synthetic_dataset", "render_video", "JOINT_COLORS",
+           "person_pose", "draw_person", "textured_background",
            "DEFAULT_PARAMS"]
 
 DEFAULT_PARAMS = dict(num_train=16, num_val=4, num_frames=24, width=256, height=192, seed=0)
@@ -98,7 +99,7 @@ def _sample_people(rng: np.random.Generator, n_frames: int, W: int, H: int) -> L
     return sorted(people, key=lambda p: p["hp"])
 
 
-def _pose(p: dict, t: int) -> np.ndarray:
+def person_pose(p: dict, t: int) -> np.ndarray:
     """(15, 2) joint positions of person p at frame t (front-facing: the person's left is image right)."""
     hp, s = p["hp"], p["phase"] + p["freq"] * t
     root = np.array([p["x0"] + p["vx"] * t, p["y0"] + 0.01 * hp * np.sin(2 * s)])
@@ -137,7 +138,7 @@ def joint_radius(hp: float) -> int:
     return max(3, int(round(0.025 * hp)))
 
 
-def _background(rng: np.random.Generator, W: int, H: int) -> np.ndarray:
+def textured_background(rng: np.random.Generator, W: int, H: int) -> np.ndarray:
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(20, 80), rng.uniform(90, 190)]]], dtype=np.uint8)
     base = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
     grad = np.linspace(-25, 25, H, dtype=np.float32)[:, None, None] * (1 if rng.random() < 0.5 else -1)
@@ -176,7 +177,7 @@ def _draw_crowd_patch(img: np.ndarray, poly: np.ndarray):
     img[mask > 0] = patch[mask > 0]
 
 
-def _draw_person(img: np.ndarray, p: dict, J: np.ndarray):
+def draw_person(img: np.ndarray, p: dict, J: np.ndarray):
     hp = p["hp"]
     th = max(3, int(round(0.06 * hp)))
     P = lambda name: tuple(int(round(v)) for v in J[_J[name]])  # noqa: E731
@@ -202,7 +203,7 @@ def _draw_person(img: np.ndarray, p: dict, J: np.ndarray):
 def render_video(rng: np.random.Generator, num_frames: int, W: int, H: int):
     """Render one video. Returns (frames: list of (H, W, 3) uint8 RGB, people: list of person params in
     drawing order (last = front), poses: (num_frames, num_people, 15, 2), ignore: list of (n, 2) int polygons)."""
-    bg = _background(rng, W, H)
+    bg = textured_background(rng, W, H)
     ignore = [_ignore_polygon(rng, W, H)] if rng.random() < 0.3 else []
     for poly in ignore:
         _draw_crowd_patch(bg, poly)
@@ -212,8 +213,8 @@ def render_video(rng: np.random.Generator, num_frames: int, W: int, H: int):
     for t in range(num_frames):
         img = bg.copy()
         for i, p in enumerate(people):
-            poses[t, i] = _pose(p, t)
-            _draw_person(img, p, poses[t, i])
+            poses[t, i] = person_pose(p, t)
+            draw_person(img, p, poses[t, i])
         frames.append(img)
     return frames, people, poses, ignore
 

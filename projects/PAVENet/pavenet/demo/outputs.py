@@ -3,54 +3,19 @@
 A crash, Ctrl-C or bad frame half-way through leaves no file at the final path (and removes the
 temporary one), so a later run or a user never mistakes a truncated video / JSON for a result.
 """
-import contextlib
 import os
-import shutil
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_dir", "VideoWriter", "VIDEO_EXTENSIONS"]
+from ..utils.atomic import atomic_dir, atomic_path
+
+__all__ = ["atomic_path", "atomic_dir", "VideoWriter", "VIDEO_EXTENSIONS"]  # atomic_* re-exported for the demo
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi")
 # OpenCV picks the container from the extension; these codecs ship with the opencv-python wheels.
 _FOURCC = {".mp4": "mp4v", ".mkv": "x264", ".avi": "MJPG"}
-
-
-def _temp_name(path: str) -> str:
-    root, ext = os.path.splitext(path)
-    return f"{root}.partial-{os.getpid()}{ext}"  # keep the extension: OpenCV chooses the container by it
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yields a temporary file path next to `path`; renamed to `path` only if the block succeeds."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        yield tmp
-        if not os.path.isfile(tmp):
-            raise RuntimeError(f"nothing was written for {path}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str) -> Iterator[str]:
-    """Yields a temporary directory next to `path`; it replaces `path` only if the block succeeds."""
-    tmp = os.path.normpath(path) + f".partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
-        yield tmp
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class VideoWriter:

@@ -7,12 +7,12 @@ a `track_id` (< 10000, unique per frame) on every person, the ears written as (0
 """
 import json
 import os
-import tempfile
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from ..data.keypoint_meta import POSETRACK18_SLOT_NAMES, POSETRACK18_SLOTS_FOR_15
+from ..utils.atomic import atomic_write_json
 
 __all__ = [
     "atomic_write_json",
@@ -26,24 +26,6 @@ __all__ = [
 
 _IMAGE_KEYS = ("id", "file_name", "frame_id", "vid_id", "nframes", "is_labeled", "has_no_densepose",
                "width", "height")
-
-
-def atomic_write_json(path: str, obj, indent: Optional[int] = None) -> None:
-    """Write JSON to a temp file in the destination directory, then `os.replace` it into place, so a reader
-    never sees a half-written file (e.g. a crash mid-evaluation or a concurrent poseval run)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def posetrack18_category() -> dict:
