@@ -44,3 +44,15 @@ def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def one_torch_thread(_seed):
+    """For small-tensor tests: on a loaded 2-core machine two intra-op threads mostly wait for each
+    other (measured 20x slower than one). Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

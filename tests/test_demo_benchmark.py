@@ -3,8 +3,10 @@ import json
 
 import pytest
 
-from test_demo_cli import _load_tool, _one_torch_thread  # noqa: F401 (autouse fixture)
+from test_demo_cli import _load_tool
 from test_demo_predictor import FALLBACK_TINY, TINY_YAML
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_benchmark_json(tmp_path):

@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from pavenet.demo.outputs import video_frame_count
 
@@ -17,14 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_VIDEO = Path("videos") / "000001_mpiinew_test" / "000001_mpiinew_test.mp4"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread(_seed):
-    # Small tensors on a shared 2-core machine: 2 intra-op threads spend most of their time waiting
-    # for each other (measured 20x slower than 1 thread under load). Runs after conftest's seeding.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _load_tool(name):

@@ -25,14 +25,7 @@ FALLBACK_TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread(_seed):
-    # Small tensors on a shared 2-core machine: 2 intra-op threads spend most of their time waiting
-    # for each other (measured 20x slower than 1 thread under load). Runs after conftest's seeding.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(*opts):

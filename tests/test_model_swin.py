@@ -4,7 +4,6 @@ and padding order, and an official-style Swin checkpoint converting and loading 
 Skipped when timm is not installed (CI installs the package without extras). Shallow Swins (depth
 overrides, MODEL.PAVENET.SWIN.*) keep it fast; the full Swin-L is only built on the meta device.
 """
-import glob
 from pathlib import Path
 
 import pytest

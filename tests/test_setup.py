@@ -1,7 +1,6 @@
 """The environment and the project skeleton: detectron2 imports, named compiled-op errors, configs,
 and a trivially registered meta-architecture that trains and resumes under the Trainer on CPU."""
 import importlib
-import os
 from pathlib import Path
 
 import pytest

@@ -137,7 +137,10 @@ def test_eval_only_on_the_real_posetrack18_sample(tmp_path, sample_dir, capsys):
     ap = results["posetrack"]
     assert {"AP", "AP-Head", "AP-Ankle"} <= set(ap)
     assert 0.0 <= ap["AP"] <= 100.0
-    out = capsys.readouterr().out + capsys.readouterr().err
+    captured = capsys.readouterr()
+    table = captured.out + captured.err
+    assert all(col in table for col in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")), (
+        "the AP table was not printed")
     pred_dir = tmp_path / "inference" / name / "posetrack_predictions"
     files = sorted(p.name for p in pred_dir.glob("*.json"))
     assert files == ["003418_mpii_test.json", "009473_mpii_test.json"]

@@ -5,9 +5,7 @@ GT frame in GT order (pairing is by position), one `person` category with the 17
 a `track_id` (< 10000, unique per frame) on every person, the ears written as (0, 0, 0), joint scores in
 `scores` (17, slot order). A joint is absent only when written as exactly (0, 0, 0).
 """
-import json
-import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 

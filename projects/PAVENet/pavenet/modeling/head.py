@@ -6,7 +6,7 @@ C channels, L levels, S tokens per frame. Keypoints are normalised to the UNPADD
 ([x0, y0, x1, y1, ...] for 2K vectors), sigmas are after the sigmoid.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -309,7 +309,7 @@ class PAVENetHead(nn.Module):
         Returns per layer {"keypoints" (M,K,2) key frame, "sigma" (M,K,2), "hs" (M,K,C),
         "references" (M,F,K,2) after the layer}.
         """
-        f, c, k = self.num_frames, self.key_frame, self.num_keypoints
+        f, c = self.num_frames, self.key_frame
         n, s, dim = enc.memory.shape
         b = n // f
         m = init_refs.shape[0]
