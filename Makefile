@@ -10,7 +10,7 @@ test: setup
 
 # The main job: train the tiny PAVE-Net on the embedded synthetic videos (CPU), evaluate, render.
 demo: setup
-	$(PY) tools/run_demo.py --output output/demo
+	$(PY) tools/run_demo.py --output output/demo --eval-period 450
 
 clean:
 	rm -rf build output
