@@ -128,8 +128,8 @@ def test_eval_only_on_the_real_posetrack18_sample(tmp_path, sample_dir, capsys):
     register_posetrack(name, str(sample_dir / "annotations" / "val"), str(sample_dir))
     args = default_argument_parser().parse_args(
         [
-            "--config-file", TINY, "--eval-only",
-            "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{name}',)", "OUTPUT_DIR", str(tmp_path),
+            "--config-file", TINY, "--eval-only",  # MODEL.DEVICE stays detectron2's "cuda": falls back to cpu
+            "DATASETS.TEST", f"('{name}',)", "OUTPUT_DIR", str(tmp_path),
             "DATALOADER.NUM_WORKERS", "0",
         ]
     )

@@ -1,5 +1,8 @@
 """`setup(args)` and `main(args)` for tools/train_net.py (kept in the package so tests can drive them)."""
+import logging
 import os
+
+import torch
 
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
@@ -22,9 +25,15 @@ def setup(args):
     add_pavenet_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    requested_device = cfg.MODEL.DEVICE
+    if requested_device.startswith("cuda") and not torch.cuda.is_available():
+        # detectron2's default device; on a CPU-only machine train/evaluate on the CPU instead of failing.
+        cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pavenet")
+    if cfg.MODEL.DEVICE != requested_device:
+        logging.getLogger("pavenet").warning(f"CUDA is not available: MODEL.DEVICE {requested_device} -> cpu")
     return cfg
 
 
