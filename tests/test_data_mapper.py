@@ -65,12 +65,7 @@ def _cfg(**kv):
     cfg.INPUT.PAVENET.CROP_PRE_RESIZE_SHORT = [120]
     cfg.INPUT.CROP.SIZE = [70, 110]
     cfg.INPUT.PAVENET.COLOR_AUG = False  # colours identify joints in this test
-    for k, v in kv.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = getattr(node, p)
-        setattr(node, last, v)
+    cfg.merge_from_list([x for item in kv.items() for x in item])
     return cfg
 
 

@@ -18,12 +18,7 @@ def _cfg(tiny=True, **over):
     if tiny:
         cfg.merge_from_file("configs/synthetic/pavenet_tiny.yaml")
     cfg.MODEL.DEVICE = "cpu"
-    for k, v in over.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = getattr(node, p)
-        setattr(node, last, v)
+    cfg.merge_from_list([x for item in over.items() for x in item])
     return cfg
 
 
