@@ -204,4 +204,4 @@ def _show(name: str, overlay: np.ndarray) -> bool:
         cv2.imshow(name, overlay)
         return cv2.waitKey(1) == 27
     except cv2.error as e:  # headless OpenCV build
-        raise RuntimeError("cannot open a window (headless OpenCV?): pass --output instead") from e
+        raise ValueError("cannot open a window (headless OpenCV?): pass --output or --save-json") from e
