@@ -111,3 +111,31 @@ def test_joint_attention_grouped_by_clip_equals_per_person():
     grouped = attn(q, pos, values, refs, shapes, value_index=clip)
     per_person = attn(q, pos, values[clip], refs, shapes)
     assert torch.allclose(grouped, per_person, atol=1e-5)
+
+
+def test_sampling_is_mirror_consistent():
+    """Flipping every level's value map left-right and mirroring the sampling x (x -> 1 - x) samples the
+    same values: pins the (x, y) order and the align_corners=False pixel-centre convention that the
+    keypoint flip of the clip mapper relies on."""
+    from pavenet.modeling.ms_deform_attn import ms_deform_attn_core
+
+    torch.manual_seed(0)
+    shapes = [(6, 9), (3, 5)]
+    n, q, h, d, p = 2, 7, 2, 4, 3
+    maps = [torch.randn(n, h, d, hh, ww) for hh, ww in shapes]
+
+    def to_tokens(ms):  # (N, H, D, h, w) per level -> (N, S, H, D)
+        return torch.cat([m.flatten(3).permute(0, 3, 1, 2) for m in ms], 1)
+
+    loc = torch.rand(n, q, h, len(shapes), p, 2)
+    weights = torch.rand(n, q, h, len(shapes), p).softmax(-1)
+    out = ms_deform_attn_core(to_tokens(maps), shapes, loc, weights)
+    mirrored_loc = loc.clone()
+    mirrored_loc[..., 0] = 1 - loc[..., 0]
+    out_flipped = ms_deform_attn_core(to_tokens([m.flip(-1) for m in maps]), shapes, mirrored_loc, weights)
+    torch.testing.assert_close(out_flipped, out, rtol=1e-5, atol=1e-6)
+    # Mirroring y instead (a swapped x/y convention) must not agree.
+    wrong_loc = loc.clone()
+    wrong_loc[..., 1] = 1 - loc[..., 1]
+    wrong = ms_deform_attn_core(to_tokens([m.flip(-1) for m in maps]), shapes, wrong_loc, weights)
+    assert not torch.allclose(wrong, out, atol=1e-3)
