@@ -151,7 +151,7 @@ def _smoke_trainer(cfg):
 def test_trivial_meta_arch_trains_and_resumes(tmp_path):
     cfg = _smoke_cfg(tmp_path, max_iter=2)
     trainer = _smoke_trainer(cfg)
-    groups = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    groups = {name: g["lr"] for g in trainer.optimizer.param_groups for name in g["names"]}
     assert groups["backbone.weight"] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.BACKBONE_MULTIPLIER)
     assert groups["sampling_offsets.weight"] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER)
     before = trainer.model.backbone.weight.detach().clone()
