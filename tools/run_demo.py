@@ -27,7 +27,7 @@ from pavenet.data.dataset_mapper import PoseTrackClipDatasetMapper
 from pavenet.data.synthetic import ensure_synthetic_dataset
 from pavenet.engine import Trainer
 from pavenet.engine.hooks import ProgressBarHook
-from pavenet.evaluation.writer import atomic_write_json
+from pavenet.utils.atomic import atomic_path, atomic_write_json
 
 
 OKS_NMS_THRESH = 0.45
@@ -39,6 +39,7 @@ def parse_args():
     p.add_argument("--output", default="output/demo")
     p.add_argument("--eval-period", type=int, default=0, help="iterations between learning-curve evaluations (0: end only)")
     p.add_argument("--render-frames", type=int, default=24, help="frames of one val video in predictions.gif")
+    p.add_argument("--render-score-thresh", type=float, default=0.3, help="persons drawn in predictions.gif")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     return p.parse_args()
@@ -81,10 +82,10 @@ class DemoTrainer(Trainer):
         return super().train()
 
 
-def render_predictions(cfg, model, dataset_name, out_path, max_frames):
+def render_predictions(cfg, model, dataset_name, out_path, max_frames, score_thresh):
     """GT (left) and prediction (right) for the frames of the first val video, as an animated GIF."""
     metadata = MetadataCatalog.get(dataset_name)
-    dicts = [d for d in DatasetCatalog.get(dataset_name)]
+    dicts = DatasetCatalog.get(dataset_name)
     video = dicts[0]["video_id"]
     dicts = [d for d in dicts if d["video_id"] == video][:max_frames]
     mapper = PoseTrackClipDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
@@ -93,15 +94,14 @@ def render_predictions(cfg, model, dataset_name, out_path, max_frames):
     with torch.no_grad():
         for d in tqdm(dicts, desc=f"render {video}", unit="frame"):
             inst = model([mapper(d)])[0]["instances"].to("cpu")
-            inst = inst[inst.scores >= 0.3]
+            inst = inst[inst.scores >= score_thresh]
             rgb = cv2.imread(d["file_name"])[:, :, ::-1]
             gt = Visualizer(rgb, metadata, scale=2.0).draw_dataset_dict({"annotations": d["annotations"]}).get_image()
             pred = Visualizer(rgb, metadata, scale=2.0).draw_instance_predictions(inst).get_image()
             sep = np.full((gt.shape[0], 6, 3), 255, np.uint8)
             panels.append(Image.fromarray(np.concatenate([gt, sep, pred], axis=1)))
-    tmp = out_path + ".tmp.gif"
-    panels[0].save(tmp, save_all=True, append_images=panels[1:], duration=250, loop=0)
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        panels[0].save(tmp, save_all=True, append_images=panels[1:], duration=250, loop=0)
     return video, len(panels)
 
 
@@ -145,7 +145,7 @@ def main():
     atomic_write_json(os.path.join(args.output, "metrics.json"), metrics)
 
     gif = os.path.join(args.output, "predictions.gif")
-    video, n = render_predictions(cfg, trainer.model, val, gif, args.render_frames)
+    video, n = render_predictions(cfg, trainer.model, val, gif, args.render_frames, args.render_score_thresh)
     print(
         f"\nDone in {(time.time() - t0) / 60:.1f} min (training {train_minutes:.1f} min).\n"
         f"  synthetic-val mAP (poseval AP Total): {metrics['ap']['total']:.1f} NMS-free (the paper's protocol), "
