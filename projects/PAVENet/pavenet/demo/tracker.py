@@ -15,30 +15,15 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from pavenet.data.keypoint_meta import POSETRACK_OKS_SIGMAS
+from pavenet.utils.oks import pairwise_pose_oks
 
 __all__ = ["PoseTracker", "pose_oks"]
 
 
 def pose_oks(a: np.ndarray, b: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
-    """OKS between every pose of `a` (n, K, 2) and every pose of `b` (m, K, 2) -> (n, m).
-
-    All joints count (predictions have no visibility); the object scale is the mean of the two poses'
-    keypoint-extent box areas (symmetric, so OKS(a, b) == OKS(b, a)), floored at 1 px^2.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    var = (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2  # (K,)
-
-    def area(p):
-        ext = p.max(axis=1) - p.min(axis=1)  # (n, 2)
-        return ext[:, 0] * ext[:, 1]
-
-    scale = np.maximum((area(a)[:, None] + area(b)[None, :]) / 2.0, 1.0)  # (n, m)
-    d2 = ((a[:, None] - b[None, :]) ** 2).sum(-1)  # (n, m, K)
-    e = d2 / (2.0 * scale[..., None] * var)
-    return np.exp(-e).mean(-1)
+    """OKS between every pose of `a` (n, K, 2) and every pose of `b` (m, K, 2) -> (n, m); scale floored
+    at 1 px^2 so that degenerate (collapsed) poses do not divide by zero."""
+    return pairwise_pose_oks(a, b, sigmas, min_scale=1.0)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes, Instances
 
 from ..data.keypoint_meta import COCO_OKS_SIGMAS, POSETRACK_OKS_SIGMAS
+from ..utils.oks import pairwise_pose_oks
 from .backbone import ChannelMapperNeck, SinePositionalEncoding
 from .criterion import build_criterion, targets_from_instances
 from .head import EncodedFrames, PAVENetHead
@@ -43,19 +44,13 @@ def oks_nms(kpts: torch.Tensor, scores: torch.Tensor, thresh: float, sigmas: Seq
     sc = scores.detach().double().cpu().numpy()
     if len(xy) == 0:
         return torch.zeros(0, dtype=torch.long)
-    area = (xy[..., 0].max(1) - xy[..., 0].min(1)) * (xy[..., 1].max(1) - xy[..., 1].min(1))
-    var = (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
+    oks = pairwise_pose_oks(xy, xy, sigmas, scale_eps=np.spacing(1))  # (n, n)
     order = list(np.argsort(-sc, kind="stable"))
     keep = []
     while order:
-        i, rest = order[0], np.asarray(order[1:], dtype=np.int64)
+        i, rest = order[0], order[1:]
         keep.append(i)
-        if len(rest) == 0:
-            break
-        d2 = ((xy[rest] - xy[i]) ** 2).sum(-1)
-        e = d2 / var / ((area[i] + area[rest]) / 2 + np.spacing(1))[:, None] / 2
-        oks = np.exp(-e).mean(1)
-        order = [int(j) for j, v in zip(rest, oks) if v <= thresh]
+        order = [j for j in rest if oks[i, j] <= thresh]
     return torch.as_tensor(keep, dtype=torch.long)
 
 
