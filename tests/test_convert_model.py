@@ -13,7 +13,7 @@ import torch
 
 from pavenet.conversion.cli import main as cli_main
 from pavenet.conversion.official import convert_official_state_dict, convert_official_state_dict_with_report
-from test_convert_official import expected_name, f5_keys, fake_state_dict, petr_keys, read_keys
+from test_convert_official import expected_name, expected_value, f5_keys, fake_state_dict, petr_keys, read_keys
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_official_r50_f3_loads_strictly_value_for_value(official_keys, r50_model
     ours = r50_model.state_dict()
     for k, v in src.items():
         if not k.endswith("num_batches_tracked"):
-            assert torch.equal(ours[expected_name(k)], v), k
+            assert torch.equal(ours[expected_name(k)], expected_value(src, k)), k
 
 
 def test_cli_output_loads_with_the_checkpointer(tmp_path, official_keys, r50_model, monkeypatch):
@@ -141,15 +141,21 @@ def test_petr_to_pavenet_initialises_the_new_parts_as_spec7(official_keys, r50_m
         for name in ("pre_sampling_offsets", "next_sampling_offsets", "pre_attention_weights", "next_attention_weights"):
             for p in ("weight", "bias"):
                 assert not sd[f"transformer.decoder.layers.{layer}.attentions.1.{name}.{p}"].any()
-    ring = _ring()
-    for layer in range(2):  # joint attention: ring-pattern offset bias, zero weights
+    for layer in range(2):  # joint attention: zero offset / weight linears for the new frames ...
         a = f"transformer.refine_decoder.layers.{layer}.attentions.1."
         for pre in ("pre_", "next_"):
-            torch.testing.assert_close(sd[a + pre + "sampling_offsets.bias"].view(8, 4, 4, 2), ring)
             assert not sd[a + pre + "sampling_offsets.weight"].any()
             assert not sd[a + pre + "attention_weights.weight"].any()
-        # the key-frame joint attention is PETR's, unchanged
+            # ... and, as in the official model (one bias storage for all frames, PETR fills the key
+            # frame's), every frame's offset bias is PETR's key-frame one, not the ring init
+            assert torch.equal(sd[a + pre + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"])
         assert torch.equal(sd[a + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"])
+    # the fresh model's tied joint bias starts as the ring pattern, identical for all frames (spec §6)
+    fresh_head = _head(3).state_dict()
+    for pre in ("pre_", "", "next_"):
+        torch.testing.assert_close(
+            fresh_head[f"transformer.refine_decoder.layers.0.attentions.1.{pre}sampling_offsets.bias"].view(8, 4, 4, 2),
+            _ring())
     # key-frame pose offsets: PETR's rows of the 15 kept joints (left shoulder = COCO 5)
     so = "transformer.decoder.layers.0.attentions.1.sampling_offsets.weight"
     assert torch.equal(sd[so].view(32, 15, 2, 256)[:, 3], src["bbox_head." + so].view(32, 17, 2, 256)[:, 5])

@@ -139,3 +139,40 @@ def test_sampling_is_mirror_consistent():
     wrong_loc[..., 1] = 1 - loc[..., 1]
     wrong = ms_deform_attn_core(to_tokens([m.flip(-1) for m in maps]), shapes, wrong_loc, weights)
     assert not torch.allclose(wrong, out, atol=1e-3)
+
+
+def test_joint_offset_bias_tie_follows_the_official_shared_storage():
+    """Official: every frame's joint sampling_offsets.bias is one storage, so they train as one bias and a
+    checkpoint load leaves the last frame's value in all of them. Untied: F independent biases."""
+    tied = MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0)
+    biases = [m.bias for m in tied.offset_layers()]
+    assert all(b is biases[0] for b in biases)
+    sd = tied.state_dict()
+    names = [p + "sampling_offsets.bias" for p in frame_prefixes(5)]
+    assert all(n in sd for n in names)  # the official names stay, one per frame
+    new = {k: torch.randn_like(v) for k, v in sd.items()}
+    tied.load_state_dict(new)
+    for n in names:
+        assert torch.equal(tied.state_dict()[n], new["next_next_sampling_offsets.bias"]), n
+    assert sum(1 for n, _ in tied.named_parameters() if n.endswith("sampling_offsets.bias")) == 1
+
+    untied = MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0,
+                                  tie_offset_bias=False)
+    untied.load_state_dict(new)
+    for n in names:
+        assert torch.equal(untied.state_dict()[n], new[n]), n
+    # every frame's offsets reach the shared bias's gradient
+    q, pos = torch.randn(1, 3, 16), torch.randn(1, 3, 16)
+    values = torch.randn(1, 5, 4 * 4 + 2 * 2, 16)
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    refs = torch.rand(1, 5, 3, 2, 2)
+    tied(q, pos, values, refs, shapes).sum().backward()
+    g = biases[0].grad
+    grads = []
+    for f in range(5):
+        one = MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0,
+                                   tie_offset_bias=False)
+        one.load_state_dict(tied.state_dict())
+        one(q, pos, values, refs, shapes).sum().backward()
+        grads.append(one.offset_layers()[f].bias.grad)
+    torch.testing.assert_close(g, torch.stack(grads).sum(0))

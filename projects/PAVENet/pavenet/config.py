@@ -62,6 +62,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     # Faithfulness switches (docs/MODEL.md lists each): the official code's behaviour is the default.
     P.VALUE_FILL_BEFORE_PROJ = True  # spec §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
     P.DETACH_POSE_REFERENCES = False  # spec §5.2: the official decoder does not detach between layers
+    # The official joint attention gives all F frames' sampling_offsets.bias one shared storage
+    # (the last frame's value wins on load); False gives each frame its own bias.
+    P.TIE_JOINT_OFFSET_BIAS = True
     P.MSDA_IMPL = "pytorch"
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip

@@ -54,14 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_target_state_dict(config_file: str, opts: List[str], num_frames: int, num_keypoints: int,
-                            backbone: str, seed: int):
-    """State dict of a freshly built PAVENet (CPU) for the given checkpoint properties."""
+def build_target_cfg(config_file: str, opts: List[str], num_frames: int, num_keypoints: int, backbone: str):
+    """Config of the target PAVENet (CPU) for the given checkpoint properties."""
     from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
 
     from ..config import add_pavenet_config
-    from .. import modeling  # noqa: F401  (registers PAVENet and the backbones)
 
     cfg = add_pavenet_config(get_cfg())
     if config_file:
@@ -76,6 +73,17 @@ def build_target_state_dict(config_file: str, opts: List[str], num_frames: int, 
         cfg.MODEL.BACKBONE.NAME = SWIN_BACKBONE_NAME
     elif backbone == "resnet" and cfg.MODEL.BACKBONE.NAME == SWIN_BACKBONE_NAME:
         raise ConversionError("the checkpoint has a ResNet backbone but the config asks for Swin")
+    return cfg
+
+
+def build_target_state_dict(config_file: str, opts: List[str], num_frames: int, num_keypoints: int,
+                            backbone: str, seed: int):
+    """State dict of a freshly built PAVENet (CPU) for the given checkpoint properties."""
+    from detectron2.modeling import build_model
+
+    from .. import modeling  # noqa: F401  (registers PAVENet and the backbones)
+
+    cfg = build_target_cfg(config_file, opts, num_frames, num_keypoints, backbone)
     torch.manual_seed(seed)
     model = build_model(cfg)
     return {k: v.detach() for k, v in model.state_dict().items()}
@@ -93,6 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         k_src = detect_num_keypoints(src)
         k_dst = 15 if args.coco_to_posetrack else k_src
         target = None
+        # Follow the target config: tied joint-attention offset biases unless it unties them.
+        tie = build_target_cfg(args.config_file, args.opts, args.num_frames, k_dst,
+                               backbone).MODEL.PAVENET.TIE_JOINT_OFFSET_BIAS
         if args.arch == "pavenet":  # architecture / frame-count errors before the (slow) model build
             convert_official_state_dict_with_report(src, arch="pavenet", num_frames=args.num_frames,
                                                     coco_to_posetrack=args.coco_to_posetrack)
@@ -103,6 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out, report = convert_official_state_dict_with_report(
             src, arch=args.arch, num_frames=args.num_frames, coco_to_posetrack=args.coco_to_posetrack,
             target_state_dict=target, init_state_dict=target if args.arch == "petr" else None,
+            tie_joint_offset_bias=tie,
         )
         save_converted_checkpoint(out, args.dst)
     except (CheckpointReadError, ConversionError) as e:
@@ -113,6 +125,11 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 2
     logger.info("%s", report.summary())
+    for src_name, names, differed in report.tied:
+        if differed:
+            logger.warning("  the per-frame joint offset biases of %s differ in the checkpoint; the official model "
+                           "shares one storage for them and ends with %s's value, so all of them get it",
+                           names[0].rsplit(".", 2)[0], src_name)
     for why, n in sorted(collections.Counter(report.ignored.values()).items()):
         logger.info("  ignored %d tensors: %s", n, why)
     logger.info("wrote %s (%d tensors)%s", args.dst, len(out),

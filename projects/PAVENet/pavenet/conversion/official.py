@@ -97,16 +97,21 @@ class ConversionReport:
     ignored: Dict[str, str] = field(default_factory=dict)
     initialised: List[str] = field(default_factory=list)
     sliced: List[str] = field(default_factory=list)
+    # joint-attention offset-bias groups tied to one value: (winning source name, [our names], values differed)
+    tied: List[Tuple[str, List[str], bool]] = field(default_factory=list)
     backbone: str = ""
     num_frames: int = 0
     num_keypoints_src: int = 0
     num_keypoints_dst: int = 0
 
     def summary(self) -> str:
+        differed = sum(d for _, _, d in self.tied)
+        tied = (f"; {len(self.tied)} joint-attention offset-bias groups tied to the official load winner"
+                f" ({differed} had differing values)") if self.tied else ""
         return (
             f"{len(self.mapped)} tensors mapped ({len(self.sliced)} sliced {self.num_keypoints_src}->"
             f"{self.num_keypoints_dst} joints), {len(self.ignored)} ignored, {len(self.initialised)} "
-            f"initialised from the fresh model; backbone={self.backbone}, frames={self.num_frames}"
+            f"initialised from the fresh model; backbone={self.backbone}, frames={self.num_frames}{tied}"
         )
 
 
@@ -414,6 +419,7 @@ def convert_official_state_dict_with_report(
     target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
     init_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
     extra_ignore: Sequence[str] = (),
+    tie_joint_offset_bias: bool = True,
 ) -> Tuple["collections.OrderedDict[str, torch.Tensor]", ConversionReport]:
     """Convert an official checkpoint's state dict; see ``convert_official_state_dict``."""
     if arch not in ("pavenet", "petr"):
@@ -506,9 +512,43 @@ def convert_official_state_dict_with_report(
             out[key] = value.detach().clone()
             report.initialised.append(key)
 
+    if tie_joint_offset_bias and num_frames > 1:
+        _tie_joint_offset_biases(out, report, num_frames)
     if target_state_dict is not None:
         _check_against_target(out, target_state_dict, report)
     return out, report
+
+
+_JOINT_OFFSET_BIAS_RE = re.compile(
+    rf"^(head\.transformer\.refine_decoder\.layers\.\d+\.attentions\.\d+\.){_AUX_PREFIX_RE}?sampling_offsets\.bias$")
+
+
+def _tie_joint_offset_biases(out: "collections.OrderedDict[str, torch.Tensor]", report: ConversionReport,
+                             num_frames: int) -> None:
+    """Give every frame's joint-attention ``sampling_offsets.bias`` the value the official model ends with.
+
+    The official joint attention (mmcv ``MulFramesMultiScaleDeformableAttentionNumFrames3/5``) assigns one
+    tensor, ``grid_init.view(-1)``, to all F ``*sampling_offsets.bias``: they share a storage, so loading
+    a checkpoint leaves the value of the last one copied in all of them (frame order: the last frame
+    present in the source; for PETR, whose attention has only the key frame's, that one).
+    """
+    src_of = {dst: src for src, dst in report.mapped.items()}
+    groups: Dict[str, List[str]] = collections.OrderedDict()
+    for key in out:
+        m = _JOINT_OFFSET_BIAS_RE.match(key)
+        if m:
+            groups.setdefault(m.group(1), []).append(key)
+    for stem, keys in groups.items():
+        names = [stem + pre + "sampling_offsets.bias" for pre in FRAME_PREFIXES[num_frames]]
+        loaded = [k for k in names if k in src_of]  # load order = frame order (module registration order)
+        if not loaded:
+            continue
+        winner = out[loaded[-1]]
+        differed = any(not torch.equal(out[k], winner) for k in names if k in out)
+        for k in names:
+            if k in out:
+                out[k] = winner
+        report.tied.append((src_of[loaded[-1]], [k for k in names if k in out], differed))
 
 
 def _check_against_target(out: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
@@ -551,6 +591,7 @@ def convert_official_state_dict(
     target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
     init_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
     extra_ignore: Sequence[str] = (),
+    tie_joint_offset_bias: bool = True,
 ) -> "collections.OrderedDict[str, torch.Tensor]":
     """Official mmcv state dict (or the whole ``{"state_dict": ...}`` checkpoint) -> our state dict.
 
@@ -566,6 +607,8 @@ def convert_official_state_dict(
         init_state_dict: a freshly built PAVE-Net's state dict; required for arch="petr", the source of
             the parameters PETR lacks (``PAVENET_NEW_PARAMS``).
         extra_ignore: more regexes on source names to drop (on top of ``IGNORED_SOURCE_KEYS``).
+        tie_joint_offset_bias: give all frames' joint-attention ``sampling_offsets.bias`` the value the
+            official model holds after loading (they share one storage there; MODEL.PAVENET.TIE_JOINT_OFFSET_BIAS).
 
     Returns: an OrderedDict of our names -> tensors (the source tensors themselves where no slicing
     or reordering was needed). Raises ``ConversionError`` for any tensor that is neither mapped nor
@@ -574,5 +617,6 @@ def convert_official_state_dict(
     out, _ = convert_official_state_dict_with_report(
         state_dict, arch=arch, num_frames=num_frames, coco_to_posetrack=coco_to_posetrack,
         target_state_dict=target_state_dict, init_state_dict=init_state_dict, extra_ignore=extra_ignore,
+        tie_joint_offset_bias=tie_joint_offset_bias,
     )
     return out

@@ -115,7 +115,7 @@ class PAVENetHead(nn.Module):
     def __init__(self, *, num_frames=3, num_keypoints=15, num_queries=300, embed_dim=256, num_heads=8,
                  ffn_dim=1024, dropout=0.1, num_levels=4, enc_layers=6, enc_points=4, pose_layers=3,
                  joint_layers=2, joint_points=4, value_fill_before_proj=True, detach_pose_references=False,
-                 flow_factory=None):
+                 tie_joint_offset_bias=True, flow_factory=None):
         super().__init__()
         self.num_frames, self.num_keypoints, self.num_queries = num_frames, num_keypoints, num_queries
         self.embed_dim, self.num_levels = embed_dim, num_levels
@@ -128,7 +128,7 @@ class PAVENetHead(nn.Module):
 
         self.transformer = PAVETransformer(num_frames, num_keypoints, embed_dim, num_heads, num_levels, ffn_dim,
                                            dropout, enc_layers, enc_points, pose_layers, joint_layers, joint_points,
-                                           value_fill_before_proj)
+                                           value_fill_before_proj, tie_joint_offset_bias)
         n_pred = pose_layers + 1  # the last entry serves the encoder proposals (spec §4)
         self.cls_branches = nn.ModuleList([nn.Linear(c, 1) for _ in range(n_pred)])
         self.kpt_branches = nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(n_pred)])

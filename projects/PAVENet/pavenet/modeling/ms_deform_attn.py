@@ -273,11 +273,22 @@ class MultiFrameDeformAttn(_MultiFrameBase):
     """Multi-frame deformable attention of the joint decoder (spec §6): P points per joint, per frame.
 
     Init: offset weights 0 with the ring-pattern bias (identical for all frames), weights 0.
+
+    tie_offset_bias: the official constructor assigns the same tensor (`grid_init.view(-1)`) to
+    every frame's `sampling_offsets.bias`, so those F parameters share one storage: they train as
+    one bias, and loading a checkpoint leaves the LAST frame's value in all of them. With True
+    (default, faithful) the F linears share one bias Parameter; the state_dict still lists every
+    official name, and load_state_dict ends with the last frame's value as the official model does.
     """
 
     def __init__(self, num_frames=3, embed_dim=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1,
-                 value_fill_before_proj=True):
+                 value_fill_before_proj=True, tie_offset_bias=True):
         super().__init__(num_frames, embed_dim, num_heads, num_levels, num_points, dropout, value_fill_before_proj)
+        self.tie_offset_bias = tie_offset_bias
+        if tie_offset_bias:
+            shared = self.offset_layers()[-1].bias
+            for m in self.offset_layers()[:-1]:
+                m.bias = shared
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
