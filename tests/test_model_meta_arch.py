@@ -153,3 +153,36 @@ def test_other_frame_counts_run(frames):
     with torch.no_grad():
         inst = model([d])[0]["instances"]
     assert inst.pred_frame_keypoints.shape[1] == frames
+
+
+def test_f5_joint_start_pose_follows_the_official_t2_branch():
+    """spec §16 8a: the official F=5 head recomputes the t+2 joint-decoder start pose with next_kpt_branches
+    (default "next"); "next_next" starts from the pose decoder's own t+2 reference."""
+    from pavenet.modeling.transformer import inverse_sigmoid
+
+    models = {}
+    for branch in ("next", "next_next"):
+        torch.manual_seed(0)
+        models[branch] = build_model(_cfg(**{"MODEL.PAVENET.NUM_FRAMES": 5,
+                                             "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH": branch})).eval()
+    head = models["next"].head
+    with torch.no_grad():  # make the t+1 and t+2 branches differ (their last layers start at 0 / equal init)
+        for p in head.next_kpt_branches[-1].parameters():
+            p.normal_(0, 0.1)
+        models["next_next"].load_state_dict(models["next"].state_dict())
+        x, hw = models["next"].preprocess_frames(_clip(64, 96)["images"][:1].repeat(5, 1, 1, 1))
+        feats = models["next"].encode_frames(x, hw)
+        pose = head.decode_pose(feats)
+        q = torch.tensor([3, 0, 7])
+        clip = torch.zeros_like(q)
+        official = head.joint_init_references(pose, clip, q)
+        own = models["next_next"].head.joint_init_references(pose, clip, q)
+    last = pose["pose_layers"][-1]
+    # frames t-2..t+1: the last pose layer's references in both variants
+    assert torch.equal(official[:, :4], own[:, :4])
+    assert torch.equal(own[:, 4].flatten(1), last["references"][0, 4, q])
+    expect = (head.next_kpt_branches[-1](last["hs"][0, q]) + inverse_sigmoid(pose["input_references"][0, 4, q])).sigmoid()
+    torch.testing.assert_close(official[:, 4].flatten(1), expect)
+    assert not torch.allclose(official[:, 4], own[:, 4])
+    with pytest.raises(ValueError, match="F5_T2_REFERENCE_BRANCH"):
+        build_model(_cfg(**{"MODEL.PAVENET.NUM_FRAMES": 5, "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH": "t2"}))

@@ -65,6 +65,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     # The official joint attention gives all F frames' sampling_offsets.bias one shared storage
     # (the last frame's value wins on load); False gives each frame its own bias.
     P.TIE_JOINT_OFFSET_BIAS = True
+    # spec §16 8a: the official F=5 head starts the joint decoder's t+2 pose from next_kpt_branches;
+    # "next_next" uses that frame's own branch (as the pose decoder itself does).
+    P.F5_T2_REFERENCE_BRANCH = "next"
     P.MSDA_IMPL = "pytorch"
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip

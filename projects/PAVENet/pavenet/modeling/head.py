@@ -115,8 +115,12 @@ class PAVENetHead(nn.Module):
     def __init__(self, *, num_frames=3, num_keypoints=15, num_queries=300, embed_dim=256, num_heads=8,
                  ffn_dim=1024, dropout=0.1, num_levels=4, enc_layers=6, enc_points=4, pose_layers=3,
                  joint_layers=2, joint_points=4, value_fill_before_proj=True, detach_pose_references=False,
-                 tie_joint_offset_bias=True, flow_factory=None):
+                 tie_joint_offset_bias=True, f5_t2_reference_branch="next", flow_factory=None):
         super().__init__()
+        if f5_t2_reference_branch not in ("next", "next_next"):
+            raise ValueError("MODEL.PAVENET.F5_T2_REFERENCE_BRANCH must be 'next' (official) or 'next_next', "
+                             f"got {f5_t2_reference_branch!r}")
+        self.f5_t2_reference_branch = f5_t2_reference_branch
         self.num_frames, self.num_keypoints, self.num_queries = num_frames, num_keypoints, num_queries
         self.embed_dim, self.num_levels = embed_dim, num_levels
         self.key_frame = num_frames // 2
@@ -342,4 +346,11 @@ class PAVENetHead(nn.Module):
         """(M, F, K, 2) joint-decoder start: last pose layer's key-frame pose and auxiliary-frame references."""
         last = pose_out["pose_layers"][-1]["references"]  # (B, F, Q, 2K)
         sel = last[clip_index, :, query_index]  # (M, F, 2K)
+        if self.num_frames == 5 and self.f5_t2_reference_branch == "next":
+            # spec §16 8a: the official F=5 head recomputes the t+2 start pose with next_kpt_branches
+            # (the decoder itself used next_next_kpt_branches); converted F=5 weights expect that.
+            hs = pose_out["pose_layers"][-1]["hs"][clip_index, query_index]  # (M, C)
+            ref_in = pose_out["input_references"][clip_index, 4, query_index]  # (M, 2K)
+            t2 = (self.next_kpt_branches[-1](hs) + inverse_sigmoid(ref_in)).sigmoid()
+            sel = torch.cat([sel[:, :4], t2[:, None]], dim=1)
         return sel.view(sel.shape[0], self.num_frames, self.num_keypoints, 2)
