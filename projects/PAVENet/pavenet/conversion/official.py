@@ -533,12 +533,8 @@ def _tie_joint_offset_biases(out: "collections.OrderedDict[str, torch.Tensor]", 
     present in the source; for PETR, whose attention has only the key frame's, that one).
     """
     src_of = {dst: src for src, dst in report.mapped.items()}
-    groups: Dict[str, List[str]] = collections.OrderedDict()
-    for key in out:
-        m = _JOINT_OFFSET_BIAS_RE.match(key)
-        if m:
-            groups.setdefault(m.group(1), []).append(key)
-    for stem, keys in groups.items():
+    stems = dict.fromkeys(m.group(1) for m in map(_JOINT_OFFSET_BIAS_RE.match, out) if m)  # ordered set
+    for stem in stems:
         names = [stem + pre + "sampling_offsets.bias" for pre in FRAME_PREFIXES[num_frames]]
         loaded = [k for k in names if k in src_of]  # load order = frame order (module registration order)
         if not loaded:
