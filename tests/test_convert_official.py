@@ -530,3 +530,15 @@ def test_cli_no_verify_and_errors(tmp_path, official_sd, converted, capsys):
     assert cli_main(["--src", str(cut), "--dst", str(tmp_path / "x.pth"), "--no-verify"]) == 2
     assert "truncated" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_cli_names_a_bad_target_config(tmp_path, official_sd, capsys):
+    torch.save({"state_dict": official_sd}, tmp_path / "official.pth")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  PAVENET:\n    NOT_A_KEY: 1\n")
+    for cfg_file, needle in ((str(bad), "NOT_A_KEY"), (str(tmp_path / "missing.yaml"), "does not exist")):
+        rc = cli_main(["--src", str(tmp_path / "official.pth"), "--dst", str(tmp_path / "out.pth"),
+                       "--config-file", cfg_file])
+        err = capsys.readouterr().err
+        assert rc == 2 and cfg_file in err and needle in err, err
+    assert not (tmp_path / "out.pth").exists()

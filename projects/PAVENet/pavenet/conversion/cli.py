@@ -61,9 +61,13 @@ def build_target_cfg(config_file: str, opts: List[str], num_frames: int, num_key
     from ..config import add_pavenet_config
 
     cfg = add_pavenet_config(get_cfg())
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+    except (AssertionError, OSError, KeyError, ValueError) as e:  # yacs: missing file, unknown key, bad value
+        where = f"--config-file {config_file}" if config_file else "the config overrides"
+        raise ConversionError(f"{where}: {e}") from e
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.PAVENET.NUM_FRAMES = num_frames
@@ -76,14 +80,12 @@ def build_target_cfg(config_file: str, opts: List[str], num_frames: int, num_key
     return cfg
 
 
-def build_target_state_dict(config_file: str, opts: List[str], num_frames: int, num_keypoints: int,
-                            backbone: str, seed: int):
-    """State dict of a freshly built PAVENet (CPU) for the given checkpoint properties."""
+def build_target_state_dict(cfg, seed: int):
+    """State dict of a freshly built PAVENet (CPU) from `build_target_cfg`'s config."""
     from detectron2.modeling import build_model
 
     from .. import modeling  # noqa: F401  (registers PAVENet and the backbones)
 
-    cfg = build_target_cfg(config_file, opts, num_frames, num_keypoints, backbone)
     torch.manual_seed(seed)
     model = build_model(cfg)
     return {k: v.detach() for k, v in model.state_dict().items()}
@@ -101,20 +103,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         k_src = detect_num_keypoints(src)
         k_dst = 15 if args.coco_to_posetrack else k_src
         target = None
-        # Follow the target config: tied joint-attention offset biases unless it unties them.
-        tie = build_target_cfg(args.config_file, args.opts, args.num_frames, k_dst,
-                               backbone).MODEL.PAVENET.TIE_JOINT_OFFSET_BIAS
+        cfg = build_target_cfg(args.config_file, args.opts, args.num_frames, k_dst, backbone)
         if args.arch == "pavenet":  # architecture / frame-count errors before the (slow) model build
             convert_official_state_dict_with_report(src, arch="pavenet", num_frames=args.num_frames,
                                                     coco_to_posetrack=args.coco_to_posetrack)
         if args.arch == "petr" or not args.no_verify:
             if args.no_verify:
                 raise ConversionError("--arch petr needs the target model (its new parameters' init); drop --no-verify")
-            target = build_target_state_dict(args.config_file, args.opts, args.num_frames, k_dst, backbone, args.seed)
+            target = build_target_state_dict(cfg, args.seed)
         out, report = convert_official_state_dict_with_report(
             src, arch=args.arch, num_frames=args.num_frames, coco_to_posetrack=args.coco_to_posetrack,
             target_state_dict=target, init_state_dict=target if args.arch == "petr" else None,
-            tie_joint_offset_bias=tie,
+            tie_joint_offset_bias=cfg.MODEL.PAVENET.TIE_JOINT_OFFSET_BIAS,  # follow the target model
         )
         save_converted_checkpoint(out, args.dst)
     except (CheckpointReadError, ConversionError) as e:
