@@ -536,7 +536,7 @@ def test_cli_names_a_bad_target_config(tmp_path, official_sd, capsys):
     torch.save({"state_dict": official_sd}, tmp_path / "official.pth")
     bad = tmp_path / "bad.yaml"
     bad.write_text("MODEL:\n  PAVENET:\n    NOT_A_KEY: 1\n")
-    for cfg_file, needle in ((str(bad), "NOT_A_KEY"), (str(tmp_path / "missing.yaml"), "does not exist")):
+    for cfg_file, needle in ((str(bad), "NOT_A_KEY"), (str(tmp_path / "missing.yaml"), "not found")):
         rc = cli_main(["--src", str(tmp_path / "official.pth"), "--dst", str(tmp_path / "out.pth"),
                        "--config-file", cfg_file])
         err = capsys.readouterr().err

@@ -89,6 +89,24 @@ def test_config_merges_and_uses_only_v06_keys(path):
     assert cfg.MODEL.META_ARCHITECTURE == "PAVENet"
 
 
+def test_bad_config_file_or_override_names_itself(tmp_path):
+    from pavenet.config import ConfigError, load_pavenet_config
+
+    tiny = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
+    cfg = load_pavenet_config(tiny, ["SOLVER.MAX_ITER", 7])
+    assert cfg.SOLVER.MAX_ITER == 7 and cfg.MODEL.PAVENET.HIDDEN_DIM == 64
+    unknown = tmp_path / "unknown_key.yaml"
+    unknown.write_text("MODEL:\n  PAVENET:\n    NOT_A_KEY: 1\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("MODEL: [unclosed\n")
+    for path, needle in ((unknown, "NOT_A_KEY"), (broken, "broken.yaml"), (tmp_path / "none.yaml", "not found")):
+        with pytest.raises(ConfigError, match=needle) as e:
+            load_pavenet_config(str(path))
+        assert str(path) in str(e.value)
+    with pytest.raises(ConfigError, match="SOLVER.MAX_ITER"):
+        load_pavenet_config(tiny, ["SOLVER.MAX_ITER", "abc"])
+
+
 # --- a trivial meta-architecture under the package Trainer ------------------------------------------
 from detectron2.modeling import META_ARCH_REGISTRY  # noqa: E402
 

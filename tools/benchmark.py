@@ -24,19 +24,15 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 
-from pavenet.config import add_pavenet_config
+from pavenet.config import load_pavenet_config
 from pavenet.demo.predictor import ClipPredictor
 
 logger = logging.getLogger("pavenet.benchmark")
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_pavenet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_pavenet_config(args.config_file, args.opts)
     # Feed frames at exactly H x W: the test resize keeps that size.
     cfg.INPUT.MIN_SIZE_TEST = min(args.height, args.width)
     cfg.INPUT.MAX_SIZE_TEST = max(args.height, args.width)

@@ -14,19 +14,15 @@ import logging
 import sys
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-from pavenet.config import add_pavenet_config
+from pavenet.config import load_pavenet_config
 from pavenet.demo.frames import open_frame_source
 from pavenet.demo.runner import VideoPoseDemo, run_demo
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_pavenet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_pavenet_config(args.config_file, args.opts)
     if args.confidence_threshold is not None:
         cfg.MODEL.PAVENET.TEST.SCORE_THRESH = args.confidence_threshold
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -14,7 +14,6 @@ import time
 import cv2
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import hooks
 from detectron2.utils.logger import setup_logger
@@ -22,7 +21,7 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tqdm import tqdm
 
-from pavenet import add_pavenet_config
+from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.data.dataset_mapper import PoseTrackClipDatasetMapper
 from pavenet.data.synthetic import ensure_synthetic_dataset
 from pavenet.engine import Trainer
@@ -46,10 +45,8 @@ def parse_args():
 
 
 def build_cfg(args):
-    cfg = add_pavenet_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["OUTPUT_DIR", args.output, "MODEL.DEVICE", "cpu", "TEST.EVAL_PERIOD", args.eval_period])
-    cfg.merge_from_list(args.opts)
+    cfg = load_pavenet_config(args.config_file, ["OUTPUT_DIR", args.output, "MODEL.DEVICE", "cpu",
+                                                 "TEST.EVAL_PERIOD", args.eval_period, *args.opts])
     cfg.freeze()
     return cfg
 
@@ -157,4 +154,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as e:  # a bad --config-file / override: one line naming it, no traceback
+        raise SystemExit(f"error: {e}")

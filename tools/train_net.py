@@ -9,12 +9,17 @@
 """
 from detectron2.engine import default_argument_parser, launch
 
+from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.engine import main
 
 
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    try:  # fail before spawning workers, with one line that names the bad file or key
+        load_pavenet_config(args.config_file, args.opts)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
     launch(
         main,
         args.num_gpus,

@@ -16,22 +16,17 @@ import cv2
 import numpy as np
 
 import pavenet  # noqa: F401  (registers datasets)
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 
-from pavenet.config import add_pavenet_config
+from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.data.build import get_test_clip_dicts
 from pavenet.data.dataset_mapper import PoseTrackClipDatasetMapper
 from pavenet.data.datasets.posetrack import register_posetrack
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_pavenet_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_pavenet_config(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 
@@ -94,4 +89,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as e:  # a bad --config-file / override: one line naming it, no traceback
+        raise SystemExit(f"error: {e}")

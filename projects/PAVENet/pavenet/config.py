@@ -3,7 +3,38 @@
 Only keys that exist in detectron2 v0.6's `get_cfg()` or that are added here may appear in YAML.
 Defaults follow the official final config (pavenet_spec.md §10, §17).
 """
+import os
+from typing import Sequence
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["ConfigError", "add_pavenet_config", "load_pavenet_config"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file or key."""
+
+
+def load_pavenet_config(config_file: str = "", opts: Sequence = ()) -> CN:
+    """detectron2 defaults + PAVE-Net keys + `config_file` (optional) + KEY VALUE `opts`, not frozen.
+
+    A missing file, a YAML error, an unknown key or a value of the wrong type raises ConfigError
+    naming the file (or the overrides) instead of a traceback from inside yacs.
+    """
+    cfg = add_pavenet_config(get_cfg())
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"config file not found: {config_file}")
+        try:
+            cfg.merge_from_file(config_file)
+        except Exception as e:  # yacs / yaml raise KeyError, ValueError, AssertionError, YAMLError
+            raise ConfigError(f"{config_file}: {type(e).__name__}: {e}") from e
+    try:
+        cfg.merge_from_list(list(opts))
+    except Exception as e:
+        raise ConfigError(f"config overrides {list(opts)}: {type(e).__name__}: {e}") from e
+    return cfg
 
 
 def add_pavenet_config(cfg: CN) -> CN:

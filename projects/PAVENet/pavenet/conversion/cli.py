@@ -56,18 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_target_cfg(config_file: str, opts: List[str], num_frames: int, num_keypoints: int, backbone: str):
     """Config of the target PAVENet (CPU) for the given checkpoint properties."""
-    from detectron2.config import get_cfg
+    from ..config import ConfigError, load_pavenet_config
 
-    from ..config import add_pavenet_config
-
-    cfg = add_pavenet_config(get_cfg())
     try:
-        if config_file:
-            cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
-    except (AssertionError, OSError, KeyError, ValueError) as e:  # yacs: missing file, unknown key, bad value
-        where = f"--config-file {config_file}" if config_file else "the config overrides"
-        raise ConversionError(f"{where}: {e}") from e
+        cfg = load_pavenet_config(config_file, opts)
+    except ConfigError as e:
+        raise ConversionError(f"target config: {e}") from e
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.PAVENET.NUM_FRAMES = num_frames

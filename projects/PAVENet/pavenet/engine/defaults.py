@@ -1,17 +1,15 @@
 """`setup(args)` and `main(args)` for tools/train_net.py (kept in the package so tests can drive them)."""
 import logging
-import os
 
 import torch
 
 import detectron2.utils.comm as comm
-from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PAVENetCheckpointer
-from ..config import add_pavenet_config
+from ..config import load_pavenet_config
 from .trainer import Trainer
 
 
@@ -19,12 +17,7 @@ def setup(args):
     """Config from `args.config_file` + `args.opts`, frozen, with logging and the output dir set up."""
     if not args.config_file:
         raise ValueError("--config-file is required (e.g. configs/synthetic/pavenet_tiny.yaml)")
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"config file not found: {args.config_file}")
-    cfg = get_cfg()
-    add_pavenet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_pavenet_config(args.config_file, args.opts)
     requested_device = cfg.MODEL.DEVICE
     if requested_device.startswith("cuda") and not torch.cuda.is_available():
         # detectron2's default device; on a CPU-only machine train/evaluate on the CPU instead of failing.
