@@ -2,6 +2,8 @@
 (frames as extra levels, one softmax) vs the official per-frame loop with re-weighted softmaxes."""
 import math
 
+import pytest
+
 import torch
 
 from pavenet.modeling.ms_deform_attn import (MultiFrameDeformAttn, PoseAwareAttention, frame_prefixes,
@@ -141,38 +143,73 @@ def test_sampling_is_mirror_consistent():
     assert not torch.allclose(wrong, out, atol=1e-3)
 
 
-def test_joint_offset_bias_tie_follows_the_official_shared_storage():
-    """Official: every frame's joint sampling_offsets.bias is one storage, so they train as one bias and a
-    checkpoint load leaves the last frame's value in all of them. Untied: F independent biases."""
-    tied = MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0)
-    biases = [m.bias for m in tied.offset_layers()]
-    assert all(b is biases[0] for b in biases)
-    sd = tied.state_dict()
-    names = [p + "sampling_offsets.bias" for p in frame_prefixes(5)]
-    assert all(n in sd for n in names)  # the official names stay, one per frame
-    new = {k: torch.randn_like(v) for k, v in sd.items()}
-    tied.load_state_dict(new)
-    for n in names:
-        assert torch.equal(tied.state_dict()[n], new["next_next_sampling_offsets.bias"]), n
-    assert sum(1 for n, _ in tied.named_parameters() if n.endswith("sampling_offsets.bias")) == 1
+def _joint_attn(offset_bias):
+    return MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0,
+                                offset_bias=offset_bias)
 
-    untied = MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0,
-                                  tie_offset_bias=False)
-    untied.load_state_dict(new)
-    for n in names:
-        assert torch.equal(untied.state_dict()[n], new[n]), n
-    # every frame's offsets reach the shared bias's gradient
-    q, pos = torch.randn(1, 3, 16), torch.randn(1, 3, 16)
-    values = torch.randn(1, 5, 4 * 4 + 2 * 2, 16)
-    shapes = torch.tensor([[4, 4], [2, 2]])
-    refs = torch.rand(1, 5, 3, 2, 2)
-    tied(q, pos, values, refs, shapes).sum().backward()
-    g = biases[0].grad
-    grads = []
-    for f in range(5):
-        one = MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0,
-                                   tie_offset_bias=False)
-        one.load_state_dict(tied.state_dict())
+
+def _joint_attn_inputs():
+    g = torch.Generator().manual_seed(3)
+    return (torch.randn(1, 3, 16, generator=g), torch.randn(1, 3, 16, generator=g),
+            torch.randn(1, 5, 4 * 4 + 2 * 2, 16, generator=g), torch.tensor([[4, 4], [2, 2]]),
+            torch.rand(1, 5, 3, 2, 2, generator=g))
+
+
+def test_joint_offset_bias_modes_load_like_the_official_model():
+    """Shared storage / shared Parameter: a checkpoint load leaves the last frame's value in every frame's
+    sampling_offsets.bias (as the official model); independent: each frame keeps its own."""
+    names = [p + "sampling_offsets.bias" for p in frame_prefixes(5)]
+    new = {k: torch.randn_like(v) for k, v in _joint_attn("independent").state_dict().items()}
+    for mode in ("shared_storage", "shared_parameter", "independent"):
+        attn = _joint_attn(mode)
+        assert all(n in attn.state_dict() for n in names)  # the official names stay, one per frame
+        attn.load_state_dict(new)
+        for n in names:
+            want = new[n] if mode == "independent" else new["next_next_sampling_offsets.bias"]
+            assert torch.equal(attn.state_dict()[n], want), (mode, n)
+    with pytest.raises(ValueError, match="JOINT_OFFSET_BIAS"):
+        _joint_attn("tied")
+
+
+def test_joint_offset_bias_shared_storage_is_official_f_parameters_over_one_tensor():
+    """Official: F Parameter objects over ONE storage: each gets its own frame's gradient (not the sum);
+    the shared-Parameter mode gets the sum; both start from and write to one tensor."""
+    storage = _joint_attn("shared_storage")
+    biases = [m.bias for m in storage.offset_layers()]
+    assert len({id(b) for b in biases}) == 5 and len({b.data_ptr() for b in biases}) == 1
+    assert sum(1 for n, _ in storage.named_parameters() if n.endswith("sampling_offsets.bias")) == 5
+    param = _joint_attn("shared_parameter")
+    assert all(m.bias is param.offset_layers()[0].bias for m in param.offset_layers())
+    assert sum(1 for n, _ in param.named_parameters() if n.endswith("sampling_offsets.bias")) == 1
+
+    q, pos, values, shapes, refs = _joint_attn_inputs()
+    param.load_state_dict(storage.state_dict())
+    storage(q, pos, values, refs, shapes).sum().backward()
+    param(q, pos, values, refs, shapes).sum().backward()
+    per_frame = []
+    for f in range(5):  # frame f's contribution alone: an independent copy, gradient of frame f's bias
+        one = _joint_attn("independent")
+        one.load_state_dict(storage.state_dict())
         one(q, pos, values, refs, shapes).sum().backward()
-        grads.append(one.offset_layers()[f].bias.grad)
-    torch.testing.assert_close(g, torch.stack(grads).sum(0))
+        per_frame.append(one.offset_layers()[f].bias.grad)
+    for f in range(5):
+        torch.testing.assert_close(biases[f].grad, per_frame[f])
+    torch.testing.assert_close(param.offset_layers()[0].bias.grad, torch.stack(per_frame).sum(0))
+    # one in-place update of one frame's Parameter moves every frame's view of the storage
+    with torch.no_grad():
+        biases[0].add_(1.0)
+    assert all(torch.equal(b, biases[0]) for b in biases)
+
+
+def test_joint_offset_bias_storage_splits_on_conversion_like_pytorch_does():
+    """Converting the module (as model.cuda() does for the official GPU training) gives every Parameter a
+    tensor of its own: from then on the frames' biases train independently, starting equal."""
+    attn = _joint_attn("shared_storage").double()
+    biases = [m.bias for m in attn.offset_layers()]
+    assert len({b.data_ptr() for b in biases}) == 5
+    assert all(torch.equal(b, biases[-1]) for b in biases)
+    with torch.no_grad():
+        biases[0].add_(1.0)
+    assert not torch.equal(biases[0], biases[1])
+    shared = _joint_attn("shared_parameter").double()
+    assert all(m.bias is shared.offset_layers()[0].bias for m in shared.offset_layers())

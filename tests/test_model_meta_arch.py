@@ -40,10 +40,8 @@ def test_r50_f3_matches_official_count_and_names(official_keys_file):
                     if n.startswith("backbone") and n.endswith(("norm.weight", "norm.bias")))
     fc_hm = sum(b.numel() for n, b in model.named_buffers() if "fc_hm" in n)
     total = sum(p.numel() for p in model.parameters()) + frozen_bn + fc_hm
-    # The official count holds its tied joint offset biases (one storage, F Parameter objects) F times:
-    # 2 layers x 2 auxiliary frames x 256 values that our single shared Parameter holds once.
-    tied_copies = 2 * 2 * 256
-    assert total + tied_copies == 50_951_151, total
+    # As official, the joint offset biases are F Parameters over one storage, each counted (2 x 3 x 256).
+    assert total == 50_951_151, total
     # One-to-one: every official tensor (minus num_batches_tracked) maps onto exactly one of ours, same shape.
     official = {k: torch.zeros(s) for k, s in _read_keys(official_keys_file).items()}
     ours = model.state_dict()

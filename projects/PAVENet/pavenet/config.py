@@ -93,9 +93,10 @@ def add_pavenet_config(cfg: CN) -> CN:
     # Faithfulness switches (docs/MODEL.md lists each): the official code's behaviour is the default.
     P.VALUE_FILL_BEFORE_PROJ = True  # spec §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
     P.DETACH_POSE_REFERENCES = False  # spec §5.2: the official decoder does not detach between layers
-    # The official joint attention gives all F frames' sampling_offsets.bias one shared storage
-    # (the last frame's value wins on load); False gives each frame its own bias.
-    P.TIE_JOINT_OFFSET_BIAS = True
+    # The official joint attention gives all F frames' sampling_offsets.bias one storage under F
+    # Parameters ("shared_storage": last frame's value wins on load, F gradients and F updates per step);
+    # "shared_parameter" = one Parameter (one summed gradient, one update); "independent" = F biases.
+    P.JOINT_OFFSET_BIAS = "shared_storage"
     # spec §16 8a: the official F=5 head starts the joint decoder's t+2 pose from next_kpt_branches;
     # "next_next" uses that frame's own branch (as the pose decoder itself does).
     P.F5_T2_REFERENCE_BRANCH = "next"

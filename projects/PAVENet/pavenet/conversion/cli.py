@@ -108,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out, report = convert_official_state_dict_with_report(
             src, arch=args.arch, num_frames=args.num_frames, coco_to_posetrack=args.coco_to_posetrack,
             target_state_dict=target, init_state_dict=target if args.arch == "petr" else None,
-            tie_joint_offset_bias=cfg.MODEL.PAVENET.TIE_JOINT_OFFSET_BIAS,  # follow the target model
+            tie_joint_offset_bias=cfg.MODEL.PAVENET.JOINT_OFFSET_BIAS != "independent",  # follow the target model
         )
         save_converted_checkpoint(out, args.dst)
     except (CheckpointReadError, ConversionError) as e:

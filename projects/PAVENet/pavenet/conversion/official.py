@@ -604,7 +604,8 @@ def convert_official_state_dict(
             the parameters PETR lacks (``PAVENET_NEW_PARAMS``).
         extra_ignore: more regexes on source names to drop (on top of ``IGNORED_SOURCE_KEYS``).
         tie_joint_offset_bias: give all frames' joint-attention ``sampling_offsets.bias`` the value the
-            official model holds after loading (they share one storage there; MODEL.PAVENET.TIE_JOINT_OFFSET_BIAS).
+            official model holds after loading (they share one storage there; MODEL.PAVENET.JOINT_OFFSET_BIAS
+            other than "independent").
 
     Returns: an OrderedDict of our names -> tensors (the source tensors themselves where no slicing
     or reordering was needed). Raises ``ConversionError`` for any tensor that is neither mapped nor

@@ -115,7 +115,7 @@ class PAVENetHead(nn.Module):
     def __init__(self, *, num_frames=3, num_keypoints=15, num_queries=300, embed_dim=256, num_heads=8,
                  ffn_dim=1024, dropout=0.1, num_levels=4, enc_layers=6, enc_points=4, pose_layers=3,
                  joint_layers=2, joint_points=4, value_fill_before_proj=True, detach_pose_references=False,
-                 tie_joint_offset_bias=True, f5_t2_reference_branch="next", flow_factory=None):
+                 joint_offset_bias="shared_storage", f5_t2_reference_branch="next", flow_factory=None):
         super().__init__()
         if f5_t2_reference_branch not in ("next", "next_next"):
             raise ValueError("MODEL.PAVENET.F5_T2_REFERENCE_BRANCH must be 'next' (official) or 'next_next', "
@@ -132,7 +132,7 @@ class PAVENetHead(nn.Module):
 
         self.transformer = PAVETransformer(num_frames, num_keypoints, embed_dim, num_heads, num_levels, ffn_dim,
                                            dropout, enc_layers, enc_points, pose_layers, joint_layers, joint_points,
-                                           value_fill_before_proj, tie_joint_offset_bias)
+                                           value_fill_before_proj, joint_offset_bias)
         n_pred = pose_layers + 1  # the last entry serves the encoder proposals (spec §4)
         self.cls_branches = nn.ModuleList([nn.Linear(c, 1) for _ in range(n_pred)])
         self.kpt_branches = nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(n_pred)])

@@ -101,7 +101,7 @@ class PAVENet(nn.Module):
             enc_layers=P.ENC_LAYERS, enc_points=P.ENC_N_POINTS, pose_layers=P.POSE_DEC_LAYERS,
             joint_layers=P.JOINT_DEC_LAYERS, joint_points=P.JOINT_N_POINTS,
             value_fill_before_proj=P.VALUE_FILL_BEFORE_PROJ, detach_pose_references=P.DETACH_POSE_REFERENCES,
-            tie_joint_offset_bias=P.TIE_JOINT_OFFSET_BIAS, f5_t2_reference_branch=P.F5_T2_REFERENCE_BRANCH,
+            joint_offset_bias=P.JOINT_OFFSET_BIAS, f5_t2_reference_branch=P.F5_T2_REFERENCE_BRANCH,
             flow_factory=RealNVP,
         )
         k = P.NUM_KEYPOINTS

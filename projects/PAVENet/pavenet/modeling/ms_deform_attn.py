@@ -31,6 +31,7 @@ __all__ = [
     "MSDeformAttn",
     "PoseAwareAttention",
     "MultiFrameDeformAttn",
+    "JOINT_OFFSET_BIAS_MODES",
 ]
 
 Shapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
@@ -269,26 +270,42 @@ class PoseAwareAttention(_MultiFrameBase):
         return query + self.dropout(self.output_proj(out))
 
 
+JOINT_OFFSET_BIAS_MODES = ("shared_storage", "shared_parameter", "independent")
+
+
 class MultiFrameDeformAttn(_MultiFrameBase):
     """Multi-frame deformable attention of the joint decoder (spec §6): P points per joint, per frame.
 
     Init: offset weights 0 with the ring-pattern bias (identical for all frames), weights 0.
 
-    tie_offset_bias: the official constructor assigns the same tensor (`grid_init.view(-1)`) to
-    every frame's `sampling_offsets.bias`, so those F parameters share one storage: they train as
-    one bias, and loading a checkpoint leaves the LAST frame's value in all of them. With True
-    (default, faithful) the F linears share one bias Parameter; the state_dict still lists every
-    official name, and load_state_dict ends with the last frame's value as the official model does.
+    offset_bias: how the F frames' ``sampling_offsets.bias`` relate. The official constructor assigns
+    ONE tensor (``grid_init.view(-1)``) to every frame's bias, so the F Parameters are distinct objects
+    over one storage:
+      * "shared_storage" (default, official): the same here. Loading a checkpoint leaves the LAST frame's
+        value in all of them; each Parameter gets its own gradient (its frame's contribution only), its
+        own optimizer state and its own update, so one optimizer step moves the storage F times (and
+        decays it F times). Like the official model, the sharing ends when the module is converted to
+        another device or dtype (``model.cuda()``, ``.double()``): PyTorch then gives every Parameter
+        its own new tensor, so official GPU training trains F independent biases that start equal.
+      * "shared_parameter": one Parameter registered under every frame's name: one gradient (the sum
+        over frames), one update per step; survives device moves.
+      * "independent": F unrelated biases.
+    The state_dict lists every official name in all modes.
     """
 
     def __init__(self, num_frames=3, embed_dim=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1,
-                 value_fill_before_proj=True, tie_offset_bias=True):
+                 value_fill_before_proj=True, offset_bias="shared_storage"):
         super().__init__(num_frames, embed_dim, num_heads, num_levels, num_points, dropout, value_fill_before_proj)
-        self.tie_offset_bias = tie_offset_bias
-        if tie_offset_bias:
-            shared = self.offset_layers()[-1].bias
-            for m in self.offset_layers()[:-1]:
-                m.bias = shared
+        if offset_bias not in JOINT_OFFSET_BIAS_MODES:
+            raise ValueError(f"MODEL.PAVENET.JOINT_OFFSET_BIAS must be one of {JOINT_OFFSET_BIAS_MODES}, "
+                             f"got {offset_bias!r}")
+        self.offset_bias = offset_bias
+        last = self.offset_layers()[-1].bias
+        for m in self.offset_layers()[:-1]:
+            if offset_bias == "shared_storage":
+                m.bias = nn.Parameter(last.data)  # a Parameter of its own over the last frame's storage
+            elif offset_bias == "shared_parameter":
+                m.bias = last
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -94,9 +94,9 @@ class PoseDecoderLayer(_DecoderLayer):
 
 class JointDecoderLayer(_DecoderLayer):
     def __init__(self, num_frames, embed_dim, num_heads, num_levels, num_points, ffn_dim, dropout,
-                 value_fill_before_proj=True, tie_offset_bias=True):
+                 value_fill_before_proj=True, offset_bias="shared_storage"):
         attn = MultiFrameDeformAttn(num_frames, embed_dim, num_heads, num_levels, num_points, dropout,
-                                    value_fill_before_proj, tie_offset_bias)
+                                    value_fill_before_proj, offset_bias)
         super().__init__(attn, embed_dim, num_heads, ffn_dim, dropout)
 
 
@@ -122,7 +122,7 @@ class PAVETransformer(nn.Module):
 
     def __init__(self, num_frames=3, num_keypoints=15, embed_dim=256, num_heads=8, num_levels=4, ffn_dim=1024,
                  dropout=0.1, enc_layers=6, enc_points=4, pose_layers=3, joint_layers=2, joint_points=4,
-                 value_fill_before_proj=True, tie_joint_offset_bias=True):
+                 value_fill_before_proj=True, joint_offset_bias="shared_storage"):
         super().__init__()
         self.embed_dim = embed_dim
         self.encoder = LayerStack(
@@ -132,7 +132,7 @@ class PAVETransformer(nn.Module):
                              value_fill_before_proj) for _ in range(pose_layers)])
         self.refine_decoder = LayerStack([
             JointDecoderLayer(num_frames, embed_dim, num_heads, num_levels, joint_points, ffn_dim, dropout,
-                              value_fill_before_proj, tie_joint_offset_bias) for _ in range(joint_layers)])
+                              value_fill_before_proj, joint_offset_bias) for _ in range(joint_layers)])
         self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dim))
         self.enc_output = nn.Linear(embed_dim, embed_dim)
         self.enc_output_norm = nn.LayerNorm(embed_dim)
