@@ -220,8 +220,8 @@ def test_criterion_losses_finite_with_gradients_everywhere():
 
 def test_cls_loss_is_focal_sum_over_matched_count_and_weights_apply():
     targets = _targets()
-    crit1 = PAVENetCriterion(PoseHungarianMatcher(), K, class_weight=1.0)
-    crit3 = PAVENetCriterion(PoseHungarianMatcher(), K, class_weight=3.0, rle_weight=2.0)
+    crit1 = PAVENetCriterion(PoseHungarianMatcher(), K, class_weight=1.0, normalization="batch")
+    crit3 = PAVENetCriterion(PoseHungarianMatcher(), K, class_weight=3.0, rle_weight=2.0, normalization="batch")
     outputs, idx = _outputs(crit1, targets)
     flows = dict(zip(("enc_flow", "dec_flow", "flow"), _flows()))
     l1 = crit1(outputs, targets, idx, **flows)
@@ -235,6 +235,34 @@ def test_cls_loss_is_focal_sum_over_matched_count_and_weights_apply():
     assert l3["loss_cls"].item() == pytest.approx(3 * l1["loss_cls"].item(), rel=1e-5)
     assert l3["loss_kpt"].item() == pytest.approx(2 * l1["loss_kpt"].item(), rel=1e-5)
     assert l3["loss_kpt_enc"].item() == pytest.approx(l1["loss_kpt_enc"].item(), rel=1e-5)
+
+
+def test_clip_normalization_is_the_mean_of_each_clip_alone():
+    """"clip" (official: 1 clip per step, N accumulation steps): every term is the mean over clips of that
+    clip's own loss; "batch" normalises by the whole batch's counts, which differs when counts differ."""
+    targets = _targets()
+    g = torch.Generator().manual_seed(11)
+    targets[1] = {"keypoints": torch.rand(1, K, 2, generator=g), "visible": torch.ones(1, K),
+                  "areas": torch.tensor([700.0]), "image_size": (80, 64)}
+    per_clip = PAVENetCriterion(PoseHungarianMatcher(), K, normalization="clip")
+    batch = PAVENetCriterion(PoseHungarianMatcher(), K, normalization="batch")
+    outputs, idx = _outputs(per_clip, targets)
+    flows = dict(zip(("enc_flow", "dec_flow", "flow"), _flows()))
+    got = per_clip(outputs, targets, idx, **flows)
+    rows = [len(i) for i, _ in idx]
+    alone = []
+    for b in range(2):
+        one = {"enc": {k: v[b:b + 1] for k, v in outputs["enc"].items()},
+               "pose_layers": [{k: v[b:b + 1] for k, v in layer.items()} for layer in outputs["pose_layers"]],
+               "joint_layers": [{k: v[sum(rows[:b]):sum(rows[:b + 1])] for k, v in layer.items()}
+                                for layer in outputs["joint_layers"]]}
+        alone.append(batch(one, [targets[b]], [idx[b]], **flows))
+    for name, value in got.items():
+        assert value.item() == pytest.approx((alone[0][name] + alone[1][name]).item() / 2, rel=1e-5), name
+    whole = batch(outputs, targets, idx, **flows)
+    assert abs(whole["loss_cls"].item() - got["loss_cls"].item()) > 1e-3 * got["loss_cls"].item()
+    with pytest.raises(ValueError, match="LOSS_NORMALIZATION"):
+        PAVENetCriterion(PoseHungarianMatcher(), K, normalization="sample")
 
 
 def test_joint_layers_reuse_last_layer_matching():

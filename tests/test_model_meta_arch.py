@@ -184,3 +184,23 @@ def test_f5_joint_start_pose_follows_the_official_t2_branch():
     assert not torch.allclose(official[:, 4], own[:, 4])
     with pytest.raises(ValueError, match="F5_T2_REFERENCE_BRANCH"):
         build_model(_cfg(**{"MODEL.PAVENET.NUM_FRAMES": 5, "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH": "t2"}))
+
+
+def test_clip_normalization_batch_gradient_is_the_mean_of_its_parts():
+    """LOSS_NORMALIZATION clip: a batch of 4 clips gives the mean of the gradients of its two halves, which
+    is what DDP computes when 2 processes train 2 clips each (and what 1 clip x N accumulation gives)."""
+    torch.set_num_threads(1)
+    cfg = _cfg(**{"MODEL.PAVENET.LOSS_NORMALIZATION": "clip", "MODEL.RESNETS.NORM": "FrozenBN"})
+    model = build_model(cfg).train()
+    clips = [_clip(64, 96, n=1 + i % 3, seed=i) for i in range(4)]
+
+    def grads(batch):
+        model.zero_grad()
+        sum(model(batch).values()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    whole, first, second = grads(clips), grads(clips[:2]), grads(clips[2:])
+    assert set(whole) == set(first) == set(second)
+    for name, g in whole.items():
+        torch.testing.assert_close(g, (first[name] + second[name]) / 2, rtol=1e-4, atol=1e-6 * g.abs().max().item(),
+                                   msg=name)

@@ -90,6 +90,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.COST_KPT_L1 = 70.0
     P.COST_OKS = 7.0
     P.DEEP_SUPERVISION = True
+    # "clip": each clip's losses normalised by its own counts, then averaged (the official recipe, 1 clip
+    # x N gradient-accumulation steps); "batch": one normaliser for the whole batch (docs/MODEL.md).
+    P.LOSS_NORMALIZATION = "clip"
     # Faithfulness switches (docs/MODEL.md lists each): the official code's behaviour is the default.
     P.VALUE_FILL_BEFORE_PROJ = True  # spec §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
     P.DETACH_POSE_REFERENCES = False  # spec §5.2: the official decoder does not detach between layers

@@ -52,7 +52,9 @@ from ..data.keypoint_meta import COCO_OKS_SIGMAS, POSETRACK_OKS_SIGMAS
 from .matcher import PoseHungarianMatcher, check_targets
 from .rle import RealNVP, reduce_mean_count, rle_loss
 
-__all__ = ["PAVENetCriterion", "build_criterion", "targets_from_instances"]
+__all__ = ["PAVENetCriterion", "build_criterion", "targets_from_instances", "LOSS_NORMALIZATIONS"]
+
+LOSS_NORMALIZATIONS = ("clip", "batch")
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -91,6 +93,10 @@ class PAVENetCriterion(nn.Module):
         focal_alpha, focal_gamma: sigmoid focal loss parameters (0.25, 2).
         deep_supervision: when False only the last pose layer, the last joint layer and the encoder
             (needed for the query selection) are supervised.
+        normalization: "clip" (official recipe: 1 clip per step x N gradient-accumulation steps): every
+            clip's losses are normalised by its own matched persons / labelled joints, then averaged over
+            the clips (and, by DDP, over processes); "batch": normalised once by the counts of the whole
+            batch averaged over processes (every person weighs the same). Equal for one clip per batch.
     """
 
     def __init__(
@@ -105,8 +111,14 @@ class PAVENetCriterion(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         deep_supervision: bool = True,
+        normalization: str = "clip",
     ):
         super().__init__()
+        if normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"MODEL.PAVENET.LOSS_NORMALIZATION must be one of {LOSS_NORMALIZATIONS}, "
+                             f"got {normalization!r}")
+        self.normalization = normalization
+        self._reduce_counts = True
         self.matcher = matcher
         self.num_keypoints = int(num_keypoints)
         self.class_weight = float(class_weight)
@@ -136,12 +148,17 @@ class PAVENetCriterion(nn.Module):
             matcher, k, class_weight=P.CLASS_WEIGHT, enc_class_weight=P.ENC_CLASS_WEIGHT,
             rle_weight=P.RLE_WEIGHT, enc_rle_weight=P.ENC_RLE_WEIGHT, joint_rle_weight=P.JOINT_RLE_WEIGHT,
             focal_alpha=P.FOCAL_ALPHA, focal_gamma=P.FOCAL_GAMMA, deep_supervision=P.DEEP_SUPERVISION,
+            normalization=P.LOSS_NORMALIZATION,
         )
 
     # ---- matching --------------------------------------------------------------------------------------
     def match(self, layer: Dict, targets: Sequence[Dict], valid: Optional[torch.Tensor] = None) -> Indices:
         """Hungarian matching of one output set ({"logits" (B,Q,1), "keypoints" (B,Q,K,2)}) -> [(pred, gt)]."""
         return self.matcher(layer["logits"].detach(), layer["keypoints"].detach(), targets, valid=valid)
+
+    def _count(self, value: torch.Tensor) -> float:
+        """A loss normaliser: averaged over processes in "batch" mode, the clip's own in "clip" mode; min 1."""
+        return reduce_mean_count(value) if self._reduce_counts else max(float(value), 1.0)
 
     # ---- single terms ----------------------------------------------------------------------------------
     def loss_cls(self, logits: torch.Tensor, indices: Indices) -> torch.Tensor:
@@ -154,7 +171,7 @@ class PAVENetCriterion(nn.Module):
         finite = torch.isfinite(logits)
         safe = torch.where(finite, logits, torch.zeros_like(logits))
         loss = sigmoid_focal_loss(safe, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
-        num_matched = reduce_mean_count(logits.new_tensor(float(sum(len(i) for i, _ in indices))))
+        num_matched = self._count(logits.new_tensor(float(sum(len(i) for i, _ in indices))))
         return (loss * finite).sum() / num_matched
 
     def _gather(self, layer: Dict, indices: Indices, targets: Sequence[Dict]):
@@ -181,6 +198,24 @@ class PAVENetCriterion(nn.Module):
         dec_flow: RealNVP,
         flow: RealNVP,
     ) -> Dict[str, torch.Tensor]:
+        flows = (enc_flow, dec_flow, flow)
+        if self.normalization == "batch":
+            return self._losses(outputs, targets, last_layer_indices, *flows)
+        check_targets(targets, self.num_keypoints)
+        if last_layer_indices is None:
+            last_layer_indices = self.match(outputs["pose_layers"][-1], targets)
+        # "clip": each clip on its own (counts not averaged over processes), then the mean over clips.
+        self._reduce_counts = False
+        try:
+            per_clip = [self._losses(_clip_outputs(outputs, last_layer_indices, b), [t], [last_layer_indices[b]],
+                                     *flows) for b, t in enumerate(targets)]
+        finally:
+            self._reduce_counts = True
+        return {k: sum(d[k] for d in per_clip) / len(per_clip) for k in per_clip[0]}
+
+    def _losses(self, outputs: Dict, targets: Sequence[Dict], last_layer_indices: Optional[Indices],
+                enc_flow: RealNVP, dec_flow: RealNVP, flow: RealNVP) -> Dict[str, torch.Tensor]:
+        """The losses of `outputs` with one normaliser per term for all of `targets` (see `forward`)."""
         check_targets(targets, self.num_keypoints)
         losses: Dict[str, torch.Tensor] = {}
         pose_layers = list(outputs.get("pose_layers", []))
@@ -193,7 +228,8 @@ class PAVENetCriterion(nn.Module):
             enc_idx = self.match(enc, targets, valid=enc.get("valid"))
             losses["loss_cls_enc"] = self.enc_class_weight * self.loss_cls(enc["logits"], enc_idx)
             pred, sigma, tgt, vis = self._gather(enc, enc_idx, targets)
-            losses["loss_kpt_enc"] = self.enc_rle_weight * rle_loss(pred, sigma, tgt, vis, enc_flow)
+            losses["loss_kpt_enc"] = self.enc_rle_weight * rle_loss(pred, sigma, tgt, vis, enc_flow,
+                                                                     self._count(2.0 * vis.sum()))
 
         last = len(pose_layers) - 1
         if last_layer_indices is None:
@@ -206,7 +242,7 @@ class PAVENetCriterion(nn.Module):
             suffix = "" if i == last else f"_d{i}"  # official names: d{i}.loss_* and loss_* for the last layer
             losses["loss_cls" + suffix] = self.class_weight * self.loss_cls(layer["logits"], idx)
             pred, sigma, tgt, vis = self._gather(layer, idx, targets)
-            normaliser = reduce_mean_count(2.0 * vis.sum())
+            normaliser = self._count(2.0 * vis.sum())
             if i == last:
                 last_normaliser = normaliser
             losses["loss_kpt" + suffix] = self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow, normaliser)
@@ -234,6 +270,21 @@ class PAVENetCriterion(nn.Module):
                 )
             losses[name] = self.joint_rle_weight * rle_loss(pred, sigma, tgt, vis, flow, last_normaliser)
         return losses
+
+
+def _clip_outputs(outputs: Dict, last_layer_indices: Indices, b: int) -> Dict:
+    """The outputs of clip b alone: (B, ...) tensors sliced to (1, ...), joint rows to clip b's block."""
+    def one(d):
+        return {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in d.items()}
+
+    out = {"pose_layers": [one(layer) for layer in outputs["pose_layers"]]}
+    if outputs.get("enc") is not None:
+        out["enc"] = one(outputs["enc"])
+    sizes = [len(i) for i, _ in last_layer_indices]
+    start = sum(sizes[:b])
+    out["joint_layers"] = [{k: layer[k][start:start + sizes[b]] for k in ("keypoints", "sigma")}
+                           for layer in outputs.get("joint_layers", []) or []]
+    return out
 
 
 def build_criterion(cfg) -> PAVENetCriterion:
