@@ -1,55 +1,38 @@
-"""Faithfulness: the official PAVE-Net's stage-by-stage outputs (shared/golden/r50_f3_seed2026) for seeded
-weights are reproduced by our model with the converted weights, within the README's tolerances."""
-import importlib.util
+"""Faithfulness: the official PAVE-Net's stage-by-stage outputs for seeded weights (every inference case
+folder of the golden directory) are reproduced by our model with the converted weights, within the
+README's tolerances."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import pavenet.modeling  # noqa: F401  (registers PAVENet)
 from pavenet.checkpoint import PAVENetCheckpointer
-from pavenet.config import add_pavenet_config
-from pavenet.conversion.cli import main as convert_main
+from pavenet.config import load_pavenet_config
 from pavenet.conversion.official import convert_official_state_dict
 
-CASE = "r50_f3_seed2026"
+from conftest import GOLDEN_DIR
+from golden_cases import case_dirs, convert_case_weights
+
+CASES = case_dirs("inference")
 
 
-def _load_make_weights(golden_dir):
-    spec = importlib.util.spec_from_file_location("pavenet_golden_make_weights", golden_dir / "make_weights.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def golden(tmp_path_factory):
-    # Same locations (and env overrides) as the conftest fixtures, at module scope: one forward for all tests.
-    from conftest import GOLDEN_DIR as golden_dir, OFFICIAL_KEYS as keys_file
-
-    if not (golden_dir / CASE / "outputs.npz").is_file() or not keys_file.is_file():
-        pytest.skip(f"golden vectors / official key list not found under {golden_dir} (set PAVENET_SHARED_DIR)")
+@pytest.fixture(scope="module", params=[c.name for c in CASES] or [None])
+def golden(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param or "none")
+    _, cfg_file, weights = convert_case_weights(request.param, tmp)
+    case = GOLDEN_DIR / request.param
     torch.set_num_threads(2)
-    # The user's path: make_weights.py's mmcv-style file -> tools/convert_official_ckpt.py -> MODEL.WEIGHTS.
-    mw = _load_make_weights(golden_dir)
-    official = mw.make_state_dict(mw.read_keys(str(keys_file)), 2026)
-    tmp = tmp_path_factory.mktemp("golden")
-    torch.save({"state_dict": official}, tmp / "official.pth")
-    del official
-    assert convert_main(["--src", str(tmp / "official.pth"), "--dst", str(tmp / "ours.pth")]) == 0
-    cfg = add_pavenet_config(get_cfg())
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.PAVENET.TEST.OKS_NMS_THRESH = 0.45  # the golden producer is the experimental head (with NMS)
-    cfg.MODEL.WEIGHTS = str(tmp / "ours.pth")
+    # The golden producer is the experimental head (with OKS-NMS 0.45).
+    cfg = load_pavenet_config(str(cfg_file), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights),
+                                              "MODEL.PAVENET.TEST.OKS_NMS_THRESH", "0.45"])
     model = build_model(cfg).eval()
     PAVENetCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
-    converted = torch.load(tmp / "ours.pth", weights_only=True)["model"]
+    converted = torch.load(weights, weights_only=True)["model"]
     assert set(converted) == set(model.state_dict()), "converted names differ from the model's"
-    case = golden_dir / CASE
     inp = np.load(case / "input.npz")
     meta = json.loads(str(inp["img_metas_json"]))
     img = torch.from_numpy(inp["img"])[0]  # (F, 3, H, W), already normalised
@@ -64,8 +47,8 @@ def golden(tmp_path_factory):
         stored = type(feats)(torch.from_numpy(gold["memory"]), feats.padding_mask, feats.spatial_shapes,
                              feats.level_start_index, feats.valid_ratios)
         inst_s, inter_s = model.decode_clip(stored, (h, w), tuple(meta["ori_shape"][:2]), return_intermediates=True)
-    return {"tmp": tmp, "meta": meta, "gold": dict(gold), "backbone": c, "neck": neck, "feats": feats, "inst": inst, "inter": inter,
-            "inst_stored": inst_s, "inter_stored": inter_s}
+    return {"tmp": tmp, "cfg_file": cfg_file, "meta": meta, "gold": dict(gold), "backbone": c, "neck": neck,
+            "feats": feats, "inst": inst, "inter": inter, "inst_stored": inst_s, "inter_stored": inter_s}
 
 
 def _close(name, ours, ref, atol):
@@ -147,9 +130,8 @@ def test_golden_needs_the_joint_offset_bias_tie(golden):
     """The official joint attention shares one storage for all frames' sampling_offsets.bias (the last
     frame's value wins on load); with per-frame biases the joint decoder leaves the golden tolerance."""
     official = torch.load(golden["tmp"] / "official.pth", weights_only=True)["state_dict"]
-    cfg = add_pavenet_config(get_cfg())
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.PAVENET.TIE_JOINT_OFFSET_BIAS = False
+    cfg = load_pavenet_config(str(golden["cfg_file"]), ["MODEL.DEVICE", "cpu",
+                                                        "MODEL.PAVENET.JOINT_OFFSET_BIAS", "independent"])
     model = build_model(cfg).eval()
     model.load_state_dict(convert_official_state_dict(official, tie_joint_offset_bias=False), strict=True)
     g, meta = golden["gold"], golden["meta"]
