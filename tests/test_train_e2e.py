@@ -152,7 +152,8 @@ def test_eval_only_on_the_real_posetrack18_sample(tmp_path, sample_dir, capsys):
 
 def test_tiny_pavenet_resume_reaches_the_same_weights(tmp_path, synthetic_root):
     """Stop after a checkpoint, resume with --resume semantics: same final weights as a straight run,
-    with the clip augmentations (flip, rotation, colour) switched on."""
+    with the clip augmentations (flip, rotation, colour) switched on, and AdamW's per-Parameter states of
+    the tied joint offset biases restored."""
     from pavenet.engine import Trainer
 
     def cfg_for(out, max_iter):
@@ -172,6 +173,12 @@ def test_tiny_pavenet_resume_reaches_the_same_weights(tmp_path, synthetic_root):
     trainer = Trainer(cfg_for(tmp_path / "resumed", 4))
     trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 2
+    # The joint attention's per-frame offset biases (F Parameters over one storage, as official) still
+    # share it after the checkpoint load, each with its own restored AdamW state.
+    for layer in trainer.model.head.transformer.refine_decoder.layers:
+        biases = [m.bias for m in layer.attentions[1].offset_layers()]
+        assert len({b.data_ptr() for b in biases}) == 1 and len({id(b) for b in biases}) == len(biases)
+        assert all(trainer.optimizer.state[b]["step"] == 2 for b in biases)
     trainer.train()
     for name, w in trainer.model.state_dict().items():
         assert torch.equal(w, straight[name]), f"{name} differs after resume"
