@@ -1,8 +1,8 @@
 """Swin backbone (timm, optional extra `swin`): any input size, strides/channels, mmdet's output norms
 and padding order, and an official-style Swin checkpoint converting and loading strictly into PAVENet.
 
-Skipped when timm is not installed (CI installs the package without extras). Shallow Swins (depth
-overrides, MODEL.PAVENET.SWIN.*) keep it fast; the full Swin-L is only built on the meta device.
+timm is an optional extra for users (`pip install -e '.[swin]'`); requirements.txt installs it, so CI
+runs these tests. Shallow Swins (depth overrides, MODEL.PAVENET.SWIN.*) keep them fast; the full Swin-L is only built on the meta device.
 """
 from pathlib import Path
 
