@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import Boxes, Instances
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_gloo_workers
 from pavenet.config import load_pavenet_config
 from pavenet.data.build import VideoInferenceLoader, get_test_clip_dicts
 from pavenet.data.clip_sampler import clip_frame_indices, clips_from_frames, frames_for_clips
@@ -35,14 +35,23 @@ def tiny_cfg(dataset, out_dir, *opts):
 
 
 @pytest.fixture(scope="module")
-def synthetic_val(tmp_path_factory):
+def synthetic_root(tmp_path_factory):
     """2 val videos of 8 frames: labelled 0, 2, 3, 4, 5 (a dense block plus every 4th frame)."""
     from pavenet.data.synthetic import generate_synthetic_posetrack
 
-    root = generate_synthetic_posetrack(str(tmp_path_factory.mktemp("synthetic")), num_train=1, num_val=2,
+    return generate_synthetic_posetrack(str(tmp_path_factory.mktemp("synthetic")), num_train=1, num_val=2,
                                         num_frames=8)
+
+
+def _register_synthetic_val(root, name):
+    if name not in DatasetCatalog.list():
+        register_posetrack(name, f"{root}/annotations/val", root)
+
+
+@pytest.fixture(scope="module")
+def synthetic_val(synthetic_root):
     name = f"video_eval_synth_{uuid.uuid4().hex[:6]}"
-    register_posetrack(name, f"{root}/annotations/val", root)
+    _register_synthetic_val(synthetic_root, name)
     yield name
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -219,3 +228,53 @@ def test_tracking_identity_switch_costs_what_poseval_charges(gt_split, tmp_path)
                        "000005": [2, 3]}
     assert cli.summary()["MOTA"]["Mean"] == pytest.approx(75.0)
     np.testing.assert_array_equal(cli.mot_counts["switches"], 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Distributed evaluation
+# --------------------------------------------------------------------------------------------------
+def test_video_loader_shards_whole_videos_across_ranks():
+    dataset = [{"video_id": v, "frame_index": i, "video_file_names": names}
+               for v, names in (("a", ["a0", "a1"]), ("b", ["b0"]), ("c", ["c0", "c1", "c2"]))
+               for i in range(len(names))][::-1]  # any order in, frame order out
+    shards = [list(VideoInferenceLoader(dataset, rank=r, world_size=2)) for r in range(2)]
+    assert [[[d["frame_index"] for d in v] for v in shard] for shard in shards] == [[[0, 1, 2], [0]], [[0, 1]]]
+    assert [[v[0]["video_id"] for v in shard] for shard in shards] == [["c", "b"], ["a"]]
+
+
+_TRACKING = ["TEST.POSETRACK.EVAL_TRACKING", True]
+
+
+def _eval_worker(rank, synthetic_root, name, weights, out_dir, result_file):
+    from detectron2.utils import comm
+
+    _register_synthetic_val(synthetic_root, name)
+    cfg = tiny_cfg(name, out_dir, "MODEL.WEIGHTS", weights, *_TRACKING)
+    model = Trainer.build_model(cfg)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    res = Trainer.test(cfg, model)
+    if comm.is_main_process():
+        with open(result_file, "w") as f:
+            json.dump(res, f)
+    else:
+        assert res == {}
+
+
+def test_two_gloo_processes_evaluate_as_one(tiny_model, synthetic_root, synthetic_val, tmp_path):
+    weights = str(tmp_path / "tiny.pth")
+    torch.save(tiny_model.state_dict(), weights)
+    single = Trainer.test(tiny_cfg(synthetic_val, tmp_path / "single", *_TRACKING), tiny_model)["posetrack"]
+    result = tmp_path / "ddp.json"
+    run_gloo_workers(_eval_worker, 2, tmp_path, synthetic_root, synthetic_val, weights, str(tmp_path / "ddp"),
+                     str(result))
+    ddp = json.loads(result.read_text())["posetrack"]
+    assert {"AP", "MOTA", "MOTP", "Prec", "Rec"} <= set(single)
+    assert set(ddp) == set(single)
+    for k, v in single.items():
+        assert ddp[k] == pytest.approx(v, abs=1e-6, nan_ok=True), k
+    pred = "inference/{}/posetrack_predictions".format(synthetic_val)
+    for f in sorted((tmp_path / "single" / pred).glob("*.json")):
+        a, b = json.loads(f.read_text()), json.loads((tmp_path / "ddp" / pred / f.name).read_text())
+        assert [x["track_id"] for x in a["annotations"]] == [x["track_id"] for x in b["annotations"]]
+        np.testing.assert_allclose([x["keypoints"] for x in a["annotations"]],
+                                   [x["keypoints"] for x in b["annotations"]], atol=1e-3)
