@@ -71,3 +71,40 @@ def test_coco_ground_truth_as_predictions_scores_ap_100(tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_coco_pseudo_clips_stream_and_clips_modes_write_the_same_results(tmp_path):
+    """Each COCO image is a one-frame video: the stream mode replicates it F times, as the test mapper
+    does, so both video modes write the same COCO results."""
+    import cv2
+
+    from conftest import REPO_ROOT
+
+    _coco_json(tmp_path / "person_keypoints.json")
+    rng = np.random.default_rng(1)
+    for i in range(2):  # noise images of the size the JSON gives
+        cv2.imwrite(str(tmp_path / f"{i:012d}.jpg"), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    name = f"coco_pseudo_clip_test_{uuid.uuid4().hex[:8]}"
+    register_coco_pseudo_clips(name, str(tmp_path / "person_keypoints.json"), str(tmp_path))
+    torch.set_num_threads(1)
+    try:
+        results = {}
+        model = None
+        for mode in ("stream", "clips"):
+            cfg = load_pavenet_config(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"), [
+                "MODEL.DEVICE", "cpu", "MODEL.PAVENET.NUM_KEYPOINTS", 17, "INPUT.MIN_SIZE_TEST", 96,
+                "INPUT.MAX_SIZE_TEST", 128, "DATASETS.TEST", (name,), "DATALOADER.NUM_WORKERS", 0,
+                "OUTPUT_DIR", str(tmp_path / mode), "TEST.POSETRACK.VIDEO_MODE", mode])
+            if model is None:
+                torch.manual_seed(0)
+                model = Trainer.build_model(cfg)
+            assert "keypoints" in Trainer.test(cfg, model)
+            results[mode] = json.loads((tmp_path / mode / "inference" / name / "coco_instances_results.json")
+                                       .read_text())
+        assert len(results["stream"]) == len(results["clips"]) > 0
+        for a, b in zip(results["stream"], results["clips"]):
+            assert a["image_id"] == b["image_id"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
+            np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-3)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
