@@ -1,6 +1,7 @@
 """Train / test data loaders of clips, on detectron2's loader builders (explicit dataset/mapper/sampler,
 which both v0.6 and main accept; no `batch_size` for the test loader: one clip per batch, and
-detectron2's trivial batch collator returns the list of mapped dicts)."""
+detectron2's trivial batch collator returns the list of mapped dicts), and the test loader of whole
+videos for the streaming evaluation (`VideoInferenceLoader`, TEST.POSETRACK.VIDEO_MODE "stream")."""
 import itertools
 import logging
 
