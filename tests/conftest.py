@@ -56,3 +56,29 @@ def one_torch_thread(_seed):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+def _gloo_entry(rank, world_size, init_file, fn, args):
+    import torch
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    # What detectron2's launch sets up besides the global group (comm.get_local_rank etc. read it).
+    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_gloo_workers(fn, world_size: int, tmp_dir, *args) -> None:
+    """Run `fn(rank, *args)` in `world_size` spawned CPU processes joined in one gloo process group, as
+    detectron2's `launch` would on GPUs. `fn` must be a module-level (picklable) function."""
+    import uuid
+
+    import torch.multiprocessing as mp
+
+    init_file = str(Path(tmp_dir) / f"gloo_init_{uuid.uuid4().hex}")
+    mp.spawn(_gloo_entry, args=(world_size, init_file, fn, args), nprocs=world_size, join=True)

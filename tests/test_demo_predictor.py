@@ -141,3 +141,25 @@ def test_loads_model_weights(predictor, tmp_path):
     a = next(iter(predictor.stream(frames)))[2]
     b = next(iter(unloaded.stream(frames)))[2]
     assert not torch.allclose(a.pred_keypoints, b.pred_keypoints, atol=1e-3)
+
+
+def test_stream_video_decodes_chosen_key_frames_as_stream(predictor):
+    """The evaluation entry (frames read by position, chosen key frames) shares stream's decoding: same
+    instances, and only the frames the key frames' clips use are read and encoded, once each."""
+    frames = _video(6)
+    full = {i: inst for i, _, inst in predictor.stream(frames)}
+    reads = []
+
+    def read(i):
+        reads.append(i)
+        return frames[i]
+
+    counter = _count_encoded_frames(predictor.model)
+    try:
+        out = list(predictor.stream_video(read, len(frames), [5, 0]))
+    finally:
+        del predictor.model.encode_frames
+    assert [k for k, _ in out] == [0, 5]
+    assert reads == [0, 1, 4, 5] and counter["frames"] == 4  # clips (0, 0, 1) and (4, 5, 5)
+    for key, inst in out:
+        _assert_same(inst, full[key])

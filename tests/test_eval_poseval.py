@@ -266,6 +266,21 @@ def test_mota_skips_the_last_frame_of_each_video():
     np.testing.assert_array_equal(res.mot_counts["objects"], 2)
 
 
+def test_motp_and_tracking_precision_recall_as_poseval():
+    a = pose()
+    gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1)]] * 3)
+    # head size 30: 6 px = distance 0.2, 3 px = 0.1. Frame 0 also has a far-away false positive; frame 2 is skipped.
+    pred = pred_seq(gt, [[pred_person(a + [6, 0], track_id=1), pred_person(pose((900, 900)), track_id=2)],
+                         [pred_person(a + [3, 0], track_id=1)], []])
+    res = run(gt, pred)
+    np.testing.assert_allclose(res.mota, 50.0)  # 1 - 1 FP / 2 objects
+    np.testing.assert_allclose(res.motp, 100 * (1 - (0.2 + 0.1) / 2))  # mean paired distance 0.15
+    np.testing.assert_allclose(res.mot_precision, 100 * 2 / 3)  # 2 paired / (2 paired + 1 FP)
+    np.testing.assert_allclose(res.mot_recall, 100.0)  # 2 paired / 2 objects
+    assert list(res.summary()) == ["AP", "MOTA", "MOTP", "Prec", "Rec"]
+    assert res.to_json()["motp"]["total"] == pytest.approx(85.0)
+
+
 def test_mota_empty_frame_rule_feeds_one_dummy_miss_and_fp():
     a, b = pose((100, 100)), pose((400, 400))
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]] * 3)
@@ -437,7 +452,7 @@ def test_real_sample_gt_as_predictions_gives_100(sample_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Head" in printed and "Mean" in printed and "100.00" in printed
     js = json.loads(out.read_text())
-    assert set(js) == {"ap", "mota"}
+    assert set(js) == {"ap", "mota", "motp", "mot_precision", "mot_recall"}
     assert set(js["ap"]) == {"per_joint", "groups", "total"}
     assert list(js["ap"]["groups"]) == ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"]
     assert js["ap"]["per_joint"]["head_bottom"] == 100.0 and js["ap"]["total"] == 100.0

@@ -7,10 +7,8 @@ import uuid
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_gloo_workers
 
 TINY = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
 
@@ -79,18 +77,10 @@ def _train_and_record(cfg):
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _worker(rank, world_size, init_file, out_dir, synthetic_root, result_file):
-    import detectron2.utils.comm as comm
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
-    try:
-        losses, state = _train_and_record(_tiny_cfg(out_dir, 3, synthetic_root))
-        if rank == 0:
-            torch.save({"losses": losses, "state": state}, result_file)
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, out_dir, synthetic_root, result_file):
+    losses, state = _train_and_record(_tiny_cfg(out_dir, 3, synthetic_root))
+    if rank == 0:
+        torch.save({"losses": losses, "state": state}, result_file)
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +95,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, synthetic_root):
     single_losses, single_state = _train_and_record(_tiny_cfg(tmp_path / "single", 3, synthetic_root))
 
     result = tmp_path / "ddp.pth"
-    mp.spawn(
-        _worker,
-        args=(2, str(tmp_path / f"init_{uuid.uuid4().hex}"), str(tmp_path / "ddp"), synthetic_root, str(result)),
-        nprocs=2,
-        join=True,
-    )
+    run_gloo_workers(_worker, 2, tmp_path, str(tmp_path / "ddp"), synthetic_root, str(result))
     ddp = torch.load(result, weights_only=True)
     assert len(ddp["losses"]) == len(single_losses) == 3
     assert ddp["losses"] == pytest.approx(single_losses, rel=1e-4, abs=1e-4)

@@ -142,6 +142,19 @@ def add_pavenet_config(cfg: CN) -> CN:
     cfg.SOLVER.WARMUP_FACTOR = 1.0
 
     cfg.TEST.POSETRACK = CN()
+    # Assign track ids in evaluation (the demo's tracker) and report poseval's MOTA next to AP; needs
+    # VIDEO_MODE "stream" (the tracker follows consecutive windows).
     cfg.TEST.POSETRACK.EVAL_TRACKING = False
     cfg.TEST.POSETRACK.SAVE_PREDICTIONS = True
+    # "stream": one video per batch, each frame encoded once (cached), the same decoding as the demo;
+    # "clips": every test frame's clip through the model's forward on its own (F encodes per frame).
+    # Both give the same predictions (docs/EVALUATION.md).
+    cfg.TEST.POSETRACK.VIDEO_MODE = "stream"
+    # Joints scored below this are written as absent (0, 0, 0) in the evaluated files: MOTA counts every
+    # present joint as a hypothesis whatever its score, AP wants them all (0 = keep every joint).
+    cfg.TEST.POSETRACK.JOINT_SCORE_THRESH = 0.0
+    # The tracker's settings (the demo's defaults): minimum mean OKS on the frames two windows share,
+    # and windows a track survives unmatched.
+    cfg.TEST.POSETRACK.TRACK_MATCH_THRESH = 0.3
+    cfg.TEST.POSETRACK.TRACK_PATIENCE = 2
     return cfg

@@ -1,18 +1,27 @@
 """Train / test data loaders of clips, on detectron2's loader builders (explicit dataset/mapper/sampler,
 which both v0.6 and main accept; no `batch_size` for the test loader: one clip per batch, and
-detectron2's trivial batch collator returns the list of mapped dicts)."""
+detectron2's trivial batch collator returns the list of mapped dicts), and the test loader of whole
+videos for the streaming evaluation (`VideoInferenceLoader`, TEST.POSETRACK.VIDEO_MODE "stream")."""
 import itertools
 import logging
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.utils import comm
 
 from .dataset_mapper import PoseTrackClipDatasetMapper
 from .datasets.posetrack import load_posetrack_video_dicts
-from .samplers import ClipInferenceSampler, ClipTrainingSampler, select_test_frames
+from .samplers import ClipInferenceSampler, ClipTrainingSampler, select_test_frames, shard_range
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_pavenet_train_loader", "build_pavenet_test_loader", "get_train_clip_dicts", "get_test_clip_dicts"]
+__all__ = [
+    "build_pavenet_train_loader",
+    "build_pavenet_test_loader",
+    "build_pavenet_video_test_loader",
+    "VideoInferenceLoader",
+    "get_train_clip_dicts",
+    "get_test_clip_dicts",
+]
 
 
 def _has_visible_person(d: dict) -> bool:
@@ -77,3 +86,38 @@ def build_pavenet_test_loader(cfg, dataset_name: str, mapper=None):
     return build_detection_test_loader(
         dataset=dataset, mapper=mapper, sampler=ClipInferenceSampler(len(dataset)), num_workers=cfg.DATALOADER.NUM_WORKERS
     )
+
+
+class VideoInferenceLoader:
+    """Test frames grouped by video: each batch is the list of one video's frame dicts (the ones
+    INPUT.PAVENET.TEST_FRAMES selects, in frame order); whole videos are split into contiguous shards
+    across ranks, so a video's frames (and its tracks) stay in one process.
+
+    Nothing is read here: the dicts carry `video_file_names` and `frame_index`, and the video inference
+    model (`pavenet.evaluation.video_inference`) reads only the frames the clips need, once each."""
+
+    def __init__(self, dataset: list, rank: int = None, world_size: int = None):
+        videos = {}
+        for d in dataset:
+            videos.setdefault(d.get("video_id"), []).append(d)
+        for vid, frames in videos.items():
+            frames.sort(key=lambda d: d["frame_index"])
+            if any(f["video_file_names"] is not frames[0]["video_file_names"]
+                   and list(f["video_file_names"]) != list(frames[0]["video_file_names"]) for f in frames):
+                raise ValueError(f"video {vid!r}: its frame dicts disagree on 'video_file_names'")
+        videos = list(videos.values())
+        rank = comm.get_rank() if rank is None else rank
+        world_size = comm.get_world_size() if world_size is None else world_size
+        self._videos = [videos[i] for i in shard_range(len(videos), rank, world_size)]
+
+    def __len__(self):
+        return len(self._videos)
+
+    def __iter__(self):
+        yield from self._videos
+
+
+def build_pavenet_video_test_loader(cfg, dataset_name: str) -> VideoInferenceLoader:
+    """The loader of TEST.POSETRACK.VIDEO_MODE "stream": one video per batch, the same frames as
+    `build_pavenet_test_loader` selects."""
+    return VideoInferenceLoader(get_test_clip_dicts(dataset_name, cfg.INPUT.PAVENET.TEST_FRAMES))

@@ -6,9 +6,9 @@ frame prev = current, at the last frame next = current; for F=5 at index 1, t-2 
 Indices are positions in the video's ordered frame list, so 2017 (1-based, 8-digit names) and
 2018/21 (0-based, 6-digit names) are handled alike: the loaders already turned names into positions.
 """
-from typing import List, Sequence
+from typing import Any, Iterable, Iterator, List, Sequence, Tuple
 
-__all__ = ["clip_frame_indices", "clip_file_names"]
+__all__ = ["clip_frame_indices", "clip_file_names", "frames_for_clips", "clips_from_frames"]
 
 
 def clip_frame_indices(key_index: int, num_frames: int, video_length: int, stride: int = 1) -> List[int]:
@@ -35,3 +35,32 @@ def clip_frame_indices(key_index: int, num_frames: int, video_length: int, strid
 def clip_file_names(video_file_names: Sequence[str], key_index: int, num_frames: int, stride: int = 1) -> List[str]:
     """The F file names of the clip (see `clip_frame_indices`)."""
     return [video_file_names[i] for i in clip_frame_indices(key_index, num_frames, len(video_file_names), stride)]
+
+
+def frames_for_clips(key_indices: Sequence[int], num_frames: int, video_length: int, stride: int = 1) -> List[int]:
+    """Sorted positions of every frame that at least one key frame's clip uses (each listed once)."""
+    return sorted({i for k in key_indices for i in clip_frame_indices(k, num_frames, video_length, stride)})
+
+
+def clips_from_frames(frames: Iterable[Tuple[int, Any]], key_indices: Sequence[int], num_frames: int,
+                      video_length: int, stride: int = 1) -> Iterator[Tuple[int, List[Any]]]:
+    """Yield `(key_index, [item per clip frame])` for each key frame, in increasing key order.
+
+    `frames` yields `(position, item)` in increasing position order and must cover
+    `frames_for_clips(key_indices, ...)`; it is consumed lazily and an item is dropped once no later
+    clip needs it, so at most one clip's span of items is alive. Items are shared, not copied, between
+    the clips that contain them (a frame's encoding is computed once and reused)."""
+    frames = iter(frames)
+    alive = {}
+    for key in sorted(set(key_indices)):
+        idx = clip_frame_indices(key, num_frames, video_length, stride)
+        for old in [i for i in alive if i < idx[0]]:
+            del alive[old]
+        while idx[-1] not in alive:
+            try:
+                pos, item = next(frames)
+            except StopIteration:
+                raise ValueError(f"frames ended before position {idx[-1]} needed by key frame {key}") from None
+            if pos >= idx[0]:
+                alive[pos] = item
+        yield key, [alive[i] for i in idx]

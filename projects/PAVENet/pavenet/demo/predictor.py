@@ -7,6 +7,8 @@ video, one frame per step, replicating the first / last frame at the borders (as
 * `stream(frames)` (cached): each frame goes through the backbone, neck and spatial encoder ONCE
   (`model.encode_frames`); the F windows that contain it reuse that output from a deque of F entries, and
   only the decoders run per window (`model.decode_clip`).
+* `stream_video(read_frame, length, keys)` (cached, evaluation): the same, for chosen key frames of a
+  video read by position; only the frames their clips use are read and encoded, each once.
 * `window(frames)` (uncached): the full eval forward on every window's F frames, as the official demo does.
 
 Both keep at most F frames / encodings alive, so memory is constant in the video's length. Both yield
@@ -16,13 +18,15 @@ in the original frame's pixels (fields of the model's eval output: `pred_keypoin
 MODEL.PAVENET.TEST.SCORE_THRESH.
 """
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
+
+from pavenet.data.clip_sampler import clips_from_frames, frames_for_clips
 
 __all__ = ["ClipPredictor", "sliding_windows"]
 
@@ -128,21 +132,39 @@ class ClipPredictor:
         images, image_size = self.model.preprocess_frames(image[None].to(self.device))
         return self.model.encode_frames(images), image_size
 
+    def _encoded(self, frames: Iterable[Tuple[Any, np.ndarray]], prepare) -> Iterator[Tuple[Any, tuple]]:
+        """(tag, frame_bgr) -> (tag, (frame_bgr, EncodedFrames of the frame, image_size)), one encode each."""
+        for tag, frame in frames:
+            feats, image_size = self.encode(prepare(frame))
+            yield tag, (frame, feats, image_size)
+
+    def _decode_window(self, window: List[tuple]) -> Instances:
+        """The one decoding step of every cached path (demo, benchmark, evaluation): F encoded frames
+        (frame_bgr, EncodedFrames, image_size), key frame in the middle -> key-frame Instances in the
+        original frame's pixels."""
+        frame, _, image_size = window[self.num_frames // 2]
+        feats = type(window[0][1]).cat([w[1] for w in window])  # (F, S, C) etc., no recomputation
+        out = self.model.decode_clip(feats, image_size=image_size, output_size=frame.shape[:2])
+        return self._filter(out.to("cpu"))
+
     @torch.no_grad()
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[Tuple[int, np.ndarray, Instances]]:
         """Cached mode: yields (frame_index, frame_bgr, instances) for every frame of `frames`."""
-        prepare = self._make_prepare()
+        encoded = (item for _, item in self._encoded(((None, f) for f in frames), self._make_prepare()))
+        for key, window in sliding_windows(encoded, self.num_frames):
+            yield key, window[self.num_frames // 2][0], self._decode_window(window)
 
-        def encoded():
-            for frame in frames:
-                feats, image_size = self.encode(prepare(frame))
-                yield frame, feats, image_size
-
-        for key, window in sliding_windows(encoded(), self.num_frames):
-            frame, _, image_size = window[self.num_frames // 2]
-            feats = type(window[0][1]).cat([w[1] for w in window])  # (F, S, C) etc., no recomputation
-            out = self.model.decode_clip(feats, image_size=image_size, output_size=frame.shape[:2])
-            yield key, frame, self._filter(out.to("cpu"))
+    @torch.no_grad()
+    def stream_video(self, read_frame: Callable[[int], np.ndarray], video_length: int,
+                     key_indices: Sequence[int]) -> Iterator[Tuple[int, Instances]]:
+        """Cached mode on a video read by position (evaluation): yields (key_index, instances) for each of
+        `key_indices`, in increasing order. `read_frame(i)` returns frame i (BGR); only the frames some
+        key frame's clip uses are read, each once and encoded once. Clip borders replicate the first /
+        last frame of the video exactly as the training / evaluation clip sampler does."""
+        needed = frames_for_clips(key_indices, self.num_frames, video_length)
+        encoded = self._encoded(((i, read_frame(i)) for i in needed), self._make_prepare())
+        for key, window in clips_from_frames(encoded, key_indices, self.num_frames, video_length):
+            yield key, self._decode_window(window)
 
     # --- uncached window mode ----------------------------------------------------------------
     @torch.no_grad()

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import weakref
+from collections import OrderedDict
 from typing import Any, Dict, List
 
 import numpy as np
@@ -13,12 +14,13 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.utils import comm
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PAVENetCheckpointer
-from ..data.build import build_pavenet_test_loader, build_pavenet_train_loader
+from ..data.build import build_pavenet_test_loader, build_pavenet_train_loader, build_pavenet_video_test_loader
 from ..evaluation.posetrack_evaluator import PoseTrackEvaluator
+from ..evaluation.video_inference import VideoInference, video_mode
 
 
 def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, Any]]:
@@ -155,7 +157,37 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """TEST.POSETRACK.VIDEO_MODE "stream": one video per batch (dataset dicts, for `VideoInference`);
+        "clips": one mapped clip per batch (for the model's forward)."""
+        if video_mode(cfg) == "stream":
+            return build_pavenet_video_test_loader(cfg, dataset_name)
         return build_pavenet_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test per dataset; in "stream" mode the model runs through `VideoInference`
+        (cached per-frame encodings, track ids with TEST.POSETRACK.EVAL_TRACKING)."""
+        mode = video_mode(cfg)
+        if mode == "clips" and cfg.TEST.POSETRACK.EVAL_TRACKING:
+            logging.getLogger(__name__).warning(
+                "TEST.POSETRACK.EVAL_TRACKING needs TEST.POSETRACK.VIDEO_MODE 'stream' (clips carry no track "
+                "ids): evaluating AP only")
+        if mode == "clips" or len(cfg.DATASETS.TEST) == 0:
+            return super().test(cfg, model, evaluators)
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        results = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            # One dataset at a time: the tracker's OKS sigmas come from the dataset's metadata.
+            single = cfg.clone()
+            single.defrost()
+            single.DATASETS.TEST = (name,)
+            wrapped = VideoInference.from_config(cfg, model, name)
+            res = super().test(single, wrapped, None if evaluators is None else [evaluators[idx]])
+            results[name] = res
+        if len(results) == 1:
+            results = list(results.values())[0]
+        return results
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -166,8 +198,10 @@ class Trainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
         if evaluator_type == "posetrack":
+            thresh = cfg.TEST.POSETRACK.JOINT_SCORE_THRESH
             return PoseTrackEvaluator(
-                dataset_name, output_dir=output_folder, eval_tracking=cfg.TEST.POSETRACK.EVAL_TRACKING
+                dataset_name, output_dir=output_folder, eval_tracking=cfg.TEST.POSETRACK.EVAL_TRACKING,
+                joint_score_thresh=thresh if thresh > 0 else None,
             )
         if evaluator_type == "coco":
             # The fast COCO evaluator needs detectron2's compiled ops; the pycocotools one does not.

@@ -127,6 +127,12 @@ class PoseTrackResults:
     num_gt: np.ndarray
     mota: Optional[np.ndarray] = None
     mot_counts: Optional[Dict[str, np.ndarray]] = None
+    # poseval's other tracking columns (None without tracking): MOTP = 100 (1 - mean distance of the paired
+    # joints), Prec = paired / (paired + FP), Rec = paired / objects, where "paired" counts matches and
+    # switches (motmetrics' detections). MOTP follows motmetrics 1.0.2 (the one vendored with poseval).
+    motp: Optional[np.ndarray] = None
+    mot_precision: Optional[np.ndarray] = None
+    mot_recall: Optional[np.ndarray] = None
     num_frames: int = 0
     num_sequences: int = 0
 
@@ -140,10 +146,13 @@ class PoseTrackResults:
         return out
 
     def summary(self) -> Dict[str, Dict[str, float]]:
-        """{"AP": {Head, ..., Ankle, Mean}, "MOTA": {...}} (MOTA only when evaluated)."""
+        """{"AP": {Head, ..., Ankle, Mean}, "MOTA": {...}, "MOTP", "Prec", "Rec"} (tracking rows only when
+        evaluated; Prec / Rec there are the tracking ones)."""
         out = {"AP": self.groups(self.ap)}
-        if self.mota is not None:
-            out["MOTA"] = self.groups(self.mota)
+        for name, values in (("MOTA", self.mota), ("MOTP", self.motp), ("Prec", self.mot_precision),
+                             ("Rec", self.mot_recall)):
+            if values is not None:
+                out[name] = self.groups(values)
         return out
 
     def to_json(self) -> dict:
@@ -158,8 +167,10 @@ class PoseTrackResults:
             }
 
         out = {"ap": block(self.ap)}
-        if self.mota is not None:
-            out["mota"] = block(self.mota)
+        for name, values in (("mota", self.mota), ("motp", self.motp), ("mot_precision", self.mot_precision),
+                             ("mot_recall", self.mot_recall)):
+            if values is not None:
+                out[name] = block(values)
         return out
 
 
@@ -550,6 +561,7 @@ class MOTAccumulator:
     def __init__(self):
         self.pairing: Dict[int, int] = {}
         self.misses = self.switches = self.false_positives = self.objects = self.matches = 0
+        self.total_distance = 0.0  # sum of the paired (matched or switched) distances, for MOTP
 
     def update(self, oids: np.ndarray, hids: np.ndarray, dist: np.ndarray) -> None:
         """oids (No,), hids (Nh,), dist (No, Nh) with NaN for forbidden pairs."""
@@ -581,6 +593,7 @@ class MOTAccumulator:
             if j is not None and math.isfinite(dist[i, j]):
                 o_done[i] = h_done[j] = True
                 self.matches += 1
+                self.total_distance += float(dist[i, j])
                 n_done += 1
         if n_done < min(n_o, n_h):
             if n_done:
@@ -600,6 +613,7 @@ class MOTAccumulator:
                     else:
                         self.matches += 1
                     self.pairing[o] = h
+                    self.total_distance += float(dist[i, j])
                     o_done[i] = h_done[j] = True
         self.misses += n_o - sum(o_done)
         self.false_positives += n_h - sum(h_done)
@@ -640,6 +654,7 @@ def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses
     n_gt = np.zeros(NUM_JOINTS)
     counts = {k: np.zeros(NUM_JOINTS, dtype=np.int64) for k in ("misses", "switches", "false_positives",
                                                                   "objects", "matches")}
+    total_distance = np.zeros(NUM_JOINTS)
     n_frames = 0
     for seq, pred_frames in zip(gt_seqs, predictions):
         if len(pred_frames) != len(seq):
@@ -686,6 +701,7 @@ def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses
             for k, acc in enumerate(accs):
                 for name in counts:
                     counts[name][k] += getattr(acc, name)
+                total_distance[k] += acc.total_distance
 
     ap = np.zeros(NUM_JOINTS)
     pre = np.zeros(NUM_JOINTS)
@@ -698,15 +714,20 @@ def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses
             sel = has[:, k]
             ap[k], pre[k], rec[k] = _voc_ap(scores[sel, k], labels[sel, k], n_gt[k])
 
-    mota = None
+    mot = {}
     if eval_track:
         objects = counts["objects"].astype(np.float64)
+        paired = (counts["matches"] + counts["switches"]).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            mota = 100.0 * (1.0 - (counts["misses"] + counts["switches"] + counts["false_positives"])
-                            / np.where(objects > 0, objects, np.nan))
-    return PoseTrackResults(ap=ap, precision=pre, recall=rec, num_gt=n_gt, mota=mota,
+            mot["mota"] = 100.0 * (1.0 - (counts["misses"] + counts["switches"] + counts["false_positives"])
+                                   / np.where(objects > 0, objects, np.nan))
+            mot["motp"] = 100.0 * (1.0 - total_distance / np.where(paired > 0, paired, np.nan))
+            denom = paired + counts["false_positives"]
+            mot["mot_precision"] = 100.0 * paired / np.where(denom > 0, denom, np.nan)
+            mot["mot_recall"] = 100.0 * paired / np.where(objects > 0, objects, np.nan)
+    return PoseTrackResults(ap=ap, precision=pre, recall=rec, num_gt=n_gt,
                             mot_counts=counts if eval_track else None, num_frames=n_frames,
-                            num_sequences=len(gt_seqs))
+                            num_sequences=len(gt_seqs), **mot)
 
 
 def check_track_ids(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]],

@@ -36,16 +36,20 @@ def datasets_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def load_coco_pseudo_clip_dicts(json_file: str, image_root: str):
-    """COCO person keypoints as one-frame "videos" (spec §11): the clip mapper repeats the image and
+def load_coco_pseudo_clip_dicts(json_file: str, image_root: str, dataset_name: str = None):
+    """COCO person keypoints as one-frame "videos": the clip mapper repeats the image and
     rotates the auxiliary copies. Keypoints stay in COCO's 17-joint order; crowd boxes are dropped
-    (the official loader only uses them as ignore boxes, which PAVE-Net never reads)."""
+    (the official loader only uses them as ignore boxes, which PAVE-Net never reads).
+
+    `dataset_name` lets `load_coco_json` record the JSON's category-id mapping in the metadata
+    (`thing_dataset_id_to_contiguous_id`); COCOEvaluator needs it to turn class 0 back into the JSON's
+    person id, without it every prediction has the wrong category and scores AP 0."""
     from detectron2.data.datasets.coco import load_coco_json
 
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"COCO keypoint annotations not found: {json_file}")
     out = []
-    for d in load_coco_json(json_file, image_root, extra_annotation_keys=["area"]):  # OKS uses the mask area
+    for d in load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["area"]):  # OKS uses the mask area
         anns = []
         for i, a in enumerate(d.get("annotations", [])):
             if a.get("iscrowd", 0) or "keypoints" not in a:
@@ -76,7 +80,7 @@ def load_coco_pseudo_clip_dicts(json_file: str, image_root: str):
 
 
 def register_coco_pseudo_clips(name: str, json_file: str, image_root: str):
-    DatasetCatalog.register(name, lambda: load_coco_pseudo_clip_dicts(json_file, image_root))
+    DatasetCatalog.register(name, lambda: load_coco_pseudo_clip_dicts(json_file, image_root, name))
     MetadataCatalog.get(name).set(
         evaluator_type="coco",
         dataset_type="coco_pseudo_clip",
