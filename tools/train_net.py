@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate PAVE-Net: a thin entry point over `pavenet.engine` and detectron2's `launch`.
 
-  python tools/train_net.py --config-file configs/posetrack17/pavenet_R50_3f_bs8_20ep.yaml --num-gpus 8
+  python tools/train_net.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml --num-gpus 8
   python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model.pth
   python tools/train_net.py --config-file CFG --resume        # continue from OUTPUT_DIR/last_checkpoint
 
