@@ -175,3 +175,21 @@ def test_every_config_weights_path_is_a_documented_converter_output():
                 "in docs/MODEL_ZOO.md")
             checked += 1
     assert checked >= 5, configs
+
+
+def test_train_net_eval_only_without_the_weights_names_key_path_and_command(tmp_path, monkeypatch):
+    """The real PT17 config with its MODEL.WEIGHTS not produced yet: one line, exit status != 0."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tools_train_net", REPO_ROOT / "tools" / "train_net.py")
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    monkeypatch.chdir(tmp_path)  # the config's relative checkpoints/ path must not exist here
+    monkeypatch.setattr(sys, "argv", [
+        "train_net.py", "--config-file", str(REPO_ROOT / "configs" / "posetrack17" / "pavenet_r50_3f_pt17.yaml"),
+        "--eval-only", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as e:
+        train_net.invoke_main()
+    msg = str(e.value.code)
+    assert msg.startswith("error: MODEL.WEIGHTS = 'checkpoints/pavenet_r50_coco_video_3f_15kp.pth': no such file")
+    assert "python tools/convert_official_ckpt.py --src <official .pth> --dst checkpoints/pavenet_r50_coco_video_3f_15kp.pth" in msg

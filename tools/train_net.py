@@ -9,6 +9,7 @@
 """
 from detectron2.engine import default_argument_parser, launch
 
+from pavenet.checkpoint import CheckpointReadError
 from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.engine import main
 
@@ -20,14 +21,17 @@ def invoke_main() -> None:
         load_pavenet_config(args.config_file, args.opts)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:  # missing / unsafe / truncated weights, a bad last_checkpoint: one line naming the file
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except CheckpointReadError as e:
+        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 
-class CheckpointReadError(RuntimeError):
-    """The file is missing, truncated or not a torch checkpoint."""
+class CheckpointReadError(RuntimeError, ValueError):
+    """The file is missing, truncated or not a torch checkpoint. A ValueError too, so the tools' bad-input
+    handlers (`except (FileNotFoundError, ValueError)`) print it as one line and exit with status 2."""
 
 
 class UnsafeCheckpointError(CheckpointReadError):
