@@ -130,6 +130,21 @@ def test_errors_name_file_and_field(tmp_path):
         load_posetrack_video_dicts(str(zero), str(tmp_path))
 
 
+@pytest.mark.parametrize("change, needle", [
+    (dict(keypoints=[float("nan"), 5.0, 1.0] + [0.0] * 48), r"'keypoints' slot 0: non-finite"),
+    (dict(keypoints=["a", 5.0, 1.0] + [0.0] * 48), r"'keypoints' slot 0: expected numbers"),
+    (dict(bbox=[0, 0, float("inf"), 4]), r"'bbox': non-finite"),
+    (dict(track_id="p7"), r"'track_id' = 'p7', expected an integer"),
+    (dict(track_id=1.5), r"'track_id' = 1.5, expected an integer"),
+])
+def test_bad_annotation_values_name_file_field_and_slot(tmp_path, change, needle):
+    img = {"id": 7, "file_name": "images/000001_x_test/000000.jpg", "is_labeled": True}
+    ann = dict({"image_id": 7, "keypoints": [5.0, 5.0, 1.0] + [0.0] * 48, "track_id": 0}, **change)
+    ann_dir = _sequence(tmp_path, [img], [ann])  # json.dumps writes NaN / Infinity, which json.loads accepts
+    with pytest.raises(ValueError, match=r"000001_x_test.json: annotations\[0\].*" + needle):
+        load_posetrack_video_dicts(ann_dir, str(tmp_path))
+
+
 def test_missing_image_when_mapped(tmp_path):
     from detectron2.config import get_cfg
 

@@ -6,9 +6,13 @@ training path (Trainer, clip mapper with random flips, losses), then runs every 
 image. The mirror's predictions, mapped back (x -> W - x, left/right joints swapped), must match the
 original predictions; mapping back WITHOUT the swap must not (the synthetic people are front-facing with
 asymmetric limbs, so this is what tells a correct left/right handling from a wrong one).
-Measured: 200 iterations of 2 clips give mean OKS 0.68 with the swap vs 0.29 without (the `make demo`
-model, 1800 iterations of 4 clips: 0.97 vs 0.40). With the mapper's left/right swap removed from the flip
-augmentation (a mutation run by hand) the same training gives 0.30 vs 0.30, and this test fails.
+Measured (1 torch thread, process CPU time): 200 iterations of 2 clips at 128x96, scored on every clip of
+4 val videos, give mean OKS 0.46 with the swap vs 0.23 without, in 136 s; with the mapper's left/right
+swap removed from the flip augmentation (a mutation run by hand) the same training gives 0.29 vs 0.31, and
+this test fails. The absolute OKS after so short a schedule moves with the random draws (0.36-0.58 in
+other runs), the gap much less (0.15-0.33 correct, <= 0.05 mutant), so the gap is what is asserted. At the
+config's 256x192 an iteration costs twice as much (1.1-1.2 s vs 0.6 s; 200 iterations gave 0.68 vs 0.29,
+the mutant 0.30 vs 0.30). The `make demo` model (1800 iterations of 4 clips at 256x192) gives 0.97 vs 0.40.
 """
 import os
 
@@ -56,6 +60,12 @@ def train_tiny(out_dir, root, max_iter=200):
         "SOLVER.MAX_ITER", max_iter,
         "SOLVER.STEPS", (10 * max_iter,),
         "SOLVER.CHECKPOINT_PERIOD", 10 * max_iter,
+        # 128x96 frames instead of the config's 256x192: half the CPU time per iteration (numbers in the
+        # module docstring)
+        "INPUT.MIN_SIZE_TRAIN", (96,),
+        "INPUT.MAX_SIZE_TRAIN", 128,
+        "INPUT.MIN_SIZE_TEST", 96,
+        "INPUT.MAX_SIZE_TEST", 128,
         "SEED", 3,
         "OUTPUT_DIR", str(out_dir),
     ])
@@ -75,7 +85,7 @@ def _pose_oks(a, b, sigmas):
     return float(np.exp(-d2 / (2 * area * (2 * sigmas) ** 2 + 1e-9)).mean())
 
 
-def flip_consistency(cfg, model, dataset_name, every=3):
+def flip_consistency(cfg, model, dataset_name, every=1):
     """Mean OKS between each clip's top predictions and its mirror's predictions mapped back, Hungarian-
     matched per clip; returned with the left/right swap (correct) and without it (control)."""
     from detectron2.data import DatasetCatalog
@@ -107,12 +117,12 @@ def flip_consistency(cfg, model, dataset_name, every=3):
 def synthetic_root(tmp_path_factory):
     from pavenet.data.synthetic import generate_synthetic_posetrack
 
-    return generate_synthetic_posetrack(str(tmp_path_factory.mktemp("flip_synth")), num_train=8, num_val=2,
+    return generate_synthetic_posetrack(str(tmp_path_factory.mktemp("flip_synth")), num_train=8, num_val=4,
                                         num_frames=16)
 
 
-def test_flipped_clip_gives_mirrored_predictions(tmp_path, synthetic_root):
+def test_flipped_clip_gives_mirrored_predictions(tmp_path, synthetic_root, one_torch_thread):
     cfg, model, names = train_tiny(tmp_path, synthetic_root)
     oks_swap, oks_plain = flip_consistency(cfg, model, names["val"])
-    assert oks_swap > 0.5, (oks_swap, oks_plain)
-    assert oks_swap > oks_plain + 0.2, (oks_swap, oks_plain)
+    assert oks_swap > 0.3, (oks_swap, oks_plain)  # it has learnt poses
+    assert oks_swap > oks_plain + 0.1, (oks_swap, oks_plain)  # ... and left from right

@@ -12,11 +12,13 @@ import pavenet.modeling  # noqa: F401
 from pavenet.config import add_pavenet_config
 from pavenet.conversion.official import convert_official_state_dict
 
+from conftest import REPO_ROOT
+
 
 def _cfg(tiny=True, **over):
     cfg = add_pavenet_config(get_cfg())
     if tiny:
-        cfg.merge_from_file("configs/synthetic/pavenet_tiny.yaml")
+        cfg.merge_from_file(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.merge_from_list([x for item in over.items() for x in item])
     return cfg

@@ -207,7 +207,7 @@ def test_checkpointer_rejects_pickled_objects_with_named_error(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="opaque.pth"):
         ckpt.load(str(bad))
     with pytest.raises(CheckpointReadError, match="missing.pth"):
-        ckpt._load_file(str(tmp_path / "missing.pth"))
+        ckpt.load(str(tmp_path / "missing.pth"))
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):

@@ -7,7 +7,7 @@
 * per-frame latency (streaming) with 1 vs 20 people in the frame;
 * GFLOPs per frame (fvcore; unsupported ops such as grid_sample are listed, not counted).
 
-  python tools/benchmark.py --config-file configs/posetrack17/pavenet_R50_3f_bs8_20ep.yaml \
+  python tools/benchmark.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml \
       --height 384 --width 640 --json out/bench.json [--opts MODEL.DEVICE cuda]
 
 Random weights unless MODEL.WEIGHTS is set: the cost does not depend on the weights (fixed query count

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """PAVE-Net video demo: overlays with a colour per track id, PoseTrack18 JSON with track ids, COCO results.
 
-  python tools/demo.py --config-file configs/posetrack18/pavenet_R50_3f.yaml \
+  python tools/demo.py --config-file configs/posetrack18/pavenet_r50_3f_pt18.yaml \
       --video-input my.mp4 --output out/ --save-json out/ --opts MODEL.WEIGHTS model.pth
   python tools/demo.py --config-file CFG --input 'frames/*.jpg' --output out.mp4
   python tools/demo.py --config-file CFG --webcam

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate PAVE-Net: a thin entry point over `pavenet.engine` and detectron2's `launch`.
 
-  python tools/train_net.py --config-file configs/posetrack17/pavenet_R50_3f_bs8_20ep.yaml --num-gpus 8
+  python tools/train_net.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml --num-gpus 8
   python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model.pth
   python tools/train_net.py --config-file CFG --resume        # continue from OUTPUT_DIR/last_checkpoint
 
@@ -9,6 +9,7 @@
 """
 from detectron2.engine import default_argument_parser, launch
 
+from pavenet.checkpoint import CheckpointReadError
 from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.engine import main
 
@@ -20,14 +21,17 @@ def invoke_main() -> None:
         load_pavenet_config(args.config_file, args.opts)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:  # missing / unsafe / truncated weights, a bad last_checkpoint: one line naming the file
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except CheckpointReadError as e:
+        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Reading official mmcv checkpoints safely and writing tensors-only ones atomically.
+"""Reading checkpoints safely (torch zip files and plain pickles) and writing tensors-only ones atomically.
 
 mmcv checkpoints are ``{"meta": {...}, "state_dict": {...}, "optimizer": {...}?}``. ``meta`` holds
 strings, numbers and sometimes numpy scalars, so we try, in order: ``torch.load(weights_only=True)``;
 the same with numpy scalars / dtypes / arrays allowed (data types only, no code); and a full unpickle
 only when the caller says so (``allow_pickle=True`` / ``--allow-pickle`` for a file the user names),
 because unpickling can run arbitrary code.
+
+detectron2 / Caffe2 model-zoo ``.pkl`` files (dicts of numpy arrays) are read by ``load_numpy_pickle``,
+an unpickler that admits only numpy arrays / scalars / dtypes and plain containers: a crafted pickle that
+names any other callable (``os.system``, ``builtins.open``, ...) is refused before anything runs.
 """
 import logging
 import os
@@ -14,15 +18,22 @@ from typing import Dict, Mapping
 
 import torch
 
-from ..utils.atomic import atomic_path
+from ..utils.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointReadError", "UnsafeCheckpointError", "load_official_checkpoint", "save_converted_checkpoint"]
+__all__ = [
+    "CheckpointReadError",
+    "UnsafeCheckpointError",
+    "load_numpy_pickle",
+    "load_official_checkpoint",
+    "save_converted_checkpoint",
+]
 
 
-class CheckpointReadError(RuntimeError):
-    """The file is missing, truncated or not a torch checkpoint."""
+class CheckpointReadError(RuntimeError, ValueError):
+    """The file is missing, truncated or not a torch checkpoint. A ValueError too, so the tools' bad-input
+    handlers (`except (FileNotFoundError, ValueError)`) print it as one line and exit with status 2."""
 
 
 class UnsafeCheckpointError(CheckpointReadError):
@@ -108,6 +119,62 @@ def load_official_checkpoint(path: str, allow_pickle: bool = False) -> Dict:
     return _check_dict(obj, path)
 
 
+# The globals a pickle of numpy arrays, numpy scalars and plain containers needs (protocols 0-5, Python 2
+# pickles included). Each builds data from data; none runs anything else.
+_NUMPY_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),  # ndarray.__reduce__ (numpy < 2 names)
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),  # numpy scalars, e.g. np.float32(1)
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # ndarray.__reduce_ex__ with protocol 5
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # bytes written with protocol < 3
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+    ("__builtin__", "set"),  # Python 2 names (mapped to builtins by the unpickler)
+    ("__builtin__", "frozenset"),
+    ("__builtin__", "complex"),
+    ("__builtin__", "bytearray"),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _NUMPY_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+        return super().find_class(module, name)
+
+
+def load_numpy_pickle(path: str) -> Dict:
+    """Unpickle ``path`` (a detectron2 / Caffe2 model-zoo ``.pkl``) admitting only numpy arrays, numpy
+    scalars / dtypes and plain containers. Returns the loaded dict. Raises ``CheckpointReadError``
+    (missing / truncated / not a dict) or ``UnsafeCheckpointError`` (the pickle names any other
+    Python object), both naming the file; nothing in a refused file is executed."""
+    if not os.path.isfile(path):
+        raise CheckpointReadError(f"checkpoint not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()  # latin1: Python 2 numpy pickles
+    except pickle.UnpicklingError as e:
+        if "is not allowed" not in str(e):
+            raise CheckpointReadError(f"{path} is not a readable pickle: {e}") from e
+        raise UnsafeCheckpointError(
+            f"{path} is not loaded: it is a pickle that calls Python code ({e}), and only numpy arrays and "
+            "plain containers are admitted from .pkl files. Unpickling it could run arbitrary code. For "
+            "official PAVE-Net / PETR weights run `python tools/convert_official_ckpt.py --src <official .pth> "
+            "--dst <out>.pth`, which writes a tensors-only file; for a detectron2 model-zoo file, download it "
+            "again from the model zoo."
+        ) from e
+    except (EOFError, ValueError, TypeError, IndexError, KeyError) as e:
+        raise CheckpointReadError(f"{path} is truncated or not a pickle ({type(e).__name__}: {e})") from e
+    return _check_dict(obj, path)
+
+
 def _check_dict(obj, path: str) -> Dict:
     if not isinstance(obj, Mapping):
         raise CheckpointReadError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
@@ -129,8 +196,5 @@ def save_converted_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str)
         if v.untyped_storage().nbytes() != v.numel() * v.element_size():
             v = v.clone()
         tensors[k] = v
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save({"model": tensors}, f)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_open(path, "wb") as f:
+        torch.save({"model": tensors}, f)

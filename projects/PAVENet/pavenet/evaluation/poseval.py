@@ -234,8 +234,10 @@ def _check_categories(data: dict, path: str) -> List[Optional[int]]:
 
 def _parse_posetrack18(data: dict, path: str, is_gt: bool) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
     """PoseTrack 2018/21 per-sequence dict -> (frames, ignore polygons, image entries)."""
-    if not isinstance(data.get("images"), list) or not isinstance(data.get("annotations", []), list):
-        raise PoseTrackFormatError(f"{path}: expected PoseTrack18 'images' and 'annotations' lists")
+    if not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise PoseTrackFormatError(
+            f"{path}: expected PoseTrack18 'images' and 'annotations' lists (got fields {sorted(data)}); a "
+            "sequence without people has \"annotations\": []")
     slot_to_joint = _check_categories(data, path)
     n_slots = len(slot_to_joint)
     slots = np.array([s for s, j in enumerate(slot_to_joint) if j is not None])
@@ -271,6 +273,9 @@ def _parse_posetrack18(data: dict, path: str, is_gt: bool) -> Tuple[List[Poses],
                 kp = np.asarray(kp, dtype=np.float64).reshape(n_slots, 3)[slots]
             except (TypeError, ValueError) as e:
                 raise PoseTrackFormatError(f"{path}: non-numeric keypoints in image {im['id']}: {e}") from e
+            if not np.isfinite(kp).all():
+                raise PoseTrackFormatError(
+                    f"{path}: annotation {pi} of image {im['id']}: non-finite value in field 'keypoints'")
             # A joint is absent iff it is exactly (0, 0, 0); (x, y, 0) is a prediction / annotation.
             absent = (kp[:, 0] == 0) & (kp[:, 1] == 0) & (kp[:, 2] == 0)
             poses.xy[pi, joints] = kp[:, :2]
@@ -281,7 +286,14 @@ def _parse_posetrack18(data: dict, path: str, is_gt: bool) -> Tuple[List[Poses],
                     raise PoseTrackFormatError(
                         f"{path}: annotation {pi} of image {im['id']} has {len(sc)} scores, expected {n_slots}"
                     )
-                poses.scores[pi, joints] = np.asarray(sc, dtype=np.float64)[slots]
+                try:
+                    sc = np.asarray(sc, dtype=np.float64)[slots]
+                except (TypeError, ValueError) as e:
+                    raise PoseTrackFormatError(f"{path}: annotation {pi} of image {im['id']}: field 'scores': {e}") from e
+                if not np.isfinite(sc).all():  # NaN sorts unpredictably in the AP ranking
+                    raise PoseTrackFormatError(
+                        f"{path}: annotation {pi} of image {im['id']}: non-finite value in field 'scores'")
+                poses.scores[pi, joints] = sc
             tid = ann.get("track_id")
             if tid is not None:
                 poses.track_ids[pi] = _track_id(tid, path, im)
@@ -301,8 +313,11 @@ def _track_id(tid, path, frame_desc) -> int:
     tid = _one(tid)
     try:
         tid_int = int(tid)
-    except (TypeError, ValueError):
-        raise PoseTrackFormatError(f"{path}: track_id {tid!r} is not an integer ({_frame_name(frame_desc)})")
+        if isinstance(tid, bool) or tid_int != float(tid):  # 1.5 or True are not track ids
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise PoseTrackFormatError(
+            f"{path}: field 'track_id' = {tid!r} is not an integer ({_frame_name(frame_desc)})") from None
     if tid_int >= MAX_TRACK_ID:
         raise PoseTrackFormatError(f"{path}: track_id {tid_int} >= {MAX_TRACK_ID} ({_frame_name(frame_desc)})")
     return tid_int
@@ -350,6 +365,8 @@ def _parse_posetrack17(data: dict, path: str, is_gt: bool) -> Tuple[List[Poses],
                     poses.present[ri, j] = True
                     if "score" in pt:
                         poses.scores[ri, j] = float(_one(pt["score"]))
+                    if not (np.isfinite(poses.xy[ri, j]).all() and np.isfinite(poses.scores[ri, j])):
+                        raise PoseTrackFormatError(f"{path}: frame {fi} person {ri}: non-finite value in point {pt!r}")
             if "track_id" in r:
                 poses.track_ids[ri] = _track_id(r["track_id"], path, fr)
             if all(k in r for k in ("x1", "y1", "x2", "y2")):
@@ -449,6 +466,15 @@ def parse_predictions(data: dict, path: str, gt: GTSequence) -> List[Poses]:
             f"{path}: {len(frames)} prediction frames but the GT sequence {gt.name} ({gt.path}) has {len(gt)}; "
             "write every GT frame, in GT order (frames without people get no annotations)"
         )
+    for fi, (pred_im, gt_im) in enumerate(zip(images, gt.images)):
+        # Pairing is by position: a file of another sequence would be scored against this GT.
+        pred_name, gt_name = _frame_name(pred_im), _frame_name(gt_im)
+        pred_video, gt_video = _video_key(pred_name), _video_key(gt_name)
+        if pred_video and gt_video and pred_video != gt_video:
+            raise PoseTrackFormatError(
+                f"{path}: frame {fi} is {pred_name}, of video {pred_video}, but GT sequence {gt.name} ({gt.path}) "
+                f"is video {gt_video} ({gt_name}): the prediction file belongs to another sequence"
+            )
     for fi, poses in enumerate(frames):
         tids = poses.track_ids[poses.track_ids != NO_TRACK_ID]
         if np.unique(tids).size != tids.size:

@@ -12,6 +12,7 @@ Every dict follows the data-layer contract (see `load_posetrack_video_dicts`), s
 """
 import json
 import logging
+import math
 import os
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional
@@ -56,8 +57,20 @@ def _keypoints_15(kpts, where: str) -> List[float]:
     slots = POSETRACK18_SLOTS_FOR_15 if len(kpts) == 51 else range(NUM_POSETRACK_KEYPOINTS)
     out = []
     for s in slots:
-        x, y, v = (float(c) for c in kpts[3 * s: 3 * s + 3])
+        x, y, v = _finite(kpts[3 * s: 3 * s + 3], f"{where}: field 'keypoints' slot {s}")
         out.extend((x, y, v) if v > 0 else (0.0, 0.0, 0.0))
+    return out
+
+
+def _finite(values, where: str) -> List[float]:
+    """floats of a JSON list; a non-number or NaN / inf (which JSON readers accept) is an error, since a
+    NaN target poisons every loss it reaches."""
+    try:
+        out = [float(c) for c in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected numbers, got {list(values)!r}") from None
+    if not all(math.isfinite(c) for c in out):
+        raise ValueError(f"{where}: non-finite value in {out}")
     return out
 
 
@@ -71,11 +84,16 @@ def _convert_annotation(ann: dict, where: str) -> dict:
             bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
         else:
             bbox = [0.0, 0.0, 0.0, 0.0]
-    bbox = [float(c) for c in bbox]
+    bbox = _finite(bbox, f"{where}: field 'bbox'")
     head = ann.get("bbox_head")
     head_bbox = None
     if head is not None and len(head) == 4:
-        head_bbox = (float(head[0]), float(head[1]), float(head[0] + head[2]), float(head[1] + head[3]))
+        x, y, w, h = _finite(head, f"{where}: field 'bbox_head'")
+        head_bbox = (x, y, x + w, y + h)
+    track_id = ann.get("track_id", -1)
+    if isinstance(track_id, bool) or not isinstance(track_id, int):
+        if not (isinstance(track_id, float) and track_id.is_integer()):
+            raise ValueError(f"{where}: field 'track_id' = {track_id!r}, expected an integer")
     area = ann.get("area")
     if area is None:
         area = bbox[2] * bbox[3]
@@ -84,7 +102,7 @@ def _convert_annotation(ann: dict, where: str) -> dict:
         "bbox": bbox,
         "bbox_mode": BoxMode.XYWH_ABS,
         "category_id": 0,
-        "track_id": int(ann.get("track_id", -1)),
+        "track_id": int(track_id),
         "head_bbox": head_bbox,
         "area": float(area),
         "iscrowd": int(bool(ann.get("iscrowd", 0))),
