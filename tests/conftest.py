@@ -56,3 +56,13 @@ def one_torch_thread(_seed):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module", params=["pytorch", "kernel"])
+def msda_impl(request) -> str:
+    """MODEL.PAVENET.MSDA_IMPL for tests that must hold with both deformable-attention backends."""
+    from pavenet.modeling.msda_backend import KERNEL_INSTALL, KERNEL_PACKAGE, kernel_available
+
+    if request.param == "kernel" and not kernel_available():
+        pytest.skip(f"{KERNEL_PACKAGE} is not importable (install: {KERNEL_INSTALL})")
+    return request.param

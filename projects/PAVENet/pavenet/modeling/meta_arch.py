@@ -23,6 +23,7 @@ from ..utils.oks import pairwise_pose_oks
 from .backbone import ChannelMapperNeck, SinePositionalEncoding
 from .criterion import build_criterion, targets_from_instances
 from .head import EncodedFrames, PAVENetHead
+from .msda_backend import resolve_msda_impl, set_msda_impl
 from .rle import RealNVP
 
 __all__ = ["PAVENet", "oks_nms", "keypoint_confidence"]
@@ -66,7 +67,7 @@ class PAVENet(nn.Module):
     def __init__(self, *, backbone, neck: ChannelMapperNeck, head: PAVENetHead, criterion, in_features: List[str],
                  num_frames: int, pixel_mean: Sequence[float], pixel_std: Sequence[float], test_topk: int = 20,
                  test_score_thresh: float = 0.0, oks_nms_thresh: float = 0.0, coord_reweight: bool = True,
-                 oks_sigmas: Optional[Sequence[float]] = None, input_format: str = "RGB"):
+                 oks_sigmas: Optional[Sequence[float]] = None, input_format: str = "RGB", msda_impl: str = "pytorch"):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -80,6 +81,8 @@ class PAVENet(nn.Module):
         self.coord_reweight = bool(coord_reweight)
         self.oks_sigmas = list(oks_sigmas) if oks_sigmas is not None else None
         self.input_format = input_format
+        # The deformable-attention backend of every attention module, logged once here.
+        self.msda_impl = set_msda_impl(self, msda_impl)
         self.pos_encoding = SinePositionalEncoding(head.embed_dim // 2)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
@@ -87,8 +90,7 @@ class PAVENet(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         P = cfg.MODEL.PAVENET
-        if P.MSDA_IMPL != "pytorch":
-            raise ValueError(f"MODEL.PAVENET.MSDA_IMPL={P.MSDA_IMPL!r}: only 'pytorch' is implemented")
+        resolve_msda_impl(P.MSDA_IMPL)  # a bad value or a missing kernel fails before the backbone is built
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         missing = [f for f in P.IN_FEATURES if f not in shapes]
@@ -113,7 +115,7 @@ class PAVENet(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
             "test_topk": P.TEST.TOPK, "test_score_thresh": P.TEST.SCORE_THRESH,
             "oks_nms_thresh": P.TEST.OKS_NMS_THRESH, "coord_reweight": P.TEST.COORD_REWEIGHT,
-            "oks_sigmas": sigmas, "input_format": cfg.INPUT.FORMAT,
+            "oks_sigmas": sigmas, "input_format": cfg.INPUT.FORMAT, "msda_impl": P.MSDA_IMPL,
         }
 
     @property
