@@ -55,6 +55,21 @@ def oks_nms(kpts: torch.Tensor, scores: torch.Tensor, thresh: float, sigmas: Seq
     return torch.as_tensor(keep, dtype=torch.long)
 
 
+def _float32(tree):
+    """Floating tensors of a nested dict / list -> float32 (a no-op outside autocast)."""
+    if torch.is_tensor(tree):
+        return tree.float() if tree.is_floating_point() else tree
+    if isinstance(tree, dict):
+        return {k: _float32(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_float32(v) for v in tree)
+    return tree
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device.type, enabled=False)
+
+
 @META_ARCH_REGISTRY.register()
 class PAVENet(nn.Module):
     """PAVE-Net: end-to-end multi-person video pose estimation (Yu et al., AAAI 2026).
@@ -183,16 +198,16 @@ class PAVENet(nn.Module):
             raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {len(feats)}")
         pose = self.head.decode_pose(feats)
         last = pose["pose_layers"][-1]
-        scores_all = last["logits"][0, :, 0].sigmoid()
+        scores_all = last["logits"][0, :, 0].float().sigmoid()  # float32 outputs also under autocast
         k = min(self.test_topk, scores_all.numel())
         scores, query_idx = scores_all.topk(k)  # descending, no threshold (spec §9)
         clip_idx = torch.zeros_like(query_idx)
         init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
         joint = self.head.decode_joints(feats, clip_idx, init_refs)
-        kpts, sigma = joint[-1]["keypoints"], joint[-1]["sigma"]
+        kpts, sigma = joint[-1]["keypoints"].float(), joint[-1]["sigma"].float()
         # Auxiliary-frame poses for the tracker: the references the last pose layer sampled with (trained,
         # unlike the last layer's own auxiliary update whose branch never receives a gradient).
-        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1)
+        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1).float()
         inst, post = self.postprocess(kpts, sigma, scores, aux, image_size, output_size or image_size)
         if not return_intermediates:
             return inst
@@ -256,7 +271,10 @@ class PAVENet(nn.Module):
         feats = self.encode_frames(images, frame_sizes)
         pose = self.head.decode_pose(feats)
         # Match the LAST pose layer first: its matched queries are the joint decoder's persons (spec §6).
-        last_idx = self.criterion.match(pose["pose_layers"][-1], targets)
+        # Matching and losses run in float32 even under autocast (AMP): OKS costs, focal terms and the RLE
+        # flow's log-likelihoods lose too much precision in bf16 / fp16.
+        with _no_autocast(self.device):
+            last_idx = self.criterion.match(_float32(pose["pose_layers"][-1]), targets)
         clip_idx = torch.cat([torch.full_like(pi, b) for b, (pi, _) in enumerate(last_idx)]).to(self.device)
         query_idx = torch.cat([pi for pi, _ in last_idx]).to(self.device)
         joint = []
@@ -264,5 +282,6 @@ class PAVENet(nn.Module):
             init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
             joint = self.head.decode_joints(feats, clip_idx, init_refs)
         outputs = {"enc": pose["enc"], "pose_layers": pose["pose_layers"], "joint_layers": joint}
-        return self.criterion(outputs, targets, last_idx, enc_flow=self.head.enc_flow,
-                              dec_flow=self.head.dec_flow, flow=self.head.flow)
+        with _no_autocast(self.device):
+            return self.criterion(_float32(outputs), targets, last_idx, enc_flow=self.head.enc_flow,
+                                  dec_flow=self.head.dec_flow, flow=self.head.flow)
