@@ -41,6 +41,29 @@ if [ ! -f "$VENV/.pavenet-deps-$REQ_HASH" ]; then
   rm -f "$VENV"/.pavenet-deps-*; touch "$VENV/.pavenet-deps-$REQ_HASH"
 fi
 
+# --- 3b. the compiled deformable-attention kernel (optional) -----------------------------------
+# torch-ms-deform-attn builds from source against the installed torch (C++ compiler; CUDA too when torch
+# has CUDA, nvcc is found and a GPU is visible). Rebuilt when torch changes. A failed build is one line,
+# and the model runs on its PyTorch path (MODEL.PAVENET.MSDA_IMPL auto).
+MSDA_SPEC="torch-ms-deform-attn==0.1.1"
+MSDA_STAMP="$VENV/.pavenet-msda-$("$PY" -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())' | tr ' +' '__')"
+if [ ! -f "$MSDA_STAMP" ] || ! "$PY" -c 'import torch_ms_deform_attn' >/dev/null 2>&1; then
+  if [ -f "$MSDA_STAMP.failed" ]; then
+    say "deformable-attention kernel: not built (failed before for this torch; docs/INSTALL.md retries it); using PyTorch"
+  else
+    say "building the deformable-attention kernel $MSDA_SPEC (a few minutes)"
+    mkdir -p "$ROOT/build"
+    if "$PY" -m pip --disable-pip-version-check install -q --no-build-isolation --no-deps --force-reinstall \
+        --no-cache-dir --no-binary=torch-ms-deform-attn "$MSDA_SPEC" >"$ROOT/build/msda_build.log" 2>&1 \
+        && "$PY" -c 'import torch_ms_deform_attn' >/dev/null 2>&1; then
+      rm -f "$VENV"/.pavenet-msda-*; touch "$MSDA_STAMP"
+    else
+      touch "$MSDA_STAMP.failed"
+      say "deformable-attention kernel: build failed (log: build/msda_build.log); continuing with the PyTorch path"
+    fi
+  fi
+fi
+
 # --- 4. detectron2: keep an importable one, else the patched pb1-detectron2 sdist ---------------
 D2_ORIGIN_FILE="$VENV/.pavenet-detectron2-origin"
 if "$PY" -c 'import detectron2' >/dev/null 2>&1; then
@@ -79,4 +102,10 @@ print(f"torch {torch.__version__}")
 print(f"torchvision {torchvision.__version__}")
 print(f"detectron2 {detectron2.__version__} from {origin} at {detectron2.__path__[0]}")
 print(f"CUDA available: {torch.cuda.is_available()}")
+try:
+    import torch_ms_deform_attn as k
+    from torch_ms_deform_attn import _C
+    print(f"deformable attention: kernel torch-ms-deform-attn {k.__version__} (CUDA in the build: {_C.with_cuda})")
+except Exception:
+    print("deformable attention: PyTorch path (torch-ms-deform-attn not importable)")
 PYEOF

@@ -82,3 +82,13 @@ def run_gloo_workers(fn, world_size: int, tmp_dir, *args) -> None:
 
     init_file = str(Path(tmp_dir) / f"gloo_init_{uuid.uuid4().hex}")
     mp.spawn(_gloo_entry, args=(world_size, init_file, fn, args), nprocs=world_size, join=True)
+
+
+@pytest.fixture(scope="module", params=["pytorch", "kernel"])
+def msda_impl(request) -> str:
+    """MODEL.PAVENET.MSDA_IMPL for tests that must hold with both deformable-attention backends."""
+    from pavenet.modeling.msda_backend import KERNEL_INSTALL, KERNEL_PACKAGE, kernel_available
+
+    if request.param == "kernel" and not kernel_available():
+        pytest.skip(f"{KERNEL_PACKAGE} is not importable (install: {KERNEL_INSTALL})")
+    return request.param

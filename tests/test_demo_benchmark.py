@@ -19,8 +19,8 @@ def test_benchmark_json(tmp_path):
         extra = [str(v) for v in FALLBACK_TINY]
     out = tmp_path / "bench.json"
     res = bench.main(["--config-file", cfg_file, "--height", "64", "--width", "96", "--frames", "3",
-                      "--repeats", "1", "--threads", "1", "--json", str(out), "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
-                      *extra])
+                      "--repeats", "1", "--threads", "1", "--train-clips", "1", "--json", str(out),
+                      "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *extra])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
     for key in ("stream_ms_per_frame", "window_ms_per_frame", "ms_1_person", "ms_20_persons", "gflops_per_frame",
                 "encode_ms_per_frame", "decode_ms_per_window", "torch_threads", "device", "machine"):
@@ -33,3 +33,32 @@ def test_benchmark_json(tmp_path):
     assert res["gflops_per_frame"] == pytest.approx(enc + dec)
     assert res["gflops_per_frame_window"] == pytest.approx(F * enc + dec)
     assert res["height"] == 64 and res["width"] == 96
+    # Every backend side by side: inference modes and the training step (clips/s, peak memory).
+    from pavenet.modeling.msda_backend import kernel_available
+
+    assert set(res["backends"]) == ({"pytorch", "kernel"} if kernel_available() else {"pytorch"})
+    for b in res["backends"].values():
+        for key in ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_window", "train_ms_per_step",
+                    "train_cpu_ms_per_step"):
+            assert b[key] > 0, key
+        assert b["train_clips_per_s"] == pytest.approx(1e3 / b["train_ms_per_step"])
+    assert res["stream_ms_per_frame"] == res["backends"][res["msda_impl"]]["stream_ms_per_frame"]
+    if kernel_available():
+        k, p = res["backends"]["kernel"], res["backends"]["pytorch"]
+        assert res["kernel_over_pytorch"]["train_ms_per_step"] == pytest.approx(k["train_ms_per_step"] / p["train_ms_per_step"])
+
+
+def test_cpu_peak_memory_counts_live_tensors():
+    """--cpu-memory's measure: the peak of live tensor bytes during the call, frees included."""
+    import torch
+
+    bench = _load_tool("benchmark")
+    mb = 1000 * 1000 * 4 / 2 ** 20  # one float32 1000x1000 tensor
+
+    def three_live_then_one():
+        a, b = torch.randn(1000, 1000), torch.randn(1000, 1000)
+        c = a @ b
+        del a, b
+        return (c * 2).sum()  # peak: a, b, c alive together
+
+    assert bench.peak_memory_mb(three_live_then_one, torch.device("cpu")) == pytest.approx(3 * mb, rel=0.01)

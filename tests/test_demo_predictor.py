@@ -72,9 +72,9 @@ def _assert_same(a, b, atol=1e-3):
 
 
 @pytest.fixture(scope="module")
-def predictor():
+def predictor(msda_impl):
     torch.manual_seed(0)
-    return ClipPredictor(tiny_cfg())
+    return ClipPredictor(tiny_cfg("MODEL.PAVENET.MSDA_IMPL", msda_impl))
 
 
 def test_cached_equals_uncached_and_encodes_each_frame_once(predictor):
@@ -132,7 +132,7 @@ def test_loads_model_weights(predictor, tmp_path):
     path = tmp_path / "model.pth"
     torch.save({"model": predictor.model.state_dict()}, path)
     torch.manual_seed(123)  # a different random init, overwritten by the checkpoint
-    loaded = ClipPredictor(tiny_cfg("MODEL.WEIGHTS", str(path)))
+    loaded = ClipPredictor(tiny_cfg("MODEL.WEIGHTS", str(path), "MODEL.PAVENET.MSDA_IMPL", predictor.model.msda_impl))
     frames = _video(3)
     for (_, _, a), (_, _, b) in zip(predictor.stream(frames), loaded.stream(frames)):
         _assert_same(a, b, atol=1e-5)

@@ -5,15 +5,22 @@
   window, as the official demo) mode on one synthetic video, plus the split into per-frame encoding
   (backbone + neck + spatial encoder) and per-window decoding (query selection + both decoders);
 * per-frame latency (streaming) with 1 vs 20 people in the frame;
-* GFLOPs per frame (fvcore; unsupported ops such as grid_sample are listed, not counted).
+* GFLOPs per frame (fvcore; unsupported ops such as grid_sample are listed, not counted);
+* with --train-clips N: a training step (forward + backward + optimizer step on N clips; clips/s and
+  peak memory), optionally under AMP (--amp).
+
+Stream, encode, decode and the training step are timed for every deformable-attention backend
+(--backends: PyTorch and the compiled kernel) on the same model, interleaved in one process; the
+results are under "backends" with the ratios in "kernel_over_pytorch".
 
   python tools/benchmark.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml \
-      --height 384 --width 640 --json out/bench.json [--opts MODEL.DEVICE cuda]
+      --height 384 --width 640 --train-clips 1 --json out/bench.json [--opts MODEL.DEVICE cuda]
 
 Random weights unless MODEL.WEIGHTS is set: the cost does not depend on the weights (fixed query count
 and top-k), so the numbers hold for trained models.
 """
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -24,6 +31,8 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
+
+from detectron2.structures import Instances, Keypoints
 
 from pavenet.config import load_pavenet_config
 from pavenet.demo.predictor import ClipPredictor
@@ -172,49 +181,172 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
     }
 
 
+def synthetic_train_batch(frames_bgr: List[np.ndarray], num_frames: int, clips: int, num_keypoints: int,
+                          people: int = 5, seed: int = 0) -> List[dict]:
+    """`clips` clip-mapper-style training dicts: (F, 3, H, W) uint8 RGB images of consecutive frames and
+    `people` persons with random visible keypoints (the step's cost does not depend on where they are)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = frames_bgr[0].shape[:2]
+    out = []
+    for c in range(clips):
+        idx = [min(c + i, len(frames_bgr) - 1) for i in range(num_frames)]
+        images = torch.stack([torch.from_numpy(np.ascontiguousarray(frames_bgr[i][:, :, ::-1].transpose(2, 0, 1)))
+                              for i in idx])
+        inst = Instances((h, w))
+        kp = torch.rand(people, num_keypoints, 3, generator=g) * torch.tensor([w, h, 1.0])
+        kp[..., 2] = 2
+        inst.gt_keypoints = Keypoints(kp)
+        inst.gt_areas = torch.full((people,), 0.05 * h * w)
+        inst.gt_classes = torch.zeros(people, dtype=torch.long)
+        out.append({"images": images, "height": h, "width": w, "instances": inst})
+    return out
+
+
+def make_train_step(cfg, model, batch, amp: bool) -> Callable[[], None]:
+    """One optimizer step (forward + backward + AdamW with full-model clipping) on `batch`, through the
+    same trainer classes that tools/train_net.py uses (AMP: bf16 on CPU, fp16 + GradScaler on CUDA)."""
+    from detectron2.engine import SimpleTrainer
+    from detectron2.utils.events import EventStorage
+
+    from pavenet.engine import build_pavenet_optimizer
+    from pavenet.engine.amp import AMPTrainer, amp_dtype
+
+    optimizer = build_pavenet_optimizer(cfg, model)
+    loader = itertools.repeat(batch)
+    if amp:
+        trainer = AMPTrainer(model, loader, optimizer, model.device.type, amp_dtype(cfg))
+    else:
+        trainer = SimpleTrainer(model, loader, optimizer)
+    model.eval()
+
+    def step():
+        model.train()
+        with EventStorage(0):
+            trainer.run_step()
+        model.eval()
+
+    return step
+
+
+def peak_memory_mb(fn: Callable[[], None], device) -> float:
+    """Peak tensor memory of one call of `fn`, in MiB above what was allocated before it. CUDA: the
+    allocator's peak. CPU: the running sum of the profiler's allocations and frees (op granularity)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for e in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2 ** 20
+
+
+def backends_to_run(arg: str) -> List[str]:
+    from pavenet.modeling.msda_backend import kernel_available, resolve_msda_impl
+
+    if arg == "all":
+        return ["pytorch"] + (["kernel"] if kernel_available() else [])
+    names = [b.strip() for b in arg.split(",") if b.strip()]
+    for b in names:
+        if resolve_msda_impl(b) != b:  # "auto" is not a backend; "kernel" raises if it is missing
+            raise ValueError(f"--backends: {b!r} is not a backend (pytorch, kernel)")
+    return names
+
+
 def run(args) -> dict:
+    from pavenet.modeling.msda_backend import set_msda_impl
+
     cfg = setup_cfg(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = ClipPredictor(cfg)
+    model = predictor.model
     device = predictor.device
     F = predictor.num_frames
     H, W, N = args.height, args.width, args.frames
+    backends = backends_to_run(args.backends)
     video = synthetic_video(5, N, H, W, seed=1)
-    logger.info("model built; %d-frame %dx%d video, F=%d, device %s", N, H, W, F, device)
+    logger.info("model built; %d-frame %dx%d video, F=%d, device %s, backends %s", N, H, W, F, device, backends)
 
     def consume(gen):
         for _ in gen:
             pass
 
+    def on(impl, fn):  # the same model, switched to one backend for this call
+        def call():
+            set_msda_impl(model, impl, log=False)
+            return fn()
+        return call
+
+    res = {"config": args.config_file, "height": H, "width": W, "num_frames": F, "video_frames": N,
+           "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
+           "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES), "msda_impl": model.msda_impl, "backends": {}}
+    train_steps = {}
+    if args.train_clips:
+        batch = synthetic_train_batch(video, F, args.train_clips, int(cfg.MODEL.PAVENET.NUM_KEYPOINTS))
+        step = make_train_step(cfg, model, batch, args.amp)
+        for impl in backends:
+            train_steps[impl] = on(impl, step)
+            on(impl, step)()  # warm-up
+            if device.type == "cuda" or args.cpu_memory:
+                res["backends"].setdefault(impl, {})["train_peak_mb"] = peak_memory_mb(train_steps[impl], device)
+        res.update(train_clips_per_step=args.train_clips, train_amp=bool(args.amp))
     with torch.no_grad():
         # Warm-up both paths (allocators, lazy init, cudnn autotune) on the benchmark's frame size.
-        consume(predictor.stream(video[:F]))
+        for impl in backends:
+            on(impl, lambda: consume(predictor.stream(video[:F])))()
         consume(predictor.window(video[:F]))
-        res = {"config": args.config_file, "height": H, "width": W, "num_frames": F, "video_frames": N,
-               "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
-               "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES)}
         # Where streaming's time goes: one encode per frame + one decode per window.
         image = predictor._make_prepare()(video[0])
         feats, image_size = predictor.encode(image)
         window = type(feats).cat([feats] * F)
         crowd = {n: synthetic_video(n, N, H, W, seed=2) for n in (1, 20)}
+        # With the model's own backend (MSDA_IMPL): window mode and the people count.
         tasks = {
-            "stream_ms_per_frame": (lambda: consume(predictor.stream(video)), N),
             "window_ms_per_frame": (lambda: consume(predictor.window(video)), N),
-            "encode_ms_per_frame": (lambda: predictor.encode(image), 1),
-            "decode_ms_per_window": (
-                lambda: predictor.model.decode_clip(window, image_size=image_size, output_size=(H, W)), 1),
             "ms_1_person": (lambda: consume(predictor.stream(crowd[1])), N),
             "ms_20_persons": (lambda: consume(predictor.stream(crowd[20])), N),
         }
-        for name, (wall, cpu) in measure(tasks, device, args.repeats).items():
-            res[name] = wall
-            res[name.replace("ms", "cpu_ms", 1)] = cpu
-        res["stream_over_window"] = res["stream_ms_per_frame"] / res["window_ms_per_frame"]
-        res["stream_over_window_cpu"] = res["stream_cpu_ms_per_frame"] / res["window_cpu_ms_per_frame"]
+        # Per backend, interleaved in one process: stream, encode, decode (and the train step).
+        for impl in backends:
+            tasks[f"{impl}/stream_ms_per_frame"] = (on(impl, lambda: consume(predictor.stream(video))), N)
+            tasks[f"{impl}/encode_ms_per_frame"] = (on(impl, lambda: predictor.encode(image)), 1)
+            tasks[f"{impl}/decode_ms_per_window"] = (on(impl, lambda: model.decode_clip(
+                window, image_size=image_size, output_size=(H, W))), 1)
+            if impl in train_steps:
+                tasks[f"{impl}/train_ms_per_step"] = (torch.enable_grad()(train_steps[impl]), 1)
+        own = model.msda_impl
+        timings = measure(tasks, device, args.repeats)
+        set_msda_impl(model, own, log=False)
+        for name, (wall, cpu) in timings.items():
+            impl, _, key = name.rpartition("/")
+            dst = res["backends"].setdefault(impl, {}) if impl else res
+            dst[key] = wall
+            dst[key.replace("ms", "cpu_ms", 1)] = cpu
+            if key == "train_ms_per_step":
+                dst["train_clips_per_s"] = args.train_clips * 1e3 / wall
+        # The model's own backend also fills the top-level keys (the single-backend report).
+        for key in ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_window"):
+            for k in (key, key.replace("ms", "cpu_ms", 1)):
+                res[k] = res["backends"][own][k] if own in res["backends"] else res.get(k)
+        if res.get("stream_ms_per_frame") is not None:
+            res["stream_over_window"] = res["stream_ms_per_frame"] / res["window_ms_per_frame"]
+            res["stream_over_window_cpu"] = res["stream_cpu_ms_per_frame"] / res["window_cpu_ms_per_frame"]
+        if {"pytorch", "kernel"} <= set(res["backends"]):
+            p, k = res["backends"]["pytorch"], res["backends"]["kernel"]
+            res["kernel_over_pytorch"] = {key: k[key] / p[key] for key in k if "_ms_" in key and key in p}
         if not args.no_flops:
+            set_msda_impl(model, "pytorch", log=False)  # fvcore counts grid_sample, not the compiled op
             res.update(count_gflops(predictor, video[0]))
+            set_msda_impl(model, own, log=False)
     res["machine"] = machine_info(device)
     res["torch_threads"] = torch.get_num_threads()
     res["device"] = res["machine"].get("gpu", str(device))
@@ -230,6 +362,14 @@ def get_parser():
     p.add_argument("--repeats", type=int, default=3, help="best of this many interleaved runs per measurement")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore count")
+    p.add_argument("--backends", default="all",
+                   help="deformable-attention backends to time side by side: 'all' (pytorch, and kernel if "
+                        "installed) or a comma list of pytorch,kernel")
+    p.add_argument("--train-clips", type=int, default=0,
+                   help="also time a training step (forward, backward, optimizer) on this many clips (0: off)")
+    p.add_argument("--cpu-memory", action="store_true",
+                   help="on CPU, also measure the training step's peak memory (profiler: ~20x one step's time)")
+    p.add_argument("--amp", action="store_true", help="the training step under SOLVER.AMP (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return p

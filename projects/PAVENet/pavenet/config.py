@@ -103,7 +103,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     # spec §16 8a: the official F=5 head starts the joint decoder's t+2 pose from next_kpt_branches;
     # "next_next" uses that frame's own branch (as the pose decoder itself does).
     P.F5_T2_REFERENCE_BRANCH = "next"
-    P.MSDA_IMPL = "pytorch"
+    # Deformable-attention sampling: "auto" (the compiled torch-ms-deform-attn kernel when it imports,
+    # else PyTorch), "pytorch" (grid_sample reference) or "kernel" (error if the package is missing).
+    P.MSDA_IMPL = "auto"
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it
@@ -139,6 +141,8 @@ def add_pavenet_config(cfg: CN) -> CN:
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
     cfg.SOLVER.WARMUP_ITERS = 0
+    # With SOLVER.AMP.ENABLED: "auto" = float16 + GradScaler on CUDA, bfloat16 on the CPU (engine/amp.py).
+    cfg.SOLVER.AMP.DTYPE = "auto"
     cfg.SOLVER.WARMUP_FACTOR = 1.0
 
     cfg.TEST.POSETRACK = CN()

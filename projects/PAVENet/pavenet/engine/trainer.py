@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.utils import comm
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 from detectron2.utils.logger import setup_logger
@@ -21,6 +21,7 @@ from ..checkpoint import PAVENetCheckpointer
 from ..data.build import build_pavenet_test_loader, build_pavenet_train_loader, build_pavenet_video_test_loader
 from ..evaluation.posetrack_evaluator import PoseTrackEvaluator
 from ..evaluation.video_inference import VideoInference, video_mode
+from .amp import AMPTrainer, amp_dtype
 
 
 def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, Any]]:
@@ -117,7 +118,11 @@ class Trainer(DefaultTrainer):
         if torch.device(cfg.MODEL.DEVICE).type == "cpu":
             ddp_kwargs["device_ids"] = None
         model = create_ddp_model(model, **ddp_kwargs)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        if cfg.SOLVER.AMP.ENABLED:  # CPU (bf16) or CUDA (fp16 + GradScaler / bf16); detectron2's is CUDA-only
+            self._trainer = AMPTrainer(model, data_loader, optimizer, torch.device(cfg.MODEL.DEVICE).type,
+                                       amp_dtype(cfg))
+        else:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = PAVENetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0

@@ -23,6 +23,7 @@ from ..utils.oks import pairwise_pose_oks
 from .backbone import ChannelMapperNeck, SinePositionalEncoding
 from .criterion import build_criterion, targets_from_instances
 from .head import EncodedFrames, PAVENetHead
+from .msda_backend import resolve_msda_impl, set_msda_impl
 from .rle import RealNVP
 
 __all__ = ["PAVENet", "oks_nms", "keypoint_confidence"]
@@ -54,6 +55,21 @@ def oks_nms(kpts: torch.Tensor, scores: torch.Tensor, thresh: float, sigmas: Seq
     return torch.as_tensor(keep, dtype=torch.long)
 
 
+def _float32(tree):
+    """Floating tensors of a nested dict / list -> float32 (a no-op outside autocast)."""
+    if torch.is_tensor(tree):
+        return tree.float() if tree.is_floating_point() else tree
+    if isinstance(tree, dict):
+        return {k: _float32(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_float32(v) for v in tree)
+    return tree
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device.type, enabled=False)
+
+
 @META_ARCH_REGISTRY.register()
 class PAVENet(nn.Module):
     """PAVE-Net: end-to-end multi-person video pose estimation (Yu et al., AAAI 2026).
@@ -66,7 +82,7 @@ class PAVENet(nn.Module):
     def __init__(self, *, backbone, neck: ChannelMapperNeck, head: PAVENetHead, criterion, in_features: List[str],
                  num_frames: int, pixel_mean: Sequence[float], pixel_std: Sequence[float], test_topk: int = 20,
                  test_score_thresh: float = 0.0, oks_nms_thresh: float = 0.0, coord_reweight: bool = True,
-                 oks_sigmas: Optional[Sequence[float]] = None, input_format: str = "RGB"):
+                 oks_sigmas: Optional[Sequence[float]] = None, input_format: str = "RGB", msda_impl: str = "pytorch"):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -80,6 +96,8 @@ class PAVENet(nn.Module):
         self.coord_reweight = bool(coord_reweight)
         self.oks_sigmas = list(oks_sigmas) if oks_sigmas is not None else None
         self.input_format = input_format
+        # The deformable-attention backend of every attention module, logged once here.
+        self.msda_impl = set_msda_impl(self, msda_impl)
         self.pos_encoding = SinePositionalEncoding(head.embed_dim // 2)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
@@ -87,8 +105,7 @@ class PAVENet(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         P = cfg.MODEL.PAVENET
-        if P.MSDA_IMPL != "pytorch":
-            raise ValueError(f"MODEL.PAVENET.MSDA_IMPL={P.MSDA_IMPL!r}: only 'pytorch' is implemented")
+        resolve_msda_impl(P.MSDA_IMPL)  # a bad value or a missing kernel fails before the backbone is built
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         missing = [f for f in P.IN_FEATURES if f not in shapes]
@@ -113,7 +130,7 @@ class PAVENet(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
             "test_topk": P.TEST.TOPK, "test_score_thresh": P.TEST.SCORE_THRESH,
             "oks_nms_thresh": P.TEST.OKS_NMS_THRESH, "coord_reweight": P.TEST.COORD_REWEIGHT,
-            "oks_sigmas": sigmas, "input_format": cfg.INPUT.FORMAT,
+            "oks_sigmas": sigmas, "input_format": cfg.INPUT.FORMAT, "msda_impl": P.MSDA_IMPL,
         }
 
     @property
@@ -181,16 +198,16 @@ class PAVENet(nn.Module):
             raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {len(feats)}")
         pose = self.head.decode_pose(feats)
         last = pose["pose_layers"][-1]
-        scores_all = last["logits"][0, :, 0].sigmoid()
+        scores_all = last["logits"][0, :, 0].float().sigmoid()  # float32 outputs also under autocast
         k = min(self.test_topk, scores_all.numel())
         scores, query_idx = scores_all.topk(k)  # descending, no threshold (spec §9)
         clip_idx = torch.zeros_like(query_idx)
         init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
         joint = self.head.decode_joints(feats, clip_idx, init_refs)
-        kpts, sigma = joint[-1]["keypoints"], joint[-1]["sigma"]
+        kpts, sigma = joint[-1]["keypoints"].float(), joint[-1]["sigma"].float()
         # Auxiliary-frame poses for the tracker: the references the last pose layer sampled with (trained,
         # unlike the last layer's own auxiliary update whose branch never receives a gradient).
-        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1)
+        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1).float()
         inst, post = self.postprocess(kpts, sigma, scores, aux, image_size, output_size or image_size)
         if not return_intermediates:
             return inst
@@ -254,7 +271,10 @@ class PAVENet(nn.Module):
         feats = self.encode_frames(images, frame_sizes)
         pose = self.head.decode_pose(feats)
         # Match the LAST pose layer first: its matched queries are the joint decoder's persons (spec §6).
-        last_idx = self.criterion.match(pose["pose_layers"][-1], targets)
+        # Matching and losses run in float32 even under autocast (AMP): OKS costs, focal terms and the RLE
+        # flow's log-likelihoods lose too much precision in bf16 / fp16.
+        with _no_autocast(self.device):
+            last_idx = self.criterion.match(_float32(pose["pose_layers"][-1]), targets)
         clip_idx = torch.cat([torch.full_like(pi, b) for b, (pi, _) in enumerate(last_idx)]).to(self.device)
         query_idx = torch.cat([pi for pi, _ in last_idx]).to(self.device)
         joint = []
@@ -262,5 +282,6 @@ class PAVENet(nn.Module):
             init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
             joint = self.head.decode_joints(feats, clip_idx, init_refs)
         outputs = {"enc": pose["enc"], "pose_layers": pose["pose_layers"], "joint_layers": joint}
-        return self.criterion(outputs, targets, last_idx, enc_flow=self.head.enc_flow,
-                              dec_flow=self.head.dec_flow, flow=self.head.flow)
+        with _no_autocast(self.device):
+            return self.criterion(_float32(outputs), targets, last_idx, enc_flow=self.head.enc_flow,
+                                  dec_flow=self.head.dec_flow, flow=self.head.flow)

@@ -1,8 +1,10 @@
-"""Multi-scale deformable attention in pure PyTorch (pavenet_spec.md §3, §5.1, §6).
+"""Multi-scale deformable attention (pavenet_spec.md §3, §5.1, §6).
 
-Three modules share one sampling core (`ms_deform_attn_core`, `grid_sample` with
-``align_corners=False``, zero padding, grid = 2 * loc - 1, the same arithmetic as mmcv's
-``multi_scale_deformable_attn_pytorch`` that produced the golden vectors):
+Three modules share one sampling core (`ms_deform_attn_core`). Its reference backend is pure PyTorch
+(`grid_sample` with ``align_corners=False``, zero padding, grid = 2 * loc - 1, the same arithmetic as
+mmcv's ``multi_scale_deformable_attn_pytorch`` that produced the golden vectors); the "kernel" backend
+is the compiled op of the ``torch-ms-deform-attn`` package, which computes the same sums. Each module's
+``msda_impl`` picks one (set from MODEL.PAVENET.MSDA_IMPL by `msda_backend.set_msda_impl`):
 
 * `MSDeformAttn`: the spatial encoder's single-frame attention (Deformable-DETR).
 * `PoseAwareAttention`: the pose decoder's multi-frame attention; one sampling point per keypoint,
@@ -18,11 +20,13 @@ its overflow (spec §16 8c).
 The modules keep the official attribute names so checkpoints convert by renaming alone.
 """
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .msda_backend import kernel_op, resolve_msda_impl
 
 __all__ = [
     "frame_prefixes",
@@ -55,11 +59,19 @@ def _as_shape_list(spatial_shapes: Shapes) -> List[Tuple[int, int]]:
     return [(int(h), int(w)) for h, w in spatial_shapes]
 
 
+def _level_start_index(shapes: torch.Tensor) -> torch.Tensor:
+    """(L, 2) long (h, w) -> (L,) long token offset of each level."""
+    sizes = shapes.prod(1)
+    return torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))
+
+
 def ms_deform_attn_core(
     value: torch.Tensor,
     spatial_shapes: Shapes,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    impl: str = "pytorch",
+    level_start_index: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Weighted bilinear sampling of multi-level value maps.
 
@@ -68,9 +80,28 @@ def ms_deform_attn_core(
         spatial_shapes: (L, 2) (h, w) per level.
         sampling_locations: (N, Q, H, L, P, 2) in [0, 1] (x, y) of each level's map.
         attention_weights: (N, Q, H, L, P), already normalised.
+        impl: "pytorch" (grid_sample, the reference) or "kernel" (torch_ms_deform_attn; see
+            `msda_backend.resolve_msda_impl`, which modules use to set their `msda_impl`).
+        level_start_index: (L,) long, only read by the kernel (computed from spatial_shapes if None).
     Returns:
-        (N, Q, H * D)
+        (N, Q, H * D). Under autocast both backends sample in float32 and return float32: bilinear
+        weights and the sum over L * P points lose too much in bf16 / fp16.
     """
+    device_type = value.device.type
+    if torch.is_autocast_enabled(device_type) and impl == "pytorch":
+        with torch.autocast(device_type, enabled=False):
+            return ms_deform_attn_core(value.float(), spatial_shapes, sampling_locations.float(),
+                                       attention_weights.float())
+    if impl == "kernel":
+        op = kernel_op()
+        if op is None:
+            resolve_msda_impl("kernel")  # raises the error naming the package and the install command
+        shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=value.device)
+        if level_start_index is None:
+            level_start_index = _level_start_index(shapes)
+        return op(value, shapes, level_start_index, sampling_locations, attention_weights)
+    if impl != "pytorch":
+        raise ValueError(f"ms_deform_attn_core: impl must be 'pytorch' or 'kernel', got {impl!r}")
     shapes = _as_shape_list(spatial_shapes)
     n, s, h, d = value.shape
     _, q, _, num_levels, p, _ = sampling_locations.shape
@@ -97,6 +128,7 @@ def multi_frame_deform_attn(
     spatial_shapes: Shapes,
     sampling_locations: torch.Tensor,
     attention_logits: torch.Tensor,
+    impl: str = "pytorch",
 ) -> torch.Tensor:
     """Multi-frame deformable attention with one joint softmax over frames x levels x points.
 
@@ -105,11 +137,12 @@ def multi_frame_deform_attn(
         spatial_shapes: (L, 2).
         sampling_locations: (N, Q, H, F, L, P, 2), frame f's locations index frame f's maps.
         attention_logits: (N, Q, H, F, L, P), raw (pre-softmax) weights.
+        impl: the sampling backend, as in `ms_deform_attn_core`.
     Returns:
         (N, Q, H * D)
     """
     n, f, s, h, d = values.shape
-    shapes = _as_shape_list(spatial_shapes)
+    shapes = _as_shape_list(spatial_shapes) if impl != "kernel" else None
     q = sampling_locations.shape[1]
     lvl, p = attention_logits.shape[-2:]
     # Stable softmax (max-subtracted) over F*L*P for every head (spec §16 8c).
@@ -117,7 +150,11 @@ def multi_frame_deform_attn(
     # Frames become extra levels: value maps concatenated along the token axis.
     value_cat = values.reshape(n, f * s, h, d)
     locs = sampling_locations.reshape(n, q, h, f * lvl, p, 2)
-    return ms_deform_attn_core(value_cat, shapes * f, locs, weights)
+    if impl == "kernel":  # shapes stay on the device (no host list, no sync per call)
+        shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=values.device).repeat(f, 1)
+    else:
+        shapes = shapes * f
+    return ms_deform_attn_core(value_cat, shapes, locs, weights, impl)
 
 
 def _ring_offset_bias(num_heads: int, num_levels: int, num_points: int) -> torch.Tensor:
@@ -141,6 +178,8 @@ class MSDeformAttn(nn.Module):
 
     Residual and dropout are inside (as in mmcv): returns ``query + dropout(attn)``.
     """
+
+    msda_impl = "pytorch"  # sampling backend; the model sets it (msda_backend.set_msda_impl)
 
     def __init__(self, embed_dim=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1):
         super().__init__()
@@ -177,12 +216,14 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(x).view(n, q, h, lvl * p).softmax(-1).view(n, q, h, lvl, p)
         normalizer = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offsets)
         locs = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        out = ms_deform_attn_core(v, spatial_shapes, locs, weights)
+        out = ms_deform_attn_core(v, spatial_shapes, locs, weights, self.msda_impl)
         return query + self.dropout(self.output_proj(out))
 
 
 class _MultiFrameBase(nn.Module):
     """Per-frame offset / weight linears (official prefixes) + shared value_proj and output_proj."""
+
+    msda_impl = "pytorch"  # sampling backend; the model sets it (msda_backend.set_msda_impl)
 
     def __init__(self, num_frames, embed_dim, num_heads, num_levels, num_points, dropout, value_fill_before_proj):
         super().__init__()
@@ -266,7 +307,7 @@ class PoseAwareAttention(_MultiFrameBase):
         ref = ref.permute(0, 2, 1, 3, 4, 5)[:, :, None]  # (N, Q, 1, F, L, K, 2)
         wh = wh.permute(0, 2, 1, 3, 4)[:, :, None, :, :, None, :]  # (N, Q, 1, F, L, 1, 2)
         locs = ref + offs * wh * 0.5
-        out = multi_frame_deform_attn(v, spatial_shapes, locs, logits)
+        out = multi_frame_deform_attn(v, spatial_shapes, locs, logits, self.msda_impl)
         return query + self.dropout(self.output_proj(out))
 
 
@@ -338,7 +379,7 @@ class MultiFrameDeformAttn(_MultiFrameBase):
         ref = reference_points.permute(0, 2, 1, 3, 4)[:, :, None, :, :, None, :]  # (N, Q, 1, F, L, 1, 2)
         locs = ref + offs / normalizer[None, None, None, None, :, None, :]
         if value_index is None:
-            out = multi_frame_deform_attn(v, spatial_shapes, locs, logits)
+            out = multi_frame_deform_attn(v, spatial_shapes, locs, logits, self.msda_impl)
         else:
             # Attention never mixes queries: the persons of clip b are one batch row of n_b * Q queries.
             out = x.new_zeros(n, q, self.embed_dim)
@@ -346,6 +387,6 @@ class MultiFrameDeformAttn(_MultiFrameBase):
                 rows = (value_index == b).nonzero()[:, 0]
                 nb = rows.numel()
                 o = multi_frame_deform_attn(v[b:b + 1], spatial_shapes, locs[rows].flatten(0, 1)[None],
-                                            logits[rows].flatten(0, 1)[None])
+                                            logits[rows].flatten(0, 1)[None], self.msda_impl)
                 out = out.index_copy(0, rows, o.view(nb, q, -1))
         return query + self.dropout(self.output_proj(out))
