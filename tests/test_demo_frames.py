@@ -7,7 +7,7 @@ import pytest
 
 from pavenet.demo.frames import ImageListSource, VideoFileSource, open_frame_source
 from pavenet.demo.outputs import VideoWriter, atomic_dir, atomic_path, video_frame_count
-from pavenet.demo.predictor import sliding_windows
+from pavenet.inference.predictor import sliding_windows
 
 
 def _frames(n, h=48, w=64):

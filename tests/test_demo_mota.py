@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, Instances
 
 from pavenet.data.synthetic import generate_synthetic_posetrack, render_video
 from pavenet.demo.frames import ImageListSource
-from pavenet.demo.predictor import sliding_windows
+from pavenet.inference.predictor import sliding_windows
 from pavenet.demo.runner import VideoPoseDemo, run_demo
 from pavenet.evaluation.poseval import evaluate_dirs
 

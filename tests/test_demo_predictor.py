@@ -7,7 +7,7 @@ import torch
 from detectron2.config import get_cfg
 
 from pavenet.config import add_pavenet_config
-from pavenet.demo.predictor import ClipPredictor
+from pavenet.inference.predictor import ClipPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "synthetic" / "pavenet_tiny.yaml"

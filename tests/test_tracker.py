@@ -4,7 +4,7 @@ import pytest
 import torch
 from detectron2.structures import Instances
 
-from pavenet.demo.tracker import PoseTracker, pose_oks
+from pavenet.inference.tracker import PoseTracker, pose_oks
 
 K = 15
 F = 3

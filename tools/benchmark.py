@@ -35,7 +35,7 @@ import torch
 from detectron2.structures import Instances, Keypoints
 
 from pavenet.config import load_pavenet_config
-from pavenet.demo.predictor import ClipPredictor
+from pavenet.inference.predictor import ClipPredictor
 
 logger = logging.getLogger("pavenet.benchmark")
 

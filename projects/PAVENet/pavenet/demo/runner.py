@@ -15,8 +15,8 @@ from detectron2.structures import Instances
 from ..evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
 from .frames import FrameSource
 from .outputs import VIDEO_EXTENSIONS, VideoWriter, atomic_dir, atomic_path
-from .predictor import ClipPredictor
-from .tracker import PoseTracker
+from ..inference.predictor import ClipPredictor
+from ..inference.tracker import PoseTracker
 from .visualization import TrackVisualizer, demo_metadata
 
 __all__ = ["VideoPoseDemo", "run_demo", "posetrack_image_entries"]

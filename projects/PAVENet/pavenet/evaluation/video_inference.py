@@ -14,8 +14,8 @@ from detectron2.data import detection_utils
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..demo.predictor import ClipPredictor
-from ..demo.tracker import PoseTracker
+from ..inference.predictor import ClipPredictor
+from ..inference.tracker import PoseTracker
 
 __all__ = ["VideoInference", "VIDEO_MODES", "video_mode"]
 
