@@ -268,6 +268,7 @@ def _short_demo_training(run_demo, out, seed):
 
 
 def test_two_short_demo_trainings_with_one_seed_are_identical(tmp_path, monkeypatch):
+    torch.set_num_threads(2)  # as `make demo` on a 2-core machine (restored by the fixture)
     monkeypatch.chdir(REPO_ROOT)  # the synthetic data lives under $DETECTRON2_DATASETS (default: ./datasets)
     run_demo = _load_run_demo()
     assert load_pavenet_config(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")).SEED == 42
