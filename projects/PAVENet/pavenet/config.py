@@ -106,6 +106,16 @@ def add_pavenet_config(cfg: CN) -> CN:
     # Deformable-attention sampling: "auto" (the compiled torch-ms-deform-attn kernel when it imports,
     # else PyTorch), "pytorch" (grid_sample reference) or "kernel" (error if the package is missing).
     P.MSDA_IMPL = "auto"
+    # Training options beyond the paper for faster NMS-free convergence (docs/MODEL.md); all off in the
+    # official recipe, whose numbers were obtained without them. None changes the inference forward.
+    # Focal target of a matched query = OKS of its prediction with its GT (quality focal loss), not 1.
+    P.OKS_QUALITY_TARGET = False
+    # Hybrid matching: this many extra training-only queries (the next-ranked encoder proposals, sharing
+    # the query embeddings) form a group that cannot attend to the one-to-one queries nor they to it, and
+    # is matched one-to-many (each GT repeated ONE_TO_MANY_K times); 0 = off.
+    P.ONE_TO_MANY_QUERIES = 0
+    P.ONE_TO_MANY_K = 4
+    P.ONE_TO_MANY_WEIGHT = 1.0  # loss weight of the one-to-many group (relative to the pose layers')
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it

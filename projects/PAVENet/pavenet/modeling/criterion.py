@@ -41,10 +41,20 @@ weighted scalar losses (detectron2's SimpleTrainer sums every value; all names c
 With ``deep_supervision=False`` only the encoder, the last pose layer and the last joint layer are kept.
 ``last_layer_indices`` (the output of ``match`` on the last pose layer) is reused for that layer and for
 every joint layer; when None it is computed here.
+
+Training options beyond the paper (off by default; docs/MODEL.md):
+    quality_target: the focal target of a matched query is the OKS of its (detached) prediction with its
+        GT instead of 1, with the quality focal loss |t - p|^gamma * BCE(p, t) (identical to the sigmoid
+        focal loss when every target is 1), so the score learns to rank a good pose over a poor one.
+    outputs["aux_pose_layers"] (training-only one-to-many query group, same layout as "pose_layers"):
+        matched one-to-many (every GT repeated ``one_to_many_k`` times in the Hungarian matching) and
+        supervised like the pose layers, weighted by ``one_to_many_weight``; names loss_cls_o2m_d{i} /
+        loss_kpt_o2m_d{i}.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
@@ -93,6 +103,8 @@ class PAVENetCriterion(nn.Module):
         focal_alpha, focal_gamma: sigmoid focal loss parameters (0.25, 2).
         deep_supervision: when False only the last pose layer, the last joint layer and the encoder
             (needed for the query selection) are supervised.
+        quality_target: OKS-valued focal targets for matched queries (see the module docstring).
+        one_to_many_k, one_to_many_weight: GT repeats and loss weight of the auxiliary one-to-many group.
         normalization: "clip" (official recipe: 1 clip per step x N gradient-accumulation steps): every
             clip's losses are normalised by its own matched persons / labelled joints, then averaged over
             the clips (and, by DDP, over processes); "batch": normalised once by the counts of the whole
@@ -111,6 +123,9 @@ class PAVENetCriterion(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         deep_supervision: bool = True,
+        quality_target: bool = False,
+        one_to_many_k: int = 1,
+        one_to_many_weight: float = 1.0,
         normalization: str = "clip",
     ):
         super().__init__()
@@ -129,6 +144,11 @@ class PAVENetCriterion(nn.Module):
         self.focal_alpha = float(focal_alpha)
         self.focal_gamma = float(focal_gamma)
         self.deep_supervision = bool(deep_supervision)
+        self.quality_target = bool(quality_target)
+        if int(one_to_many_k) < 1:
+            raise ValueError(f"MODEL.PAVENET.ONE_TO_MANY_K must be >= 1, got {one_to_many_k}")
+        self.one_to_many_k = int(one_to_many_k)
+        self.one_to_many_weight = float(one_to_many_weight)
 
     @classmethod
     def from_config(cls, cfg) -> "PAVENetCriterion":
@@ -148,7 +168,8 @@ class PAVENetCriterion(nn.Module):
             matcher, k, class_weight=P.CLASS_WEIGHT, enc_class_weight=P.ENC_CLASS_WEIGHT,
             rle_weight=P.RLE_WEIGHT, enc_rle_weight=P.ENC_RLE_WEIGHT, joint_rle_weight=P.JOINT_RLE_WEIGHT,
             focal_alpha=P.FOCAL_ALPHA, focal_gamma=P.FOCAL_GAMMA, deep_supervision=P.DEEP_SUPERVISION,
-            normalization=P.LOSS_NORMALIZATION,
+            quality_target=P.OKS_QUALITY_TARGET, one_to_many_k=P.ONE_TO_MANY_K,
+            one_to_many_weight=P.ONE_TO_MANY_WEIGHT, normalization=P.LOSS_NORMALIZATION,
         )
 
     # ---- matching --------------------------------------------------------------------------------------
@@ -156,23 +177,60 @@ class PAVENetCriterion(nn.Module):
         """Hungarian matching of one output set ({"logits" (B,Q,1), "keypoints" (B,Q,K,2)}) -> [(pred, gt)]."""
         return self.matcher(layer["logits"].detach(), layer["keypoints"].detach(), targets, valid=valid)
 
+    def match_one_to_many(self, layer: Dict, targets: Sequence[Dict], k: int) -> Indices:
+        """One-to-many matching: each GT repeated ``k`` times, so up to k queries match one person.
+
+        Returns [(pred_idx, gt_idx)] with gt_idx into the ORIGINAL targets (a GT index may repeat).
+        """
+        repeated = [dict(t, keypoints=t["keypoints"].repeat(k, 1, 1), visible=t["visible"].repeat(k, 1),
+                         areas=torch.as_tensor(t["areas"]).repeat(k)) for t in targets]
+        indices = self.match(layer, repeated)
+        return [(i, j % max(t["keypoints"].shape[0], 1)) for (i, j), t in zip(indices, targets)]
+
     def _count(self, value: torch.Tensor) -> float:
         """A loss normaliser: averaged over processes in "batch" mode, the clip's own in "clip" mode; min 1."""
         return reduce_mean_count(value) if self._reduce_counts else max(float(value), 1.0)
 
     # ---- single terms ----------------------------------------------------------------------------------
-    def loss_cls(self, logits: torch.Tensor, indices: Indices) -> torch.Tensor:
-        """Sigmoid focal loss over all queries (B, Q, 1), class 0 for matched ones, / #matched (ranks, min 1)."""
+    def matched_oks(self, layer: Dict, indices: Indices, targets: Sequence[Dict]) -> List[torch.Tensor]:
+        """OKS (visible joints, the matcher's formula) of every matched prediction with its GT, detached:
+        one (n_b,) tensor per clip, in the order of ``indices``."""
+        out = []
+        for b, ((i, j), t) in enumerate(zip(indices, targets)):
+            pred = layer["keypoints"][b, i].detach().float()
+            gt, vis = t["keypoints"].to(pred)[j], t["visible"].to(pred)[j]
+            areas = torch.as_tensor(t["areas"]).to(pred)[j]
+            # oks_cost is -OKS for every (prediction, GT) pair; the matched pairs are its diagonal.
+            out.append(-self.matcher.oks_cost(pred, gt, vis, areas, t["image_size"]).diagonal())
+        return out
+
+    def loss_cls(self, logits: torch.Tensor, indices: Indices, quality: Optional[List[torch.Tensor]] = None):
+        """Sigmoid focal loss over all queries (B, Q, 1), class 0 for matched ones, / #matched (ranks, min 1).
+
+        ``quality``: per clip (n_b,) targets in [0, 1] for the matched queries (else 1); then the quality
+        focal loss alpha_t * |t - p|^gamma * BCE(p, t), which equals the focal loss for 0/1 targets.
+        """
         target = torch.zeros_like(logits)
+        positive = torch.zeros_like(logits, dtype=torch.bool)
         for b, (pred_idx, _) in enumerate(indices):
-            target[b, pred_idx, 0] = 1.0
+            target[b, pred_idx, 0] = 1.0 if quality is None else quality[b].to(logits)
+            positive[b, pred_idx, 0] = True
         # Non-finite logits (e.g. an implementation that masks padded encoder tokens with -inf) are left
         # out instead of turning the loss into nan; the official logits are always finite.
         finite = torch.isfinite(logits)
         safe = torch.where(finite, logits, torch.zeros_like(logits))
-        loss = sigmoid_focal_loss(safe, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+        if quality is None:
+            loss = sigmoid_focal_loss(safe, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+        else:
+            bce = F.binary_cross_entropy_with_logits(safe, target, reduction="none")
+            alpha_t = torch.where(positive, self.focal_alpha, 1.0 - self.focal_alpha)
+            loss = alpha_t * (target - safe.sigmoid()).abs().pow(self.focal_gamma) * bce
         num_matched = self._count(logits.new_tensor(float(sum(len(i) for i, _ in indices))))
         return (loss * finite).sum() / num_matched
+
+    def _loss_cls_for(self, layer: Dict, indices: Indices, targets: Sequence[Dict]) -> torch.Tensor:
+        quality = self.matched_oks(layer, indices, targets) if self.quality_target else None
+        return self.loss_cls(layer["logits"], indices, quality)
 
     def _gather(self, layer: Dict, indices: Indices, targets: Sequence[Dict]):
         """Matched predictions and their GT: pred/sigma/target (M, K, 2), visible (M, K)."""
@@ -226,7 +284,7 @@ class PAVENetCriterion(nn.Module):
         enc = outputs.get("enc")
         if enc is not None:
             enc_idx = self.match(enc, targets, valid=enc.get("valid"))
-            losses["loss_cls_enc"] = self.enc_class_weight * self.loss_cls(enc["logits"], enc_idx)
+            losses["loss_cls_enc"] = self.enc_class_weight * self._loss_cls_for(enc, enc_idx, targets)
             pred, sigma, tgt, vis = self._gather(enc, enc_idx, targets)
             losses["loss_kpt_enc"] = self.enc_rle_weight * rle_loss(pred, sigma, tgt, vis, enc_flow,
                                                                      self._count(2.0 * vis.sum()))
@@ -240,12 +298,21 @@ class PAVENetCriterion(nn.Module):
                 continue
             idx = last_layer_indices if i == last else self.match(layer, targets)
             suffix = "" if i == last else f"_d{i}"  # official names: d{i}.loss_* and loss_* for the last layer
-            losses["loss_cls" + suffix] = self.class_weight * self.loss_cls(layer["logits"], idx)
+            losses["loss_cls" + suffix] = self.class_weight * self._loss_cls_for(layer, idx, targets)
             pred, sigma, tgt, vis = self._gather(layer, idx, targets)
             normaliser = self._count(2.0 * vis.sum())
             if i == last:
                 last_normaliser = normaliser
             losses["loss_kpt" + suffix] = self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow, normaliser)
+
+        # Training-only one-to-many group (hybrid matching): every layer, no joint decoder.
+        for i, layer in enumerate(outputs.get("aux_pose_layers", []) or []):
+            idx = self.match_one_to_many(layer, targets, self.one_to_many_k)
+            w = self.one_to_many_weight
+            losses[f"loss_cls_o2m_d{i}"] = w * self.class_weight * self._loss_cls_for(layer, idx, targets)
+            pred, sigma, tgt, vis = self._gather(layer, idx, targets)
+            losses[f"loss_kpt_o2m_d{i}"] = w * self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow,
+                                                                          self._count(2.0 * vis.sum()))
 
         # Joint decoder: rows are the last pose layer's matched queries in the order of last_layer_indices;
         # its normaliser is the last pose layer's (official forward_refine).
@@ -277,7 +344,7 @@ def _clip_outputs(outputs: Dict, last_layer_indices: Indices, b: int) -> Dict:
     def one(d):
         return {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in d.items()}
 
-    out = {"pose_layers": [one(layer) for layer in outputs["pose_layers"]]}
+    out = {key: [one(layer) for layer in outputs.get(key, []) or []] for key in ("pose_layers", "aux_pose_layers")}
     if outputs.get("enc") is not None:
         out["enc"] = one(outputs["enc"])
     sizes = [len(i) for i, _ in last_layer_indices]

@@ -111,11 +111,17 @@ def _valid_ratio(mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([vw, vh], -1)
 
 
+def _query_slice(layer: Dict, sel: slice) -> Dict:
+    """One pose layer's outputs restricted to the queries `sel` ("references" is (B, F, Q, 2K))."""
+    return {key: (v[:, :, sel] if key == "references" else v[:, sel]) for key, v in layer.items()}
+
+
 class PAVENetHead(nn.Module):
     def __init__(self, *, num_frames=3, num_keypoints=15, num_queries=300, embed_dim=256, num_heads=8,
                  ffn_dim=1024, dropout=0.1, num_levels=4, enc_layers=6, enc_points=4, pose_layers=3,
                  joint_layers=2, joint_points=4, value_fill_before_proj=True, detach_pose_references=False,
-                 joint_offset_bias="shared_storage", f5_t2_reference_branch="next", flow_factory=None):
+                 joint_offset_bias="shared_storage", f5_t2_reference_branch="next", num_aux_queries=0,
+                 flow_factory=None):
         super().__init__()
         if f5_t2_reference_branch not in ("next", "next_next"):
             raise ValueError("MODEL.PAVENET.F5_T2_REFERENCE_BRANCH must be 'next' (official) or 'next_next', "
@@ -123,6 +129,10 @@ class PAVENetHead(nn.Module):
         self.f5_t2_reference_branch = f5_t2_reference_branch
         self.num_frames, self.num_keypoints, self.num_queries = num_frames, num_keypoints, num_queries
         self.embed_dim, self.num_levels = embed_dim, num_levels
+        # Training-only one-to-many query group (MODEL.PAVENET.ONE_TO_MANY_QUERIES); no parameters of its own.
+        self.num_aux_queries = int(num_aux_queries)
+        if self.num_aux_queries < 0:
+            raise ValueError(f"MODEL.PAVENET.ONE_TO_MANY_QUERIES must be >= 0, got {num_aux_queries}")
         self.key_frame = num_frames // 2
         self.prefixes = frame_prefixes(num_frames)
         self.aux_prefixes = [p for p in self.prefixes if p]
@@ -248,15 +258,20 @@ class PAVENetHead(nn.Module):
           "pose_layers": per layer {"logits" (B,Q,1), "keypoints" (B,Q,K,2), "sigma" (B,Q,K,2),
                                     "hs" (B,Q,C), "references" (B,F,Q,2K) after the layer}
           "init_reference": (B,Q,2K); "input_references": (B,F,Q,2K) references the last layer sampled with.
+        In training with A = num_aux_queries > 0 also "aux_pose_layers": the same per-layer dicts for the A
+        one-to-many queries (the encoder proposals ranked Q+1..Q+A). They run in the same decoder pass
+        behind a self-attention mask that keeps the two groups apart, so the Q one-to-one queries'
+        outputs are those of a forward without them; in eval mode the group does not exist.
         """
         f, c, k, q = self.num_frames, self.key_frame, self.num_keypoints, self.num_queries
+        a = self.num_aux_queries if self.training else 0
         n, s, dim = enc.memory.shape
         if n % f:
             raise ValueError(f"{n} encoded frames is not a multiple of NUM_FRAMES={f}")
         b = n // f
-        if s < q:
-            raise ValueError(f"only {s} encoder tokens per frame for NUM_QUERIES={q}: use larger images "
-                             "or fewer MODEL.PAVENET.NUM_QUERIES")
+        if s < q + a:
+            raise ValueError(f"only {s} encoder tokens per frame for NUM_QUERIES={q} (+ ONE_TO_MANY_QUERIES={a} "
+                             "in training): use larger images or fewer MODEL.PAVENET.NUM_QUERIES")
         memory = enc.memory.view(b, f, s, dim)
         mask = enc.padding_mask.view(b, f, s)
         key_mem, key_mask = memory[:, c], mask[:, c]
@@ -266,11 +281,17 @@ class PAVENetHead(nn.Module):
         enc_logits = self.cls_branches[n_dec](e)
         enc_kpt = self.kpt_branches[n_dec](e).view(b, s, k, 2) + proposals[:, :, None, :]
         enc_sigma = self.dec_fc_sigma_branches[n_dec](e).sigmoid().view(b, s, k, 2)
-        topk = torch.topk(enc_logits[..., 0], q, dim=1)[1]  # (B, Q), descending logits
+        topk = torch.topk(enc_logits[..., 0], q + a, dim=1)[1]  # (B, Q+A), descending logits
         sel_kpt = torch.gather(enc_kpt.flatten(2), 1, topk[..., None].expand(-1, -1, 2 * k)).detach()
-        init_ref = sel_kpt.sigmoid()  # (B, Q, 2K)
+        init_ref = sel_kpt.sigmoid()  # (B, Q+A, 2K)
         sel_e = torch.gather(e, 1, topk[..., None].expand(-1, -1, dim)).detach()
-        query_pos, content = torch.split(self.query_embedding.weight, dim, dim=1)
+        embedding = self.query_embedding.weight
+        self_attn_mask = None
+        if a:  # the one-to-many group reuses the embeddings cyclically; groups do not see each other
+            embedding = embedding[torch.arange(q + a, device=embedding.device) % q]
+            group = torch.arange(q + a, device=embedding.device) >= q
+            self_attn_mask = group[:, None] != group[None, :]
+        query_pos, content = torch.split(embedding, dim, dim=1)
         query_pos = query_pos[None].expand(b, -1, -1)
         query = content[None] + sel_e  # learnable content + detached encoder token (spec §4 ★)
 
@@ -282,27 +303,31 @@ class PAVENetHead(nn.Module):
         input_refs = refs
         for lid, layer in enumerate(self.transformer.decoder.layers):
             input_refs = refs
-            hs = layer(query, query_pos, memory, refs[:, :, :, None, :] * vr_k, enc.spatial_shapes, mask)
+            hs = layer(query, query_pos, memory, refs[:, :, :, None, :] * vr_k, enc.spatial_shapes, mask,
+                       self_attn_mask=self_attn_mask)
             new_refs = torch.stack(
                 [(self.pose_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
                  for fi, pre in enumerate(self.prefixes)], dim=1)
             layers_out.append({
                 "logits": self.cls_branches[lid](hs),
-                "keypoints": new_refs[:, c].view(b, q, k, 2),
-                "sigma": self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q, k, 2),
+                "keypoints": new_refs[:, c].view(b, q + a, k, 2),
+                "sigma": self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a, k, 2),
                 "hs": hs,
                 "references": new_refs,
             })
             # spec §5.2: the official decoder does NOT detach the references between layers.
             refs = new_refs.detach() if self.detach_pose_references else new_refs
             query = hs
-        return {
+        out = {
             "enc": {"logits": enc_logits, "keypoints": enc_kpt.sigmoid(), "sigma": enc_sigma, "valid": valid,
-                    "topk": topk},
-            "pose_layers": layers_out,
-            "init_reference": init_ref,
-            "input_references": input_refs,
+                    "topk": topk[:, :q]},
+            "pose_layers": [_query_slice(d, slice(0, q)) for d in layers_out] if a else layers_out,
+            "init_reference": init_ref[:, :q],
+            "input_references": input_refs[:, :, :q],
         }
+        if a:
+            out["aux_pose_layers"] = [_query_slice(d, slice(q, q + a)) for d in layers_out]
+        return out
 
     # ---------------------------------------------------------------- joint decoder
     def decode_joints(self, enc: EncodedFrames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:

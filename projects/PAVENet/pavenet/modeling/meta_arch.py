@@ -119,7 +119,7 @@ class PAVENet(nn.Module):
             joint_layers=P.JOINT_DEC_LAYERS, joint_points=P.JOINT_N_POINTS,
             value_fill_before_proj=P.VALUE_FILL_BEFORE_PROJ, detach_pose_references=P.DETACH_POSE_REFERENCES,
             joint_offset_bias=P.JOINT_OFFSET_BIAS, f5_t2_reference_branch=P.F5_T2_REFERENCE_BRANCH,
-            flow_factory=RealNVP,
+            num_aux_queries=P.ONE_TO_MANY_QUERIES, flow_factory=RealNVP,
         )
         k = P.NUM_KEYPOINTS
         sigmas = POSETRACK_OKS_SIGMAS if k == len(POSETRACK_OKS_SIGMAS) else (
@@ -281,7 +281,8 @@ class PAVENet(nn.Module):
         if query_idx.numel() > 0:
             init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
             joint = self.head.decode_joints(feats, clip_idx, init_refs)
-        outputs = {"enc": pose["enc"], "pose_layers": pose["pose_layers"], "joint_layers": joint}
+        outputs = {"enc": pose["enc"], "pose_layers": pose["pose_layers"], "joint_layers": joint,
+                   "aux_pose_layers": pose.get("aux_pose_layers", [])}
         with _no_autocast(self.device):
             return self.criterion(_float32(outputs), targets, last_idx, enc_flow=self.head.enc_flow,
                                   dec_flow=self.head.dec_flow, flow=self.head.flow)

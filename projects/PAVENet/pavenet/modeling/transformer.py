@@ -50,9 +50,10 @@ class SelfAttention(nn.Module):
         self.attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, pos):
+    def forward(self, x, pos, attn_mask=None):
+        """attn_mask: optional (Q, Q) bool, True = query i may NOT attend to key j."""
         q = x + pos if pos is not None else x
-        return x + self.dropout(self.attn(q, q, x, need_weights=False)[0])
+        return x + self.dropout(self.attn(q, q, x, attn_mask=attn_mask, need_weights=False)[0])
 
 
 class EncoderLayer(nn.Module):
@@ -78,8 +79,9 @@ class _DecoderLayer(nn.Module):
         self.ffns = nn.ModuleList([FFN(embed_dim, ffn_dim, dropout)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dim) for _ in range(3)])
 
-    def forward(self, query, query_pos, values, references, spatial_shapes, padding_mask, **kwargs):
-        x = self.norms[0](self.attentions[0](query, query_pos))
+    def forward(self, query, query_pos, values, references, spatial_shapes, padding_mask, self_attn_mask=None,
+                **kwargs):
+        x = self.norms[0](self.attentions[0](query, query_pos, self_attn_mask))
         x = self.norms[1](self.attentions[1](x, query_pos, values, references, spatial_shapes, padding_mask, **kwargs))
         return self.norms[2](self.ffns[0](x))
 
