@@ -158,7 +158,7 @@ def test_petr_to_pavenet_initialises_the_new_parts_as_spec7(official_keys, r50_m
             # frame's), every frame's offset bias is PETR's key-frame one, not the ring init
             assert torch.equal(sd[a + pre + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"])
         assert torch.equal(sd[a + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"])
-    # the fresh model's tied joint bias starts as the ring pattern, identical for all frames (spec §6)
+    # the fresh model's tied joint bias starts as the ring pattern, identical for all frames (docs/REFERENCE.md §6)
     fresh_head = _head(3).state_dict()
     for pre in ("pre_", "", "next_"):
         torch.testing.assert_close(

@@ -66,7 +66,7 @@ def fake_state_dict(keys, seed):
 
 
 def expected_name(k):
-    """The renaming of spec §13 / the naming contract, written independently of the converter."""
+    """The renaming of docs/REFERENCE.md §13 / the naming contract, written independently of the converter."""
     if k.startswith("bbox_head."):
         return "head." + k[len("bbox_head."):]
     if k.startswith("neck."):
@@ -102,7 +102,7 @@ def expected_value(sd, k, num_frames=3):
 
 
 def f5_keys(keys):
-    """F=5 key list: add pre_pre_/next_next_ variants of every per-frame tensor (spec §13)."""
+    """F=5 key list: add pre_pre_/next_next_ variants of every per-frame tensor (docs/REFERENCE.md §13)."""
     out = []
     for name, shape in keys:
         out.append((name, shape))
@@ -122,7 +122,7 @@ PETR_ABSENT = re.compile(
 
 
 def petr_keys(keys, k=17):
-    """A single-frame PETR (COCO, 17 joints) key list derived from the official PAVE-Net one (spec §14)."""
+    """A single-frame PETR (COCO, 17 joints) key list derived from the official PAVE-Net one (docs/REFERENCE.md §14)."""
     out = []
     for name, shape in keys:
         if PETR_ABSENT.search(name):

@@ -1,4 +1,4 @@
-"""RealNVP, RLE loss and PAVENetCriterion (pavenet_spec.md §7, §8)."""
+"""RealNVP, RLE loss and PAVENetCriterion (docs/REFERENCE.md §7, §8)."""
 import math
 
 import pytest

@@ -11,7 +11,7 @@ def test_clip_indices_replicate_at_both_ends():
     assert clip_frame_indices(0, 3, 10) == [0, 0, 1]
     assert clip_frame_indices(9, 3, 10) == [8, 9, 9]
     assert clip_frame_indices(5, 3, 10) == [4, 5, 6]
-    # F=5 (spec §12): at index 1, t-2 = t-1 = frame 0; at the last-but-one, t+2 = t+1
+    # F=5 (docs/REFERENCE.md §12): at index 1, t-2 = t-1 = frame 0; at the last-but-one, t+2 = t+1
     assert clip_frame_indices(1, 5, 10) == [0, 0, 1, 2, 3]
     assert clip_frame_indices(0, 5, 10) == [0, 0, 0, 1, 2]
     assert clip_frame_indices(8, 5, 10) == [6, 7, 8, 9, 9]

@@ -1,4 +1,4 @@
-"""poseval re-implementation: each rule of shared/docs/posetrack_eval.md pinned by a hand-computed case."""
+"""poseval re-implementation: each rule of docs/POSETRACK_METRICS.md pinned by a hand-computed case."""
 import json
 import math
 import os

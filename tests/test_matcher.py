@@ -1,4 +1,4 @@
-"""Hungarian pose matcher (pavenet_spec.md §8): hand-built assignments and hand-computed cost terms."""
+"""Hungarian pose matcher (docs/REFERENCE.md §8): hand-built assignments and hand-computed cost terms."""
 import math
 
 import pytest

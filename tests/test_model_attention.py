@@ -71,7 +71,7 @@ def test_multi_frame_equals_official_per_frame_loop():
         out_f = ms_deform_attn_core(values[:, fi], shapes, locs[:, :, :, fi], w).view(n, q, nh, d)
         ref = ref + out_f * (sums[:, :, :, fi] / total)
     assert torch.allclose(ours, ref.flatten(2), atol=1e-5)
-    # ... and stays finite where the official exp-sum overflows (spec §16 8c)
+    # ... and stays finite where the official exp-sum overflows (docs/REFERENCE.md §16 8c)
     big = multi_frame_deform_attn(values, shapes, locs, logits + 200.0)
     assert torch.isfinite(big).all() and torch.allclose(big, ours, atol=1e-5)
 

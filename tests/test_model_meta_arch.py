@@ -156,7 +156,7 @@ def test_other_frame_counts_run(frames):
 
 
 def test_f5_joint_start_pose_follows_the_official_t2_branch():
-    """spec §16 8a: the official F=5 head recomputes the t+2 joint-decoder start pose with next_kpt_branches
+    """docs/REFERENCE.md §16 8a: the official F=5 head recomputes the t+2 joint-decoder start pose with next_kpt_branches
     (default "next"); "next_next" starts from the pose decoder's own t+2 reference."""
     from pavenet.modeling.transformer import inverse_sigmoid
 

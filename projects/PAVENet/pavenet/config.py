@@ -1,7 +1,7 @@
 """`add_pavenet_config`: every PAVE-Net config key with its default (R50, F=3, PoseTrack17 recipe).
 
 Only keys that exist in detectron2 v0.6's `get_cfg()` or that are added here may appear in YAML.
-Defaults follow the official final config (pavenet_spec.md §10, §17).
+Defaults follow the official final config (docs/REFERENCE.md §10, §17).
 """
 import os
 from typing import Sequence
@@ -78,7 +78,7 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.SWIN.DEPTHS = []
     P.SWIN.NUM_HEADS = []
     P.SWIN.WINDOW_SIZE = 0
-    # Loss weights (spec §8) and matcher costs.
+    # Loss weights (docs/REFERENCE.md §8) and matcher costs.
     P.CLASS_WEIGHT = 0.5
     P.ENC_CLASS_WEIGHT = 0.5
     P.RLE_WEIGHT = 1.0
@@ -94,13 +94,13 @@ def add_pavenet_config(cfg: CN) -> CN:
     # x N gradient-accumulation steps); "batch": one normaliser for the whole batch (docs/MODEL.md).
     P.LOSS_NORMALIZATION = "clip"
     # Faithfulness switches (docs/MODEL.md lists each): the official code's behaviour is the default.
-    P.VALUE_FILL_BEFORE_PROJ = True  # spec §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
-    P.DETACH_POSE_REFERENCES = False  # spec §5.2: the official decoder does not detach between layers
+    P.VALUE_FILL_BEFORE_PROJ = True  # docs/REFERENCE.md §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
+    P.DETACH_POSE_REFERENCES = False  # docs/REFERENCE.md §5.2: the official decoder does not detach between layers
     # The official joint attention gives all F frames' sampling_offsets.bias one storage under F
     # Parameters ("shared_storage": last frame's value wins on load, F gradients and F updates per step);
     # "shared_parameter" = one Parameter (one summed gradient, one update); "independent" = F biases.
     P.JOINT_OFFSET_BIAS = "shared_storage"
-    # spec §16 8a: the official F=5 head starts the joint decoder's t+2 pose from next_kpt_branches;
+    # docs/REFERENCE.md §16 8a: the official F=5 head starts the joint decoder's t+2 pose from next_kpt_branches;
     # "next_next" uses that frame's own branch (as the pose decoder itself does).
     P.F5_T2_REFERENCE_BRANCH = "next"
     # Deformable-attention sampling: "auto" (the compiled torch-ms-deform-attn kernel when it imports,
@@ -120,9 +120,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it
     P.TEST.OKS_NMS_THRESH = 0.0  # 0 = NMS-free (paper); 0.45 reproduces the experimental head
-    P.TEST.COORD_REWEIGHT = True  # the official p^5/(p^5+1e-10) coordinate weighting (spec §9)
+    P.TEST.COORD_REWEIGHT = True  # the official p^5/(p^5+1e-10) coordinate weighting (docs/REFERENCE.md §9)
 
-    # Clip sampling and augmentation (spec §10, §12). Augmentations are drawn once per clip.
+    # Clip sampling and augmentation (docs/REFERENCE.md §10, §12). Augmentations are drawn once per clip.
     cfg.INPUT.MIN_SIZE_TRAIN = (400, 1200)
     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "range"
     cfg.INPUT.MAX_SIZE_TRAIN = 1200
@@ -139,7 +139,7 @@ def add_pavenet_config(cfg: CN) -> CN:
     I.ROTATION = 30.0  # degrees, uniform in [-ROTATION, ROTATION]; 0 disables
     I.COLOR_AUG = True  # photometric distortion, same values for every frame
     I.TEST_FRAMES = "labeled"  # "labeled" or "all": which frames of a test video get a clip
-    I.PSEUDO_CLIP_MAX_ROTATION = 5  # COCO pseudo-clips (spec §11): aux frames rotated by randint{0..N} deg
+    I.PSEUDO_CLIP_MAX_ROTATION = 5  # COCO pseudo-clips (docs/REFERENCE.md §11): aux frames rotated by randint{0..N} deg
 
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.BASE_LR = 2e-5

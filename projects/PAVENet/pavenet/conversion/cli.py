@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dst", required=True, help="output path, written as {'model': state_dict}")
     p.add_argument("--arch", choices=("pavenet", "petr"), default="pavenet",
                    help="pavenet: an official PAVE-Net checkpoint (renaming only); petr: a single-frame PETR "
-                   "checkpoint used to initialise a PAVE-Net (spec §14)")
+                   "checkpoint used to initialise a PAVE-Net (docs/REFERENCE.md §14)")
     p.add_argument("--num-frames", type=int, choices=(1, 3, 5), default=3, help="frames per clip of the model (F)")
     p.add_argument("--coco-to-posetrack", action="store_true",
                    help="slice every keypoint-indexed tensor from the 17 COCO joints to the 15 PoseTrack joints")

@@ -1,7 +1,7 @@
 """Official mmdetection/mmcv checkpoints (PAVE-Net, PETR) -> our detectron2 state dict.
 
 Pure functions on state dicts; no model is needed (pass ``target_state_dict`` to get the strict
-two-way check against a real model). The naming contract (docs/MODEL.md, spec §13):
+two-way check against a real model). The naming contract (docs/MODEL.md, docs/REFERENCE.md §13):
 
 * ``backbone.`` mmdet ResNet -> detectron2 ResNet (``conv1`` -> ``stem.conv1``, ``bn1`` ->
   ``stem.conv1.norm``, ``layer{i}.{b}.conv{j}`` -> ``res{i+1}.{b}.conv{j}``, ``bn{j}`` ->
@@ -11,13 +11,13 @@ two-way check against a real model). The naming contract (docs/MODEL.md, spec §
   with the patch-merging channel order undone (mmdet uses nn.Unfold, timm a reshape).
 * ``neck.`` is kept, ``bbox_head.`` -> ``head.`` with identical sub-names.
 
-PETR (single frame, 17 COCO joints) -> PAVE-Net initialisation (spec §7, §14): key-frame modules
+PETR (single frame, 17 COCO joints) -> PAVE-Net initialisation (docs/REFERENCE.md §7, §14): key-frame modules
 map one to one; the parameters PETR does not have (per-frame ``pre_``/``next_`` attention
 projections and keypoint MLPs, sigma branches, RealNVP flows) keep the *constructor* init of a
 freshly built PAVE-Net, which the caller passes as ``init_state_dict`` (that is what the official
-runs did: mmcv's top-level Pretrained init skips every child init, spec §7 "Init order").
+runs did: mmcv's top-level Pretrained init skips every child init, docs/REFERENCE.md §7 "Init order").
 
-``coco_to_posetrack=True`` slices every keypoint-indexed tensor from 17 to 15 joints (spec §11:
+``coco_to_posetrack=True`` slices every keypoint-indexed tensor from 17 to 15 joints (docs/REFERENCE.md §11:
 keep COCO joints [0, 1, 2, 5..16], i.e. drop the ears).
 """
 import collections
@@ -54,7 +54,7 @@ class ConversionError(ValueError):
     """A checkpoint that does not fit the requested architecture / target model."""
 
 
-# Per-frame attribute prefixes in frame order t-T..t+T (spec §5.1); "" is the key frame.
+# Per-frame attribute prefixes in frame order t-T..t+T (docs/REFERENCE.md §5.1); "" is the key frame.
 FRAME_PREFIXES: Dict[int, Tuple[str, ...]] = {
     1: ("",),
     3: ("pre_", "", "next_"),
@@ -67,7 +67,7 @@ _AUX_PREFIX_RE = r"(?:pre_pre_|next_next_|pre_|next_)"
 IGNORED_SOURCE_KEYS: Tuple[Tuple[str, str], ...] = (
     (r"(^|\.)num_batches_tracked$", "BN step counter; detectron2's FrozenBN has no such buffer"),
     (r"^bbox_head\.(?:transformer\.)?hm_encoder\.",
-     "PETR's auxiliary heatmap encoder (transformer.hm_encoder); PAVE-Net does not build it (spec §13, §14)"),
+     "PETR's auxiliary heatmap encoder (transformer.hm_encoder); PAVE-Net does not build it (docs/REFERENCE.md §13, §14)"),
 )
 # Optional source tensors: mapped when the target has them, otherwise dropped (constant buffers the
 # target recomputes, e.g. timm registers Swin's relative_position_index as non-persistent).
@@ -296,7 +296,7 @@ def detect_num_keypoints(state_dict: Mapping[str, torch.Tensor]) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Keypoint slicing (spec §11)
+# Keypoint slicing (docs/REFERENCE.md §11)
 # --------------------------------------------------------------------------------------------------
 _POSE_ATTN_RE = re.compile(
     rf"^head\.transformer\.decoder\.layers\.\d+\.attentions\.\d+\.(?:{_AUX_PREFIX_RE})?"
@@ -502,7 +502,7 @@ def convert_official_state_dict_with_report(
         if init_state_dict is None:
             raise ConversionError(
                 "PETR -> PAVE-Net needs init_state_dict (a freshly built PAVE-Net's state_dict) for the "
-                "parameters PETR does not have (per-frame projections/MLPs, sigma branches, flows; spec §7)"
+                "parameters PETR does not have (per-frame projections/MLPs, sigma branches, flows; docs/REFERENCE.md §7)"
             )
         for key, value in init_state_dict.items():
             if key in out or not any(re.search(p, key) for p in PAVENET_NEW_PARAMS):
@@ -597,7 +597,7 @@ def convert_official_state_dict(
         arch: "pavenet" (an official PAVE-Net checkpoint with ``num_frames`` frames: renaming only) or
             "petr" (a single-frame PETR checkpoint used to initialise a ``num_frames`` PAVE-Net).
         num_frames: F of the target model (1, 3 or 5); must match a PAVE-Net checkpoint's F.
-        coco_to_posetrack: slice every keypoint-indexed tensor 17 -> 15 joints (spec §11).
+        coco_to_posetrack: slice every keypoint-indexed tensor 17 -> 15 joints (docs/REFERENCE.md §11).
         target_state_dict: optional state dict (or just names/shapes) of the target model; when given,
             every target tensor must be filled and every converted tensor must exist with its shape.
         init_state_dict: a freshly built PAVE-Net's state dict; required for arch="petr", the source of

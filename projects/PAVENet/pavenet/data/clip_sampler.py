@@ -1,7 +1,7 @@
 """Which frames make up a clip (pure Python: no torch, no detectron2).
 
 A clip is F = 2T+1 frames around a key frame, in order t-T..t+T with the key frame at index F // 2.
-At the video borders the nearest existing frame is replicated (pavenet_spec.md §12: at the first
+At the video borders the nearest existing frame is replicated (docs/REFERENCE.md §12: at the first
 frame prev = current, at the last frame next = current; for F=5 at index 1, t-2 = t-1 = frame 0).
 Indices are positions in the video's ordered frame list, so 2017 (1-based, 8-digit names) and
 2018/21 (0-based, 6-digit names) are handled alike: the loaders already turned names into positions.

@@ -2,7 +2,7 @@
 
 Every random parameter is drawn once per clip on the key frame (detectron2 `T.AugInput` ->
 `TransformList`) and the same `TransformList` is applied to every frame and to the keypoints
-(pavenet_spec.md §10). Training order, as the official pipeline: photometric distortion -> rotation about
+(docs/REFERENCE.md §10). Training order, as the official pipeline: photometric distortion -> rotation about
 the centre -> horizontal flip (left/right joints swapped via the dataset's own flip map) -> AutoAugment-like
 resize policy (a) or resize -> crop -> resize policy (b). Test: ResizeShortestEdge only.
 
@@ -85,7 +85,7 @@ class PhotometricTransform(T.Transform):
 
 
 class PhotometricDistortion(T.Augmentation):
-    """Draws the PhotometricTransform parameters (each step with p=0.5, spec §10)."""
+    """Draws the PhotometricTransform parameters (each step with p=0.5, docs/REFERENCE.md §10)."""
 
     def __init__(self, brightness_delta=32.0, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
                  hue_delta=18.0, image_format="RGB"):
@@ -122,7 +122,7 @@ class _FilledRotationTransform(T.RotationTransform):
 
 
 class MeanFillRotation(T.Augmentation):
-    """Rotation by U(-max_angle, max_angle) degrees about the image centre, border = mean pixel (spec §10)."""
+    """Rotation by U(-max_angle, max_angle) degrees about the image centre, border = mean pixel (docs/REFERENCE.md §10)."""
 
     def __init__(self, max_angle: float, fill=(124, 116, 104)):
         super().__init__()
@@ -200,7 +200,7 @@ class PoseTrackClipDatasetMapper:
             crop_augmentations / crop_prob: policy (b), chosen with probability crop_prob (training).
             num_frames: F = 2T+1.
             keypoint_hflip_indices: flip permutation from the dataset's metadata (required with flips).
-            pseudo_clip: COCO pseudo-clip (spec §11): every frame is the key image, auxiliary frames rotated.
+            pseudo_clip: COCO pseudo-clip (docs/REFERENCE.md §11): every frame is the key image, auxiliary frames rotated.
             max_redraws: training re-draws of the augmentation when no person keeps a visible joint.
         """
         if num_frames < 1 or num_frames % 2 == 0:
@@ -260,7 +260,7 @@ class PoseTrackClipDatasetMapper:
         return frames, [names[i] for i in idx]
 
     def _pseudo_clip_frames(self, key: np.ndarray) -> List[np.ndarray]:
-        """spec §11: frame t+d is the key image rotated by d*r degrees about its centre (positive =
+        """docs/REFERENCE.md §11: frame t+d is the key image rotated by d*r degrees about its centre (positive =
         counter-clockwise; t-1 clockwise), black border. F=3: r ~ randint{0..max}; F>=5: r = 2 (official).
         At test time r = 0 (pure replication) so evaluation is deterministic."""
         half = self.num_frames // 2

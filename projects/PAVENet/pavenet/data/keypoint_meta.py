@@ -1,7 +1,7 @@
 """Keypoint layouts in one place: names, flip maps, skeletons, OKS sigmas and format mappings.
 
 Pure Python (no torch, no detectron2) so that loaders, writers, the evaluator and the converter can
-all share it. The model's PoseTrack order is the 15-joint order of pavenet_spec.md §12.
+all share it. The model's PoseTrack order is the 15-joint order of docs/REFERENCE.md §12.
 """
 from typing import Dict, List, Tuple
 
@@ -40,7 +40,7 @@ POSETRACK_JOINT_GROUPS: Dict[str, Tuple[str, ...]] = {
     "Ankle": ("left_ankle", "right_ankle"),
 }
 
-# OKS sigmas (spec §8): nose, head_bottom, head_top, then the COCO body values.
+# OKS sigmas (docs/REFERENCE.md §8): nose, head_bottom, head_top, then the COCO body values.
 POSETRACK_OKS_SIGMAS: Tuple[float, ...] = (
     0.026, 0.079, 0.079, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
     0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
@@ -56,7 +56,7 @@ COCO_OKS_SIGMAS: Tuple[float, ...] = (
     0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
     0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
 )
-# spec §11: COCO joints kept when a 17-joint model is turned into a 15-joint PoseTrack one.
+# docs/REFERENCE.md §11: COCO joints kept when a 17-joint model is turned into a 15-joint PoseTrack one.
 COCO_TO_POSETRACK_INDICES: Tuple[int, ...] = POSETRACK18_SLOTS_FOR_15
 
 

@@ -1,7 +1,7 @@
 """Overlays through detectron2's VideoVisualizer, one colour kept per track id.
 
 VideoVisualizer (v0.6 and main) indexes `pred_boxes` and `pred_classes` unconditionally and honours an
-explicit `COLOR` field (guide §7, §10.2), so every drawn `Instances` carries both plus `COLOR` from a
+explicit `COLOR` field, so every drawn `Instances` carries both plus `COLOR` from a
 fixed palette keyed by `pred_track_ids`. Keypoints scoring below `keypoint_thresh` are hidden by zeroing
 their score (the Visualizer's own 0.05 threshold is internal to the Visualizer VideoVisualizer creates).
 """

@@ -25,7 +25,7 @@ from .amp import AMPTrainer, amp_dtype
 
 
 def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, Any]]:
-    """Parameter groups by lr multiplier (spec §10): names containing `backbone` or `sampling_offsets`
+    """Parameter groups by lr multiplier (docs/REFERENCE.md §10): names containing `backbone` or `sampling_offsets`
     (this includes the per-frame `pre_`/`next_` offsets) get their multiplier, the rest the base lr.
 
     As in the official recipe, weight decay applies to every parameter (no norm/bias exemptions). Few

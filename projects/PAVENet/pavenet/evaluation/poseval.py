@@ -1,13 +1,13 @@
 """An independent, vectorised re-implementation of PoseTrack's official `poseval` (AP and MOTA).
 
-Written from the rules in `shared/docs/posetrack_eval.md` (§1-§7); no code is copied from poseval or
+Written from the rules in `docs/POSETRACK_METRICS.md` (§1-§7); no code is copied from poseval or
 py-motmetrics. Only numpy (and scipy's Hungarian solver for the MOT assignment) is needed.
 
 Internally every pose is stored in the model's 15-joint order (`keypoint_meta.POSETRACK_KEYPOINT_NAMES`);
 per-joint results are keyed by those PoseTrack18 names. poseval's joint ids only matter when reading the
 2017 ("annolist") format, through `keypoint_meta.POSEVAL_ID_FOR_15`.
 
-Pipeline (posetrack_eval.md §3, order matters):
+Pipeline (docs/POSETRACK_METRICS.md §3, order matters):
   1. read GT and prediction files; predictions are paired with GT frames **by position**;
   2. keep only frames whose GT has at least one person (`is_labeled` is never read);
   3. drop persons without a point list (2017 `annopoints: []`);
@@ -531,7 +531,7 @@ def _remove_ignored(poses: Poses, polys: List[np.ndarray]) -> Poses:
 
 
 def prepare_frame(gt: Poses, pred: Poses, polys: List[np.ndarray]) -> Tuple[Poses, Poses]:
-    """posetrack_eval.md §3 steps 4-5 for one frame that is evaluated (its GT had people)."""
+    """docs/POSETRACK_METRICS.md §3 steps 4-5 for one frame that is evaluated (its GT had people)."""
     gt = gt.take(gt.has_points)
     pred = pred.take(pred.has_points)
     if polys:

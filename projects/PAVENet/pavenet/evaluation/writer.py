@@ -1,6 +1,6 @@
 """Writers for PoseTrack18 per-sequence prediction files and COCO keypoint results (atomic writes).
 
-poseval's hard requirements (posetrack_eval.md §2): one file per GT sequence with the GT file name, every
+poseval's hard requirements (docs/POSETRACK_METRICS.md §2): one file per GT sequence with the GT file name, every
 GT frame in GT order (pairing is by position), one `person` category with the 17 PoseTrack18 slot names,
 a `track_id` (< 10000, unique per frame) on every person, the ears written as (0, 0, 0), joint scores in
 `scores` (17, slot order). A joint is absent only when written as exactly (0, 0, 0).

@@ -66,7 +66,7 @@ def _import_model_registry():
 
 
 def _checkpointer(model):
-    # A DetectionCheckpointer that also loads local non-tensor pickles on torch >= 2.6 (guide §10.3).
+    # The project checkpointer: weights_only-safe loading of local files (torch >= 2.6 defaults to it).
     from pavenet.checkpoint import PAVENetCheckpointer
 
     return PAVENetCheckpointer(model)

@@ -1,4 +1,4 @@
-"""Backbone extras, neck and positional encoding (pavenet_spec.md §2).
+"""Backbone extras, neck and positional encoding (docs/REFERENCE.md §2).
 
 * The R50 backbone is detectron2's own `build_resnet_backbone` (FrozenBN, res3-res5,
   STRIDE_IN_1X1=False, FREEZE_AT=2), chosen by MODEL.BACKBONE.NAME; all B*F frames go through it as
@@ -62,7 +62,7 @@ class ChannelMapperNeck(nn.Module):
 
 
 class SinePositionalEncoding(nn.Module):
-    """(B, H, W) bool mask (True = padded) -> (B, 2*num_feats, H, W) sine encoding (spec §2).
+    """(B, H, W) bool mask (True = padded) -> (B, 2*num_feats, H, W) sine encoding (docs/REFERENCE.md §2).
 
     Normalised with offset -0.5 and eps 1e-6, scale 2*pi, temperature 10000; sin/cos interleaved;
     the y half comes first.

@@ -1,4 +1,4 @@
-"""PAVE-Net training losses (pavenet_spec.md §8): Hungarian matching per output set, sigmoid focal
+"""PAVE-Net training losses (docs/REFERENCE.md §8): Hungarian matching per output set, sigmoid focal
 classification loss and RLE keypoint loss with deep supervision.
 
 Usage by the model (``PAVENet`` in ``meta_arch.py``)::
@@ -17,16 +17,16 @@ Usage by the model (``PAVENet`` in ``meta_arch.py``)::
     "areas":      (N,) float, object area in pixels of the (transformed) image, for the OKS cost
     "image_size": (h, w) of the unpadded (transformed) image, pixels
     N may be 0. ``targets_from_instances`` builds this from the mapper's ``Instances`` and drops
-    persons without any visible joint (spec §6: they are not supervised).
+    persons without any visible joint (docs/REFERENCE.md §6: they are not supervised).
 
 ``outputs``: dict
     "enc": {"logits": (B, S, 1), "keypoints": (B, S, K, 2) in [0, 1], "sigma": (B, S, K, 2) in (0, 1),
-            "valid": (B, S) bool, optional}   key-frame encoder tokens (spec §4). Only valid tokens are matched;
+            "valid": (B, S) bool, optional}   key-frame encoder tokens (docs/REFERENCE.md §4). Only valid tokens are matched;
             keypoints/sigma of invalid tokens may be inf/nan (they are never read). As in the official
             code every token with a finite logit, valid or not, is a focal-loss negative (keep them finite
             to match the official code; non-finite logits are skipped rather than producing nan).
     "pose_layers": [{"logits": (B, Q, 1), "keypoints": (B, Q, K, 2), "sigma": (B, Q, K, 2)}, ...]
-            one dict per pose-decoder layer, first to last (key-frame outputs, spec §5.2).
+            one dict per pose-decoder layer, first to last (key-frame outputs, docs/REFERENCE.md §5.2).
     "joint_layers": [{"keypoints": (M, K, 2), "sigma": (M, K, 2)}, ...]
             one dict per joint-decoder layer; rows are the last pose layer's matched queries, clip by
             clip in the order of ``last_layer_indices`` (M = total matched). May be empty/absent.
@@ -93,7 +93,7 @@ def targets_from_instances(instances) -> Dict:
 
 
 class PAVENetCriterion(nn.Module):
-    """Matching + focal classification + RLE losses for every output set (spec §8); holds no parameters.
+    """Matching + focal classification + RLE losses for every output set (docs/REFERENCE.md §8); holds no parameters.
 
     Args:
         matcher: a ``PoseHungarianMatcher``.
@@ -280,7 +280,7 @@ class PAVENetCriterion(nn.Module):
         if not pose_layers:
             raise ValueError("PAVENetCriterion: outputs['pose_layers'] must hold at least one decoder layer")
 
-        # Encoder proposals: only valid (unpadded, in-image) tokens may be matched (spec §4).
+        # Encoder proposals: only valid (unpadded, in-image) tokens may be matched (docs/REFERENCE.md §4).
         enc = outputs.get("enc")
         if enc is not None:
             enc_idx = self.match(enc, targets, valid=enc.get("valid"))
@@ -355,5 +355,5 @@ def _clip_outputs(outputs: Dict, last_layer_indices: Indices, b: int) -> Dict:
 
 
 def build_criterion(cfg) -> PAVENetCriterion:
-    """The criterion configured by ``cfg.MODEL.PAVENET`` (weights and matcher costs of spec §8)."""
+    """The criterion configured by ``cfg.MODEL.PAVENET`` (weights and matcher costs of docs/REFERENCE.md §8)."""
     return PAVENetCriterion.from_config(cfg)

@@ -1,5 +1,5 @@
 """PAVE-Net head (official `bbox_head`): spatial encoder, query selection, spatiotemporal pose decoder,
-spatiotemporal joint decoder and their prediction branches (pavenet_spec.md §3-§7).
+spatiotemporal joint decoder and their prediction branches (docs/REFERENCE.md §3-§7).
 
 Shapes: B clips of F frames (frame order t-T..t+T, key frame c = F // 2), Q pose queries, K joints,
 C channels, L levels, S tokens per frame. Keypoints are normalised to the UNPADDED image
@@ -74,7 +74,7 @@ class LinearWithNorm(nn.Module):
 
 
 class _FrozenLinearParams(nn.Module):
-    """Keeps `fc_hm.{weight,bias}` as buffers: the heatmap branch is disabled in PAVE-Net (spec §7), the
+    """Keeps `fc_hm.{weight,bias}` as buffers: the heatmap branch is disabled in PAVE-Net (docs/REFERENCE.md §7), the
     tensors exist only so official checkpoints load strictly; as buffers they are never 'unused params'."""
 
     def __init__(self, cin, cout):
@@ -143,7 +143,7 @@ class PAVENetHead(nn.Module):
         self.transformer = PAVETransformer(num_frames, num_keypoints, embed_dim, num_heads, num_levels, ffn_dim,
                                            dropout, enc_layers, enc_points, pose_layers, joint_layers, joint_points,
                                            value_fill_before_proj, joint_offset_bias)
-        n_pred = pose_layers + 1  # the last entry serves the encoder proposals (spec §4)
+        n_pred = pose_layers + 1  # the last entry serves the encoder proposals (docs/REFERENCE.md §4)
         self.cls_branches = nn.ModuleList([nn.Linear(c, 1) for _ in range(n_pred)])
         self.kpt_branches = nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(n_pred)])
         self.dec_fc_sigma_branches = nn.ModuleList([_sigma_branch(c, k2) for _ in range(n_pred)])
@@ -163,7 +163,7 @@ class PAVENetHead(nn.Module):
 
     # ---------------------------------------------------------------- init
     def init_weights(self) -> None:
-        """Head inits of spec §7, applied after the transformer's generic xavier pass."""
+        """Head inits of docs/REFERENCE.md §7, applied after the transformer's generic xavier pass."""
         bias = -torch.log(torch.tensor((1 - 0.01) / 0.01)).item()
         for m in self.cls_branches:
             nn.init.constant_(m.bias, bias)
@@ -228,7 +228,7 @@ class PAVENetHead(nn.Module):
 
     # ---------------------------------------------------------------- query selection
     def _proposals(self, memory, mask, spatial_shapes):
-        """Key-frame tokens -> (E (B,S,C), proposal logits (B,S,2), valid (B,S)) (spec §4)."""
+        """Key-frame tokens -> (E (B,S,C), proposal logits (B,S,2), valid (B,S)) (docs/REFERENCE.md §4)."""
         n = memory.shape[0]
         props, cur = [], 0
         for h, w in spatial_shapes.tolist():
@@ -293,7 +293,7 @@ class PAVENetHead(nn.Module):
             self_attn_mask = group[:, None] != group[None, :]
         query_pos, content = torch.split(embedding, dim, dim=1)
         query_pos = query_pos[None].expand(b, -1, -1)
-        query = content[None] + sel_e  # learnable content + detached encoder token (spec §4 ★)
+        query = content[None] + sel_e  # learnable content + detached encoder token (docs/REFERENCE.md §4 ★)
 
         # Pose decoder valid ratios: the key frame's (all frames of a clip share one image size).
         vr = enc.valid_ratios.view(b, f, -1, 2)[:, c]  # (B, L, 2)
@@ -315,7 +315,7 @@ class PAVENetHead(nn.Module):
                 "hs": hs,
                 "references": new_refs,
             })
-            # spec §5.2: the official decoder does NOT detach the references between layers.
+            # docs/REFERENCE.md §5.2: the official decoder does NOT detach the references between layers.
             refs = new_refs.detach() if self.detach_pose_references else new_refs
             query = hs
         out = {
@@ -344,7 +344,7 @@ class PAVENetHead(nn.Module):
         m = init_refs.shape[0]
         memory = enc.memory.view(b, f, s, dim)
         mask = enc.padding_mask.view(b, f, s)
-        # Each person's own clip's valid ratios (spec §16 8b: the official code mixes person/frame order).
+        # Each person's own clip's valid ratios (docs/REFERENCE.md §16 8b: the official code mixes person/frame order).
         vr = enc.valid_ratios.view(b, f, -1, 2)[clip_index]  # (M, F, L, 2)
         query_pos, content = torch.split(self.transformer.refine_query_embedding.weight, dim, dim=1)
         query_pos = query_pos[None].expand(m, -1, -1)
@@ -363,7 +363,7 @@ class PAVENetHead(nn.Module):
                 "hs": hs,
                 "references": new_refs,
             })
-            refs = new_refs  # not detached between joint layers (spec §6)
+            refs = new_refs  # not detached between joint layers (docs/REFERENCE.md §6)
             query = hs
         return out
 
@@ -372,7 +372,7 @@ class PAVENetHead(nn.Module):
         last = pose_out["pose_layers"][-1]["references"]  # (B, F, Q, 2K)
         sel = last[clip_index, :, query_index]  # (M, F, 2K)
         if self.num_frames == 5 and self.f5_t2_reference_branch == "next":
-            # spec §16 8a: the official F=5 head recomputes the t+2 start pose with next_kpt_branches
+            # docs/REFERENCE.md §16 8a: the official F=5 head recomputes the t+2 start pose with next_kpt_branches
             # (the decoder itself used next_next_kpt_branches); converted F=5 weights expect that.
             hs = pose_out["pose_layers"][-1]["hs"][clip_index, query_index]  # (M, C)
             ref_in = pose_out["input_references"][clip_index, 4, query_index]  # (M, 2K)

@@ -1,4 +1,4 @@
-"""One-to-one Hungarian matching between pose predictions and GT persons (pavenet_spec.md §8).
+"""One-to-one Hungarian matching between pose predictions and GT persons (docs/REFERENCE.md §8).
 
 C(i, j) = cost_class * C_cls + cost_kpt_l1 * C_L1 + cost_oks * C_oks, solved with scipy's
 ``linear_sum_assignment``; no gradient flows through the matching.
@@ -32,7 +32,7 @@ def check_targets(targets: Sequence[Dict], num_keypoints: int) -> None:
 
 
 class PoseHungarianMatcher:
-    """Hungarian matcher with the focal classification, normalised L1 and OKS costs of spec §8.
+    """Hungarian matcher with the focal classification, normalised L1 and OKS costs of docs/REFERENCE.md §8.
 
     Args:
         cost_class, cost_kpt_l1, cost_oks: cost weights (official 2.0 / 70.0 / 7.0).
@@ -97,7 +97,7 @@ class PoseHungarianMatcher:
         """Weighted total cost (Q, N) for one clip: logits (Q, 1), keypoints (Q, K, 2) in [0, 1]."""
         gt, vis = target["keypoints"].to(keypoints), target["visible"].to(keypoints)
         areas = torch.as_tensor(target["areas"]).to(keypoints)
-        gt = gt * (vis[..., None] > 0)  # invisible GT coordinates = 0 (spec §8)
+        gt = gt * (vis[..., None] > 0)  # invisible GT coordinates = 0 (docs/REFERENCE.md §8)
         c = self.cost_class * self.class_cost(logits, gt.shape[0])
         c = c + self.cost_kpt_l1 * self.kpt_l1_cost(keypoints, gt, vis)
         c = c + self.cost_oks * self.oks_cost(keypoints, gt, vis, areas, target["image_size"])

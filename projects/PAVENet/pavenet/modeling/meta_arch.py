@@ -1,4 +1,4 @@
-"""`PAVENet` meta-architecture (pavenet_spec.md §1-§9): clips in, losses or key-frame Instances out.
+"""`PAVENet` meta-architecture (docs/REFERENCE.md §1-§9): clips in, losses or key-frame Instances out.
 
     images (B, F, 3, H, W) -> normalise, pad every clip's frames alike -> backbone on all B*F frames
     -> neck (4 levels) -> spatial encoder per frame  [= encode_frames]
@@ -36,7 +36,7 @@ def keypoint_confidence(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def oks_nms(kpts: torch.Tensor, scores: torch.Tensor, thresh: float, sigmas: Sequence[float]) -> torch.Tensor:
-    """Greedy OKS-NMS of the experimental official head (spec §9.7): kpts (n, K, 2) pixels, scores (n,).
+    """Greedy OKS-NMS of the experimental official head (docs/REFERENCE.md §9.7): kpts (n, K, 2) pixels, scores (n,).
 
     Area = x-extent * y-extent of each pose; a row is dropped when its OKS with a kept row > thresh.
     Returns the kept row indices (int64) in greedy (descending score) order.
@@ -200,7 +200,7 @@ class PAVENet(nn.Module):
         last = pose["pose_layers"][-1]
         scores_all = last["logits"][0, :, 0].float().sigmoid()  # float32 outputs also under autocast
         k = min(self.test_topk, scores_all.numel())
-        scores, query_idx = scores_all.topk(k)  # descending, no threshold (spec §9)
+        scores, query_idx = scores_all.topk(k)  # descending, no threshold (docs/REFERENCE.md §9)
         clip_idx = torch.zeros_like(query_idx)
         init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
         joint = self.head.decode_joints(feats, clip_idx, init_refs)
@@ -216,7 +216,7 @@ class PAVENet(nn.Module):
         return inst, inter
 
     def postprocess(self, kpts, sigma, scores, frame_kpts, image_size, output_size):
-        """Official post-processing (spec §9) -> (Instances, dict of pre-NMS rows).
+        """Official post-processing (docs/REFERENCE.md §9) -> (Instances, dict of pre-NMS rows).
 
         kpts, sigma: (k, K, 2) normalised key-frame joints / sigmas; scores (k,); frame_kpts (k, F, K, 2).
         """
@@ -270,7 +270,7 @@ class PAVENet(nn.Module):
         targets = [targets_from_instances(d["instances"].to(self.device)) for d in batched_inputs]
         feats = self.encode_frames(images, frame_sizes)
         pose = self.head.decode_pose(feats)
-        # Match the LAST pose layer first: its matched queries are the joint decoder's persons (spec §6).
+        # Match the LAST pose layer first: its matched queries are the joint decoder's persons (docs/REFERENCE.md §6).
         # Matching and losses run in float32 even under autocast (AMP): OKS costs, focal terms and the RLE
         # flow's log-likelihoods lose too much precision in bf16 / fp16.
         with _no_autocast(self.device):

@@ -1,4 +1,4 @@
-"""Multi-scale deformable attention (pavenet_spec.md §3, §5.1, §6).
+"""Multi-scale deformable attention (docs/REFERENCE.md §3, §5.1, §6).
 
 Three modules share one sampling core (`ms_deform_attn_core`). Its reference backend is pure PyTorch
 (`grid_sample` with ``align_corners=False``, zero padding, grid = 2 * loc - 1, the same arithmetic as
@@ -11,11 +11,11 @@ is the compiled op of the ``torch-ms-deform-attn`` package, which computes the s
   offsets scaled by half the extent of each frame's reference pose.
 * `MultiFrameDeformAttn`: the joint decoder's multi-frame attention (P points around a joint).
 
-Multi-frame form (spec §5.1 "efficient, equivalent implementation"): every frame has its own
+Multi-frame form (docs/REFERENCE.md §5.1 "efficient, equivalent implementation"): every frame has its own
 offset / weight linears (attribute prefixes from `frame_prefixes`), the F frames' value maps are
 concatenated as F x L extra levels and ONE numerically stable softmax is taken over frames x levels x
 points per head. This equals the official per-frame softmax re-weighted by exp-sums (tested), without
-its overflow (spec §16 8c).
+its overflow (docs/REFERENCE.md §16 8c).
 
 The modules keep the official attribute names so checkpoints convert by renaming alone.
 """
@@ -145,7 +145,7 @@ def multi_frame_deform_attn(
     shapes = _as_shape_list(spatial_shapes) if impl != "kernel" else None
     q = sampling_locations.shape[1]
     lvl, p = attention_logits.shape[-2:]
-    # Stable softmax (max-subtracted) over F*L*P for every head (spec §16 8c).
+    # Stable softmax (max-subtracted) over F*L*P for every head (docs/REFERENCE.md §16 8c).
     weights = attention_logits.reshape(n, q, h, f * lvl * p).softmax(-1).view(n, q, h, f * lvl, p)
     # Frames become extra levels: value maps concatenated along the token axis.
     value_cat = values.reshape(n, f * s, h, d)
@@ -239,7 +239,7 @@ class _MultiFrameBase(nn.Module):
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
         self.dropout = nn.Dropout(dropout)
-        # spec §16 8d: the official multi-frame attentions zero padded tokens BEFORE value_proj.
+        # docs/REFERENCE.md §16 8d: the official multi-frame attentions zero padded tokens BEFORE value_proj.
         self.value_fill_before_proj = value_fill_before_proj
 
     def offset_layers(self):
@@ -267,7 +267,7 @@ class _MultiFrameBase(nn.Module):
 
 
 class PoseAwareAttention(_MultiFrameBase):
-    """Pose-aware multi-frame attention of the pose decoder (spec §5.1). num_points = K keypoints.
+    """Pose-aware multi-frame attention of the pose decoder (docs/REFERENCE.md §5.1). num_points = K keypoints.
 
     Init: every offset / weight linear is 0 (sampling starts on the reference keypoints with
     uniform weights); value_proj / output_proj xavier-uniform with zero bias.
@@ -315,7 +315,7 @@ JOINT_OFFSET_BIAS_MODES = ("shared_storage", "shared_parameter", "independent")
 
 
 class MultiFrameDeformAttn(_MultiFrameBase):
-    """Multi-frame deformable attention of the joint decoder (spec §6): P points per joint, per frame.
+    """Multi-frame deformable attention of the joint decoder (docs/REFERENCE.md §6): P points per joint, per frame.
 
     Init: offset weights 0 with the ring-pattern bias (identical for all frames), weights 0.
 

@@ -1,4 +1,4 @@
-"""RealNVP density and the RLE (residual log-likelihood estimation) keypoint loss (pavenet_spec.md §7, §8).
+"""RealNVP density and the RLE (residual log-likelihood estimation) keypoint loss (docs/REFERENCE.md §7, §8).
 
 The flow keeps the official attribute names (``mask``, ``s.{i}.{0,2,4}``, ``t.{i}.{0,2,4}``) so the official
 ``bbox_head.{enc_flow,dec_flow,flow}.*`` tensors load by renaming the prefix alone.
@@ -28,9 +28,9 @@ def _coupling_net(hidden: int, with_tanh: bool) -> nn.Sequential:
 class RealNVP(nn.Module):
     """2-D RealNVP with 6 affine couplings and base density N(mu=(0.5, 0.5), I).
 
-    The prior mean of 0.5 (not RLE's usual 0) is what the official flows were trained with (spec §16 8f).
+    The prior mean of 0.5 (not RLE's usual 0) is what the official flows were trained with (docs/REFERENCE.md §16 8f).
     Init: PyTorch's default ``nn.Linear`` init. The official class has an ``_init`` (xavier, gain 0.01)
-    that nothing calls, and the official runs never re-initialise the flows (spec §7 "Init order").
+    that nothing calls, and the official runs never re-initialise the flows (docs/REFERENCE.md §7 "Init order").
     """
 
     def __init__(self, num_layers: int = 6, hidden: int = 64, prior_mean: float = 0.5):
@@ -83,7 +83,7 @@ class RealNVP(nn.Module):
 def reduce_mean_count(value: torch.Tensor, min_value: float = 1.0) -> float:
     """Average a scalar count over all ranks (detectron2 ``comm``), clamped to ``min_value``; a Python float.
 
-    Mirrors mmdet's ``reduce_mean(...).clamp(min=1).item()`` used for every loss normaliser (spec §8).
+    Mirrors mmdet's ``reduce_mean(...).clamp(min=1).item()`` used for every loss normaliser (docs/REFERENCE.md §8).
     """
     value = value.detach().float().reshape(())
     if comm.get_world_size() > 1:
@@ -101,7 +101,7 @@ def rle_loss(
     flow: RealNVP,
     normaliser: Optional[float] = None,
 ) -> torch.Tensor:
-    """RLE loss (spec §8), summed over visible joints and both coordinates, divided by ``normaliser``.
+    """RLE loss (docs/REFERENCE.md §8), summed over visible joints and both coordinates, divided by ``normaliser``.
 
     Args:
         pred: (N, K, 2) predicted keypoints mu, normalised to [0, 1] by the unpadded image size.

@@ -1,4 +1,4 @@
-"""Transformer layers of PAVE-Net (pavenet_spec.md §3, §5, §6), with the official module names.
+"""Transformer layers of PAVE-Net (docs/REFERENCE.md §3, §5, §6), with the official module names.
 
 All tensors are batch-first here (the official mmcv code is sequence-first; the math is the same).
 Every layer is post-norm. Residual connections of attentions and FFNs live inside those modules, as
@@ -57,7 +57,7 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Deformable self-attention -> LN -> FFN -> LN (spec §3)."""
+    """Deformable self-attention -> LN -> FFN -> LN (docs/REFERENCE.md §3)."""
 
     def __init__(self, embed_dim, num_heads, num_levels, num_points, ffn_dim, dropout):
         super().__init__()
@@ -71,7 +71,7 @@ class EncoderLayer(nn.Module):
 
 
 class _DecoderLayer(nn.Module):
-    """self-attn -> LN -> multi-frame cross-attn -> LN -> FFN -> LN (spec §5, §6)."""
+    """self-attn -> LN -> multi-frame cross-attn -> LN -> FFN -> LN (docs/REFERENCE.md §5, §6)."""
 
     def __init__(self, cross_attn: nn.Module, embed_dim, num_heads, ffn_dim, dropout):
         super().__init__()
@@ -143,7 +143,7 @@ class PAVETransformer(nn.Module):
 
     def init_weights(self) -> None:
         """From-scratch init (official `init_weights`): xavier on every >=2-D parameter, then the
-        attention constructor inits are RE-APPLIED (spec §16 8h: the official pass leaves the
+        attention constructor inits are RE-APPLIED (docs/REFERENCE.md §16 8h: the official pass leaves the
         multi-frame attentions xavier-initialised), level / refine embeddings ~ N(0, 1)."""
         for p in self.parameters():
             if p.dim() > 1:

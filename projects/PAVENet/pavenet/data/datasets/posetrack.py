@@ -1,6 +1,6 @@
 """PoseTrack 2017 / 2018 / 21 loaders: one detectron2 dataset dict per (labelled) frame.
 
-Two input layouts (posetrack_eval.md §1, pavenet_spec.md §12):
+Two input layouts (docs/POSETRACK_METRICS.md §1, docs/REFERENCE.md §12):
 * a directory of per-sequence PoseTrack18/21 JSONs (`images` = every frame of the video in order,
   `annotations` only on labelled frames, 17 keypoint slots with empty ears);
 * one combined COCO-style JSON (PoseWarper/DCPose `posetrack_{train,val}[_fixed].json`) holding the
