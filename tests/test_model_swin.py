@@ -2,7 +2,8 @@
 and padding order, and an official-style Swin checkpoint converting and loading strictly into PAVENet.
 
 timm is an optional extra for users (`pip install -e '.[swin]'`); requirements.txt installs it, so CI
-runs these tests. Shallow Swins (depth overrides, MODEL.PAVENET.SWIN.*) keep them fast; the full Swin-L is only built on the meta device.
+runs these tests. Shallow Swins (depth overrides, MODEL.PAVENET.SWIN.*) keep them fast; the full
+Swin-L is only built on the meta device.
 """
 from pathlib import Path
 

@@ -21,10 +21,11 @@ Usage by the model (``PAVENet`` in ``meta_arch.py``)::
 
 ``outputs``: dict
     "enc": {"logits": (B, S, 1), "keypoints": (B, S, K, 2) in [0, 1], "sigma": (B, S, K, 2) in (0, 1),
-            "valid": (B, S) bool, optional}   key-frame encoder tokens (docs/REFERENCE.md §4). Only valid tokens are matched;
-            keypoints/sigma of invalid tokens may be inf/nan (they are never read). As in the official
-            code every token with a finite logit, valid or not, is a focal-loss negative (keep them finite
-            to match the official code; non-finite logits are skipped rather than producing nan).
+            "valid": (B, S) bool, optional}   key-frame encoder tokens (docs/REFERENCE.md §4). Only valid
+            tokens are matched; keypoints/sigma of invalid tokens may be inf/nan (they are never read). As
+            in the official code every token with a finite logit, valid or not, is a focal-loss negative
+            (keep them finite to match the official code; non-finite logits are skipped rather than
+            producing nan).
     "pose_layers": [{"logits": (B, Q, 1), "keypoints": (B, Q, K, 2), "sigma": (B, Q, K, 2)}, ...]
             one dict per pose-decoder layer, first to last (key-frame outputs, docs/REFERENCE.md §5.2).
     "joint_layers": [{"keypoints": (M, K, 2), "sigma": (M, K, 2)}, ...]
