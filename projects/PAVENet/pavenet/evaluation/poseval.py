@@ -436,8 +436,12 @@ def read_gt(path: str) -> List[GTSequence]:
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(path, "*.json")))
         if not files:
-            raise PoseTrackFormatError(f"{path}: no *.json GT files")
+            raise PoseTrackFormatError(f"{path}: no *.json GT files (expected one PoseTrack JSON per sequence, "
+                                       "or pass one COCO-style JSON file)")
         return [read_gt_sequence(f) for f in files]
+    if not os.path.exists(path):
+        raise PoseTrackFormatError(f"{path}: GT path does not exist (expected a folder of per-sequence JSONs or "
+                                   "one COCO-style JSON)")
     data = load_json(path)
     if isinstance(data, dict) and "annolist" not in data and isinstance(data.get("images"), list):
         names = {os.path.basename(os.path.dirname(str(im.get("file_name", "")))) for im in data["images"]}
@@ -761,12 +765,17 @@ def check_track_ids(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequenc
     """Tracking needs a track id on every person (GT and predictions); raise naming the file otherwise."""
     for si, (seq, frames) in enumerate(zip(gt_seqs, predictions)):
         for fi, (g, p) in enumerate(zip(seq.frames, frames)):
+            frame = _frame_name(seq.images[fi]) if fi < len(seq.images) else "?"
             if (g.track_ids == NO_TRACK_ID).any():
-                raise PoseTrackFormatError(f"{seq.path}: GT person without track_id in frame {fi}")
+                raise PoseTrackFormatError(
+                    f"{seq.path}: GT person {int(np.argmax(g.track_ids == NO_TRACK_ID))} without track_id in frame "
+                    f"{fi} ({frame}); MOTA needs field 'track_id' on every person: evaluate AP only (--no-track)")
             if (p.track_ids == NO_TRACK_ID).any():
                 where = pred_paths[si] if pred_paths else f"predictions for {seq.name}"
-                raise PoseTrackFormatError(f"{where}: person without track_id in frame {fi}; "
-                                           "tracking (MOTA) needs one on every person")
+                raise PoseTrackFormatError(
+                    f"{where}: person {int(np.argmax(p.track_ids == NO_TRACK_ID))} without track_id in frame {fi} "
+                    f"({frame}); tracking (MOTA) needs field 'track_id' on every person: write track ids, or "
+                    "evaluate AP only (--no-track; TEST.POSETRACK.EVAL_TRACKING False)")
 
 
 def evaluate_dirs(gt_path: str, pred_dir: str, eval_track: bool = True) -> PoseTrackResults:
@@ -775,6 +784,19 @@ def evaluate_dirs(gt_path: str, pred_dir: str, eval_track: bool = True) -> PoseT
     if not os.path.isdir(pred_dir):
         raise PoseTrackFormatError(f"{pred_dir}: prediction directory does not exist")
     gt_seqs = read_gt(gt_path)
+    if not any(len(poses) for seq in gt_seqs for poses in seq.frames):
+        raise PoseTrackFormatError(f"{gt_path}: no GT frame has a person ({len(gt_seqs)} sequences), so nothing "
+                                   "can be evaluated; expected annotated frames (field 'annotations')")
+    written = sorted(glob.glob(os.path.join(pred_dir, "*.json")))
+    if not written:
+        raise PoseTrackFormatError(
+            f"{pred_dir}: no *.json prediction files; expected one per GT sequence, named like the GT files "
+            f"(e.g. {gt_seqs[0].name}.json)")
+    if not any(os.path.isfile(os.path.join(pred_dir, seq.name + ".json")) for seq in gt_seqs):
+        raise PoseTrackFormatError(
+            f"{pred_dir}: none of its {len(written)} prediction files is named like a GT sequence of {gt_path} "
+            f"(found {', '.join(os.path.basename(w) for w in written[:3])}; expected e.g. {gt_seqs[0].name}.json): "
+            "wrong folder or split?")
     preds, paths = [], []
     for seq in gt_seqs:
         path = os.path.join(pred_dir, seq.name + ".json")
