@@ -108,7 +108,10 @@ class PAVENetCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         # Checked before anything is copied, so a refused checkpoint leaves the model as it was.
-        if self.weights_mismatch == "error" and not checkpoint.get("matching_heuristics", False):
+        # Name-matching heuristics (model-zoo .pkl, or `?matching_heuristics=True` on upstream main) load
+        # partial backbones on purpose: detectron2's behaviour.
+        heuristics = checkpoint.get("matching_heuristics", False) or "matching_heuristics=True" in self._loading
+        if self.weights_mismatch == "error" and not heuristics:
             problem = state_dict_mismatch(self.model.state_dict(), checkpoint["model"], _num_keypoints(self.model))
             if problem:
                 raise WeightsMismatchError(
