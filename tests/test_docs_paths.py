@@ -1,5 +1,6 @@
-"""Every file the README, docs/*.md and the tools' docstrings name exists, every config they name loads
-with the project's loader, and every `python -m` module and `make` target they name is there.
+"""Every file the READMEs, docs/*.md and the tools' docstrings name exists, every config they name loads
+with the project's loader, every relative Markdown link resolves, and every `python -m` module and
+`make` target they name is there.
 
 A path is what a reader would type: `tools/...`, `configs/...`, `docs/...`, `tests/...`, `scripts/...`,
 `datasets/...`, `projects/...` from the repository root; `pavenet/...` from `projects/PAVENet/`; and a
@@ -25,6 +26,7 @@ ROOTED = re.compile(r"(?<![\w/.<-])((?:tools|configs|docs|tests|scripts|datasets
 PACKAGE = re.compile(r"(?<![\w/.-])(pavenet/[\w./*-]*[\w*/])")
 MODULE = re.compile(r"`([a-z_]+(?:/[a-z_]+)*\.py)`")
 PYTHON_M = re.compile(r"python -m ([\w.]+)")
+MD_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 MAKE = re.compile(r"(?:`|^\s*)make ([a-z][\w-]*)", re.M)  # a command, not the verb in prose
 
 # path -> why it is not a file of this repository (each is checked to be still needed)
@@ -35,10 +37,16 @@ NOT_IN_REPO = {
 }
 
 
+READMES = ("README.md", "datasets/README.md", "projects/PAVENet/README.md")
+
+
+def _markdown_files():
+    return [REPO_ROOT / r for r in READMES] + sorted((REPO_ROOT / "docs").glob("*.md"))
+
+
 def _doc_texts():
-    """(name, text) of README.md, docs/*.md and the docstrings of tools/*.py."""
-    out = [("README.md", (REPO_ROOT / "README.md").read_text())]
-    out += [(f"docs/{p.name}", p.read_text()) for p in sorted((REPO_ROOT / "docs").glob("*.md"))]
+    """(name, text) of the READMEs, docs/*.md and the docstrings of tools/*.py."""
+    out = [(str(p.relative_to(REPO_ROOT)), p.read_text()) for p in _markdown_files()]
     for tool in sorted((REPO_ROOT / "tools").glob("*.py")):
         tree = ast.parse(tool.read_text())
         nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
@@ -119,6 +127,14 @@ def test_named_python_modules_and_make_targets_exist():
     assert "demo" in targets
     missing = [t for t in sorted(targets) if not re.search(rf"^{re.escape(t)}:", makefile, re.M)]
     assert not missing, missing
+
+
+def test_relative_markdown_links_resolve():
+    links = [(md, m.group(1)) for md in _markdown_files() for m in MD_LINK.finditer(md.read_text())
+             if "://" not in m.group(1) and not m.group(1).startswith("mailto:")]
+    assert len(links) >= 10, links
+    broken = [f"{md.relative_to(REPO_ROOT)}: {target}" for md, target in links if not (md.parent / target).exists()]
+    assert not broken, "\n".join(broken)
 
 
 @pytest.mark.parametrize("bad", ["configs/posetrack17/no_such.yaml", "docs/NOPE.md", "pavenet/nope.py"])
