@@ -671,3 +671,10 @@ def test_missing_track_ids_when_mota_is_asked_for_name_file_person_frame_and_the
     assert "field 'track_id'" in msg and "--no-track" in msg
     # AP alone does not need track ids
     assert _cli("--gt-dir", tmp_path / "gt", "--pred-dir", tmp_path / "pred", "--no-track") == 0
+    capsys.readouterr()
+    # an unwritable --json: one line naming the option and the path, status 2, nothing written
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    assert _cli("--gt-dir", tmp_path / "gt", "--pred-dir", tmp_path / "pred", "--no-track",
+                "--json", blocker / "m.json") == 2
+    assert capsys.readouterr().err.startswith(f"error: --json {blocker / 'm.json'}: cannot write it (")
