@@ -125,7 +125,8 @@ def test_unwritable_output_stops_the_tool_with_one_line_and_status_2(tmp_path, s
     args, opts = cfg_args
     blocker = tmp_path / "results"
     blocker.write_text("a file where a folder is needed")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "projects" / "PAVENet"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "projects" / "PAVENet"),
+                                                       os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "demo.py"), *args, "--video-input", str(sample_dir / SAMPLE_VIDEO),
          "--output", str(blocker / "overlay.mp4"), "--opts", *opts, "MODEL.WEIGHTS", str(tmp_path / "never_read.pth")],

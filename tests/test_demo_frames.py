@@ -188,3 +188,16 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(DemoOutputError, match=r"no permission to write in .*locked"):
             check_output_path(str(locked / "out.mp4"), "--output")
+
+
+def test_exif_rotated_frame_of_the_same_upright_size_is_accepted(tmp_path):
+    """cv2.imread turns EXIF-rotated JPEGs upright; the header check compares upright sizes too."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "000000.jpg")  # 30x40 (WxH)
+    rotated = Image.fromarray(np.zeros((30, 40, 3), np.uint8))  # stored 40x30, EXIF 6: shown 30x40
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "000001.jpg", exif=exif)
+    frames = list(ImageListSource(str(tmp_path)))
+    assert [f.shape for f in frames] == [(40, 30, 3), (40, 30, 3)]

@@ -214,8 +214,8 @@ def state_dict_mismatch(model_sd, ckpt_sd, num_keypoints=None) -> str:
     otherwise a description naming the tensors that differ (with both shapes), the missing and the
     unexpected ones, the model areas they lie in and, when the shapes say so, the joint count."""
     ckpt_names = _strip_common_prefix(list(ckpt_sd))
-    shapes = [(n, tuple(ckpt_sd[orig].shape), tuple(model_sd[n].shape))
-              for n, orig in ckpt_names.items() if n in model_sd and tuple(ckpt_sd[orig].shape) != tuple(model_sd[n].shape)]
+    shapes = [(n, tuple(ckpt_sd[orig].shape), tuple(model_sd[n].shape)) for n, orig in ckpt_names.items()
+              if n in model_sd and tuple(ckpt_sd[orig].shape) != tuple(model_sd[n].shape)]
     missing = [n for n in model_sd if n not in ckpt_names]
     unexpected = [n for n in ckpt_names if n not in model_sd]
     if not (shapes or missing or unexpected):

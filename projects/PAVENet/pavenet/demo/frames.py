@@ -146,14 +146,17 @@ def _check_image_headers(paths: Sequence[str]) -> None:
     for p in paths:
         try:
             with Image.open(p) as im:
-                size = im.size  # (W, H)
+                size = im.size  # (W, H) as stored
+                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: cv2.imread turns it upright
+                    size = size[::-1]
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"cannot read image {p} (not an image or corrupt: {e})") from e
         if first is None:
             first = (p, size)
         elif size != first[1]:
             raise ValueError(
-                f"image {p} is {size[0]}x{size[1]} (WxH) but the first frame {first[0]} is {first[1][0]}x{first[1][1]}: "
+                f"image {p} is {size[0]}x{size[1]} (WxH) but the first frame {first[0]} is "
+                f"{first[1][0]}x{first[1][1]}: "
                 "all frames of one video must have one size"
             )
 

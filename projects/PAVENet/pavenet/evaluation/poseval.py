@@ -33,7 +33,14 @@ import numpy as np
 
 from ..data.keypoint_meta import POSETRACK_KEYPOINT_NAMES  # noqa: F401  (re-exported)
 from .ap import pooled_joint_ap
-from .matching import DIST_THRESH, HEAD_SIZE_FACTOR, assign_people, pckh_distances, points_strictly_inside, prepare_frame
+from .matching import (
+    DIST_THRESH,
+    HEAD_SIZE_FACTOR,
+    assign_people,
+    pckh_distances,
+    points_strictly_inside,
+    prepare_frame,
+)
 from .mota import MOT_COUNTS, MOTAccumulator, clear_mot_metrics, update_empty, update_joints
 from .poses import (
     MAX_TRACK_ID,
