@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pavenet.conversion.checkpoint_io import (
+from pavenet.checkpoint_io import (
     CheckpointReadError,
     UnsafeCheckpointError,
     load_official_checkpoint,

@@ -114,3 +114,74 @@ def test_bad_inputs_leave_no_output(demo_tool, tmp_path, cfg_args, sample_dir):
         demo_tool.main(args + ["--input", str(frames), "--output", str(out), "--save-frames",
                                "--save-json", str(out / "p.json"), "--opts", *opts])
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_unwritable_output_stops_the_tool_with_one_line_and_status_2(tmp_path, sample_dir, cfg_args):
+    """The real command line: no traceback, the option and the path named, nothing written, and the
+    model is never built (the check comes before it)."""
+    import subprocess
+    import sys
+
+    args, opts = cfg_args
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder is needed")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "projects" / "PAVENet"),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "demo.py"), *args, "--video-input", str(sample_dir / SAMPLE_VIDEO),
+         "--output", str(blocker / "overlay.mp4"), "--opts", *opts, "MODEL.WEIGHTS", str(tmp_path / "never_read.pth")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"error: --output {blocker / 'overlay.mp4'}: cannot be created, {blocker} is a file, "
+                    "not a folder"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["results"]
+
+
+def test_outputs_checked_before_the_model_is_built(demo_tool, tmp_path, sample_dir, cfg_args, monkeypatch):
+    args, opts = cfg_args
+    video = str(sample_dir / SAMPLE_VIDEO)
+
+    def never(*a, **k):
+        raise AssertionError("the model was built before the outputs were checked")
+
+    monkeypatch.setattr(demo_tool, "VideoPoseDemo", never)
+    (tmp_path / "taken").write_text("x")
+    from pavenet.demo.outputs import DemoOutputError
+
+    with pytest.raises(DemoOutputError, match=r"--save-json .*taken/p\.json: cannot be created"):
+        demo_tool.main(args + ["--video-input", video, "--save-json", str(tmp_path / "taken" / "p.json")])
+    with pytest.raises(DemoOutputError, match=r"--output .*taken: exists and is a file, expected a folder"):
+        demo_tool.main(args + ["--video-input", video, "--output", str(tmp_path / "taken")])
+    with pytest.raises(DemoOutputError, match="--save-frames needs --output to be a folder"):
+        demo_tool.main(args + ["--video-input", video, "--output", str(tmp_path / "o.mp4"), "--save-frames"])
+    with pytest.raises(FileNotFoundError, match=r"--gt-json: .*missing_gt\.json"):
+        demo_tool.main(args + ["--video-input", video, "--save-json", str(tmp_path / "p.json"),
+                               "--gt-json", str(tmp_path / "missing_gt.json")])
+    assert sorted(os.listdir(tmp_path)) == ["taken"]
+
+
+def test_frames_failing_half_way_leave_no_output(tmp_path, cfg_args):
+    """A source that breaks after two frames (e.g. a camera or file that disappears): no video, frame
+    folder or JSON at the final paths."""
+    from pavenet.config import load_pavenet_config
+    from pavenet.demo.frames import FrameSource
+    from pavenet.demo.runner import VideoPoseDemo, run_demo
+
+    args, opts = cfg_args
+
+    class Breaks(FrameSource):
+        name, num_frames = "broken", 4
+
+        def __iter__(self):
+            for i in range(2):
+                yield np.full((48, 64, 3), 40 * i, np.uint8)
+            raise ValueError("frame 2 of broken: read error")
+
+    demo = VideoPoseDemo(load_pavenet_config(args[1], opts))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="frame 2 of broken"):
+        run_demo(demo, Breaks(), output=str(out), save_frames=True, save_json=str(out / "p.json"),
+                 save_coco=str(out / "c.json"), progress=False)
+    assert not out.exists() or os.listdir(out) == []

@@ -129,3 +129,75 @@ def test_atomic_outputs_leave_nothing_on_failure(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
     with pytest.raises(ValueError, match="extension"):
         VideoWriter(str(tmp_path / "x.gif"), 10)
+
+
+def test_video_input_that_is_not_a_video_names_the_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"video .*empty\.mp4 is empty \(0 bytes\): expected a video file"):
+        VideoFileSource(str(empty))
+    with pytest.raises(ValueError, match=r"--video-input .* is a folder; for a folder of frames use --input"):
+        VideoFileSource(str(tmp_path))
+    image = tmp_path / "frame.jpg"
+    cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
+    assert cv2.VideoCapture(str(image)).isOpened()  # OpenCV alone would play it as a one-frame video
+    with pytest.raises(ValueError, match=r"--video-input .*frame\.jpg is an image, not a video"):
+        VideoFileSource(str(image))
+
+
+def test_image_inputs_are_checked_before_any_frame_is_decoded(tmp_path):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:06d}.jpg"), np.zeros((32, 40, 3), np.uint8))
+    cv2.imwrite(str(folder / "000003.jpg"), np.zeros((30, 40, 3), np.uint8))
+    # mixed sizes: the constructor (not the 4th frame's decode) names both files and both sizes
+    with pytest.raises(ValueError) as e:
+        ImageListSource(str(folder))
+    msg = str(e.value)
+    assert "000003.jpg is 40x30 (WxH)" in msg and "000000.jpg is 40x32" in msg and "one size" in msg
+
+    (folder / "000003.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"cannot read image .*000003\.jpg \(not an image or corrupt"):
+        ImageListSource(str(folder))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    with pytest.raises(ValueError, match=r"input .*notes\.txt is not an image file \(expected \.jpg"):
+        ImageListSource([str(folder / "000000.jpg"), str(notes)])
+    clip = tmp_path / "clip.mp4"
+    _write_video(clip, _frames(2))
+    with pytest.raises(ValueError, match=r"clip\.mp4 is not an image file .*; for a video use --video-input"):
+        open_frame_source(inputs=[str(clip)])
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    from pavenet.demo.outputs import DemoOutputError, check_output_path
+
+    a_file = tmp_path / "results"
+    a_file.write_text("I am a file")
+    with pytest.raises(DemoOutputError, match=r"--output .*results/out\.mp4: cannot be created, .*results is a file"):
+        check_output_path(str(a_file / "out.mp4"), "--output")
+    with pytest.raises(DemoOutputError, match=r"--output .*results: exists and is a file, expected a folder"):
+        check_output_path(str(a_file), "--output", is_dir=True)
+    with pytest.raises(DemoOutputError, match=r"--save-json .*: is a folder, expected a file name"):
+        check_output_path(str(tmp_path), "--save-json")
+    check_output_path(str(tmp_path / "new" / "deeper" / "pred.json"), "--save-json")  # created later
+    assert sorted(os.listdir(tmp_path)) == ["results"]  # the check creates nothing
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(DemoOutputError, match=r"no permission to write in .*locked"):
+            check_output_path(str(locked / "out.mp4"), "--output")
+
+
+def test_exif_rotated_frame_of_the_same_upright_size_is_accepted(tmp_path):
+    """cv2.imread turns EXIF-rotated JPEGs upright; the header check compares upright sizes too."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "000000.jpg")  # 30x40 (WxH)
+    rotated = Image.fromarray(np.zeros((30, 40, 3), np.uint8))  # stored 40x30, EXIF 6: shown 30x40
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "000001.jpg", exif=exif)
+    frames = list(ImageListSource(str(tmp_path)))
+    assert [f.shape for f in frames] == [(40, 30, 3), (40, 30, 3)]

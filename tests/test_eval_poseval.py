@@ -617,3 +617,64 @@ def test_a_val_sized_run_counts_every_sequence_frame_and_person():
     assert res.mot_counts["objects"].tolist() == [170 * 11 * 5] * 15
     assert not res.mot_counts["switches"].any()
     assert 0 < res.summary()["AP"]["Mean"] < 100
+
+
+def test_empty_or_unrelated_folders_are_refused_by_the_cli(tmp_path, capsys):
+    """Empty GT / prediction folders and a prediction folder of another split: exit status 2 and one line
+    naming the folder and what was expected, instead of a table of zeros (or NaN)."""
+    a = pose()
+    gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1)], [gt_ann(a, 1)]])
+    gdir, pdir, empty = tmp_path / "gt", tmp_path / "pred", tmp_path / "empty"
+    for d in (gdir, pdir, empty):
+        d.mkdir()
+    (gdir / "000001_mpii_test.json").write_text(json.dumps(gt))
+
+    def err(*args):
+        assert _cli(*args) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and len(out.err.strip().splitlines()) == 1
+        return out.err.strip()
+
+    assert err("--gt-dir", empty, "--pred-dir", pdir) == f"error: {empty}: no *.json GT files (expected one " \
+        "PoseTrack JSON per sequence, or pass one COCO-style JSON file)"
+    assert err("--gt-dir", tmp_path / "nope", "--pred-dir", pdir).startswith(
+        f"error: {tmp_path / 'nope'}: GT path does not exist")
+    assert err("--gt-dir", gdir, "--pred-dir", empty) == (
+        f"error: {empty}: no *.json prediction files; expected one per GT sequence, named like the GT files "
+        "(e.g. 000001_mpii_test.json)")
+    (pdir / "000777_mpii_test.json").write_text(json.dumps(pred_seq(gt, [[], []])))
+    msg = err("--gt-dir", gdir, "--pred-dir", pdir)
+    assert msg.startswith(f"error: {pdir}: none of its 1 prediction files is named like a GT sequence of {gdir}")
+    assert "found 000777_mpii_test.json; expected e.g. 000001_mpii_test.json" in msg
+    # GT whose frames have no people: nothing to evaluate (AP would be NaN everywhere)
+    (gdir / "000001_mpii_test.json").write_text(json.dumps(gt_seq("000001_mpii_test", [[], []])))
+    (pdir / "000001_mpii_test.json").write_text(json.dumps(pred_seq(gt, [[], []])))
+    assert err("--gt-dir", gdir, "--pred-dir", pdir).startswith(f"error: {gdir}: no GT frame has a person")
+
+
+@pytest.mark.parametrize("side", ["gt", "pred"])
+def test_missing_track_ids_when_mota_is_asked_for_name_file_person_frame_and_the_way_out(tmp_path, capsys, side):
+    a, b = pose((100, 100)), pose((400, 400))
+    gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]] * 2)
+    pred = pred_seq(gt, [[pred_person(a, track_id=1), pred_person(b, track_id=2)]] * 2)
+    if side == "gt":
+        del gt["annotations"][3]["track_id"]  # frame 1, person 1
+    else:
+        del pred["annotations"][3]["track_id"]
+    (tmp_path / "gt").mkdir(), (tmp_path / "pred").mkdir()
+    (tmp_path / "gt" / "000001_mpii_test.json").write_text(json.dumps(gt))
+    (tmp_path / "pred" / "000001_mpii_test.json").write_text(json.dumps(pred))
+    assert _cli("--gt-dir", tmp_path / "gt", "--pred-dir", tmp_path / "pred") == 2
+    msg = capsys.readouterr().err.strip()
+    assert msg.startswith(f"error: {tmp_path / side / '000001_mpii_test.json'}: ")
+    assert "person 1 without track_id in frame 1 (images/val/000001_mpii_test/000001.jpg)" in msg
+    assert "field 'track_id'" in msg and "--no-track" in msg
+    # AP alone does not need track ids
+    assert _cli("--gt-dir", tmp_path / "gt", "--pred-dir", tmp_path / "pred", "--no-track") == 0
+    capsys.readouterr()
+    # an unwritable --json: one line naming the option and the path, status 2, nothing written
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    assert _cli("--gt-dir", tmp_path / "gt", "--pred-dir", tmp_path / "pred", "--no-track",
+                "--json", blocker / "m.json") == 2
+    assert capsys.readouterr().err.startswith(f"error: --json {blocker / 'm.json'}: cannot write it (")

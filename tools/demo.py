@@ -18,7 +18,7 @@ from detectron2.utils.logger import setup_logger
 
 from pavenet.config import load_pavenet_config
 from pavenet.demo.frames import open_frame_source
-from pavenet.demo.runner import VideoPoseDemo, run_demo
+from pavenet.demo.runner import VideoPoseDemo, plan_outputs, run_demo
 
 
 def setup_cfg(args):
@@ -61,10 +61,10 @@ def main(argv=None) -> dict:
     setup_logger(name="pavenet")
     logger = logging.getLogger("pavenet")
     logger.info("Arguments: %s", args)
-    if args.save_frames and (not args.output or args.output.lower().endswith((".mp4", ".mkv", ".avi"))):
-        raise SystemExit("--save-frames needs --output to be a directory")
-    # Open the input first: a missing / unreadable / empty input fails before the model is built.
+    # Inputs and outputs first: a missing / unreadable / empty input or an unwritable output fails before
+    # the model is built.
     source = open_frame_source(args.video_input, args.input, args.webcam)
+    plan_outputs(source.name, args.output, args.save_frames, args.save_json, args.save_coco, args.gt_json)
     cfg = setup_cfg(args)
     demo = VideoPoseDemo(cfg, mode=args.mode, track_patience=args.track_patience,
                          track_match_thresh=args.track_match_thresh, keypoint_thresh=args.keypoint_threshold)
@@ -78,6 +78,6 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, ValueError) as e:  # bad input: a clear one-line error, no traceback
+    except (OSError, ValueError) as e:  # bad input or output: a clear one-line error naming the file, no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

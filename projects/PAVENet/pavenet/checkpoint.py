@@ -12,6 +12,17 @@ leaves a truncated checkpoint under its final name, and `--resume` then fails on
 written to a temporary file in the same folder, fsynced and renamed over the final name: a kill at any
 moment leaves the previous checkpoint and a `last_checkpoint` that names an intact file.
 
+Fit: detectron2 loads what fits and only warns about the rest ("Skip loading parameter ... due to
+incompatible shapes", missing / unexpected keys), which is right for fine-tuning an ImageNet backbone
+with a new head but turns a checkpoint of another architecture or joint count (a tiny-model snapshot
+in the R50 config, a 17-joint checkpoint in a 15-joint model) into a silently half-random model. Our
+`.pth` files (training snapshots, converted official weights) always hold the whole model, so with
+`MODEL.PAVENET.WEIGHTS_MISMATCH "error"` (the default) any shape difference, missing or unexpected
+tensor is a `WeightsMismatchError` naming the file, the tensors and what was expected. `"skip"` keeps
+detectron2's behaviour, for fine-tuning with a different head on purpose. detectron2 model-zoo `.pkl`
+files (ImageNet backbones, renamed by detectron2's matching heuristics) are partial by design and keep
+detectron2's behaviour.
+
 Resuming: a `last_checkpoint` that names a missing or unreadable file is an error naming both files and
 the intact checkpoints that could be used instead; we do not silently fall back to an older one (which
 would repeat training the user may not expect). Only the `--resume` / `resume_or_load` path uses
@@ -21,24 +32,39 @@ import glob
 import os
 from urllib.parse import urlparse
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .conversion.checkpoint_io import (
+from .checkpoint_io import (
     CheckpointReadError,
     UnsafeCheckpointError,
+    atomic_torch_save,
     load_numpy_pickle,
     load_official_checkpoint,
 )
 from .utils.atomic import atomic_open
 
-__all__ = ["PAVENetCheckpointer", "CheckpointReadError", "UnsafeCheckpointError", "WeightsNotFoundError"]
+__all__ = [
+    "PAVENetCheckpointer",
+    "CheckpointReadError",
+    "UnsafeCheckpointError",
+    "WeightsMismatchError",
+    "WeightsNotFoundError",
+    "WEIGHTS_MISMATCH_CHOICES",
+]
 
 CONVERTER = "tools/convert_official_ckpt.py"
 
 
+WEIGHTS_MISMATCH_CHOICES = ("error", "skip")
+KNOWN_JOINT_COUNTS = (15, 17)  # PoseTrack, COCO
+
+
 class WeightsNotFoundError(CheckpointReadError):
     """MODEL.WEIGHTS names a local file that does not exist."""
+
+
+class WeightsMismatchError(CheckpointReadError):
+    """The checkpoint's tensors do not fit the model (another architecture, joint or frame count)."""
 
 
 def _local_path(path: str):
@@ -57,13 +83,45 @@ def weights_not_found_message(path: str) -> str:
 
 
 class PAVENetCheckpointer(DetectionCheckpointer):
+    """`DetectionCheckpointer` plus `weights_mismatch` ("error" | "skip", `MODEL.PAVENET.WEIGHTS_MISMATCH`):
+    what to do when a checkpoint's tensors do not fit the model (see the module docstring)."""
+
+    def __init__(self, model, save_dir: str = "", *, weights_mismatch: str = "error", **kwargs):
+        if weights_mismatch not in WEIGHTS_MISMATCH_CHOICES:
+            raise ValueError(f"MODEL.PAVENET.WEIGHTS_MISMATCH = {weights_mismatch!r}, expected one of "
+                             f"{WEIGHTS_MISMATCH_CHOICES}")
+        super().__init__(model, save_dir, **kwargs)
+        self.weights_mismatch = weights_mismatch
+        self._loading = ""
+
     # --- loading ---------------------------------------------------------------------------------------
     def load(self, path, *args, **kwargs):
         local = _local_path(path) if path else None
         if local is not None and not os.path.isfile(local):
             # fvcore would stop on a bare `AssertionError: Checkpoint ... not found!`
             raise WeightsNotFoundError(weights_not_found_message(path))
-        return super().load(path, *args, **kwargs)
+        self._loading = path or ""
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = ""
+
+    def _load_model(self, checkpoint):
+        # Checked before anything is copied, so a refused checkpoint leaves the model as it was.
+        # Name-matching heuristics (model-zoo .pkl, or `?matching_heuristics=True` on upstream main) load
+        # partial backbones on purpose: detectron2's behaviour.
+        heuristics = checkpoint.get("matching_heuristics", False) or "matching_heuristics=True" in self._loading
+        if self.weights_mismatch == "error" and not heuristics:
+            problem = state_dict_mismatch(self.model.state_dict(), checkpoint["model"], _num_keypoints(self.model))
+            if problem:
+                raise WeightsMismatchError(
+                    f"{self._loading or 'checkpoint'} does not fit the model built from the config: {problem}. "
+                    "Expected a checkpoint of this architecture (a snapshot trained with this config, or official "
+                    f"weights converted by {CONVERTER} with it, docs/MODEL_ZOO.md). To start from it anyway with "
+                    "the tensors that do not fit left at their initialisation (fine-tuning with another head), set "
+                    "MODEL.PAVENET.WEIGHTS_MISMATCH skip."
+                )
+        return super()._load_model(checkpoint)
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
@@ -118,8 +176,7 @@ class PAVENetCheckpointer(DetectionCheckpointer):
         save_file = os.path.join(self.save_dir, basename)
         assert os.path.basename(save_file) == basename, basename
         self.logger.info(f"Saving checkpoint to {save_file}")
-        with atomic_open(save_file, "wb") as f:
-            torch.save(data, f)
+        atomic_torch_save(data, save_file)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
@@ -127,6 +184,82 @@ class PAVENetCheckpointer(DetectionCheckpointer):
             return super().tag_last_checkpoint(last_filename_basename)
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
+
+
+def _num_keypoints(model):
+    return next((int(m.num_keypoints) for m in model.modules() if isinstance(getattr(m, "num_keypoints", None), int)),
+                None)
+
+
+def _strip_common_prefix(names, prefix="module."):
+    # fvcore strips a DataParallel / DDP "module." prefix when every key has it; compare the same way.
+    if names and all(n.startswith(prefix) for n in names):
+        return {n[len(prefix):]: n for n in names}
+    return {n: n for n in names}
+
+
+def _examples(names, limit=3):
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _areas(names):
+    """The first two name components of the differing tensors, e.g. ['backbone.bottom_up', 'transformer.encoder']."""
+    return sorted({".".join(n.split(".")[:2]) for n in names})
+
+
+def state_dict_mismatch(model_sd, ckpt_sd, num_keypoints=None) -> str:
+    """'' when `ckpt_sd` (name -> tensor / array) holds exactly the model's tensors with the model's shapes;
+    otherwise a description naming the tensors that differ (with both shapes), the missing and the
+    unexpected ones, the model areas they lie in and, when the shapes say so, the joint count."""
+    ckpt_names = _strip_common_prefix(list(ckpt_sd))
+    shapes = [(n, tuple(ckpt_sd[orig].shape), tuple(model_sd[n].shape)) for n, orig in ckpt_names.items()
+              if n in model_sd and tuple(ckpt_sd[orig].shape) != tuple(model_sd[n].shape)]
+    missing = [n for n in model_sd if n not in ckpt_names]
+    unexpected = [n for n in ckpt_names if n not in model_sd]
+    if not (shapes or missing or unexpected):
+        return ""
+    parts = []
+    if shapes:
+        shown = "; ".join(f"{n}: checkpoint {list(c)}, model {list(m)}" for n, c, m in sorted(shapes)[:3])
+        more = f"; and {len(shapes) - 3} more" if len(shapes) > 3 else ""
+        parts.append(f"{len(shapes)} tensors differ in shape ({shown}{more})")
+    if missing:
+        parts.append(f"{len(missing)} model tensors are not in the checkpoint ({_examples(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} checkpoint tensors are not in the model ({_examples(unexpected)})")
+    areas = _areas([s[0] for s in shapes] + missing + unexpected)
+    parts.append(f"in {', '.join(areas[:8])}" + (f" and {len(areas) - 8} more modules" if len(areas) > 8 else ""))
+    joints = _checkpoint_joint_count(shapes, num_keypoints)
+    if joints is not None:
+        parts.append(
+            f"the shapes say the checkpoint has {joints} joints and the model MODEL.PAVENET.NUM_KEYPOINTS = "
+            f"{num_keypoints}" + (f" (COCO -> PoseTrack: convert with --coco-to-posetrack)"
+                                  if (joints, num_keypoints) == (17, 15) else "")
+        )
+    return "; ".join(parts)
+
+
+def _checkpoint_joint_count(shapes, num_keypoints):
+    """The joint count K' (15 or 17) when every shape difference is m*K in the model and m*K' in the
+    checkpoint (keypoint-indexed tensors: K, 2K, ... rows); None otherwise."""
+    if not shapes or not num_keypoints:
+        return None
+    votes, direct = set(), False
+    for _, c, m in shapes:
+        if len(c) != len(m):
+            return None
+        for dc, dm in zip(c, m):
+            if dc == dm:
+                continue
+            per_joint = dm // num_keypoints  # e.g. 1 (heatmap), 2 (x, y), heads x points x 2 (offsets)
+            if dm % num_keypoints or dc % per_joint:
+                return None
+            votes.add(dc // per_joint)
+            direct = direct or per_joint <= 2  # at least one plainly per-joint tensor (not just "300 queries")
+    joints = votes.pop() if len(votes) == 1 and direct else None
+    return joints if joints in KNOWN_JOINT_COUNTS else None  # not "5 joints" for 10 vs 30 queries
 
 
 def _model_zoo_pickle(data):

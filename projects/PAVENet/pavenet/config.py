@@ -116,6 +116,10 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.ONE_TO_MANY_QUERIES = 0
     P.ONE_TO_MANY_K = 4
     P.ONE_TO_MANY_WEIGHT = 1.0  # loss weight of the one-to-many group (relative to the pose layers')
+    # MODEL.WEIGHTS whose tensors do not fit the model (another architecture, joint or frame count):
+    # "error" names the file and the tensors; "skip" is detectron2's behaviour (load what fits, warn about
+    # the rest), for fine-tuning with another head on purpose. detectron2 model-zoo .pkl backbones always skip.
+    P.WEIGHTS_MISMATCH = "error"
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it

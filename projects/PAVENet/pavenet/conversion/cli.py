@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import torch
 
-from .checkpoint_io import CheckpointReadError, load_official_checkpoint, save_converted_checkpoint
+from ..checkpoint_io import CheckpointReadError, load_official_checkpoint, save_converted_checkpoint
 from .official import (
     ConversionError,
     _strip_wrappers,

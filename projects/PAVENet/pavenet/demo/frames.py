@@ -1,8 +1,10 @@
 """Frame sources for the demo: a video file, a folder / glob / list of images, or a webcam.
 
-Every source yields BGR uint8 frames (H, W, 3) one at a time (constant memory) and fails early with an
-error that names the input: a missing file, a video OpenCV cannot decode, a video with zero frames, a
-glob that matches nothing, images of different sizes.
+Every source yields BGR uint8 frames (H, W, 3) one at a time (constant memory) and fails early, before
+any model is built, with an error that names the input and what was expected: a missing or empty file,
+a folder or an image given as a video, a video OpenCV cannot decode or with zero frames, a glob that
+matches nothing, a non-image file among the frames, images of different sizes (read from the image
+headers, so the whole folder is checked without decoding it).
 """
 import glob
 import os
@@ -11,6 +13,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["FrameSource", "VideoFileSource", "ImageListSource", "WebcamSource", "open_frame_source"]
 
@@ -41,8 +44,15 @@ class FrameSource:
 
 class VideoFileSource(FrameSource):
     def __init__(self, path: str):
+        if os.path.isdir(path):
+            raise ValueError(f"--video-input {path} is a folder; for a folder of frames use --input {path}")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"video file not found: {path}")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"video {path} is empty (0 bytes): expected a video file (e.g. .mp4, .avi, .mkv)")
+        if path.lower().endswith(IMAGE_EXTENSIONS):
+            # OpenCV would play a single image as a one-frame video.
+            raise ValueError(f"--video-input {path} is an image, not a video; for frames use --input")
         self.path = path
         self.name = os.path.splitext(os.path.basename(path))[0]
         cap = cv2.VideoCapture(path)
@@ -101,6 +111,10 @@ class ImageListSource(FrameSource):
         for p in paths:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"input image not found: {p}")
+            if not p.lower().endswith(IMAGE_EXTENSIONS):
+                raise ValueError(f"input {p} is not an image file (expected {', '.join(IMAGE_EXTENSIONS)})"
+                                 + ("; for a video use --video-input" if p.lower().endswith(VIDEO_LIKE) else ""))
+        _check_image_headers(paths)
         self.paths = paths
         self.num_frames = len(paths)
         self.fps = fps
@@ -120,6 +134,31 @@ class ImageListSource(FrameSource):
                 # One resize transform per video, and the windows need equally sized frames.
                 raise ValueError(f"image {p} has size {img.shape[:2]}, but the first frame has {size}")
             yield img
+
+
+VIDEO_LIKE = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+
+
+def _check_image_headers(paths: Sequence[str]) -> None:
+    """Every path is a readable image of the first one's size (headers only: cheap for long videos).
+    One resize transform serves a whole video and the windows stack equally sized frames."""
+    first = None
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                size = im.size  # (W, H) as stored
+                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: cv2.imread turns it upright
+                    size = size[::-1]
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"cannot read image {p} (not an image or corrupt: {e})") from e
+        if first is None:
+            first = (p, size)
+        elif size != first[1]:
+            raise ValueError(
+                f"image {p} is {size[0]}x{size[1]} (WxH) but the first frame {first[0]} is "
+                f"{first[1][0]}x{first[1][1]}: "
+                "all frames of one video must have one size"
+            )
 
 
 class WebcamSource(FrameSource):

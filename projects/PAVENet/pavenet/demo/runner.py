@@ -14,12 +14,12 @@ from detectron2.structures import Instances
 
 from ..evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
 from .frames import FrameSource
-from .outputs import VIDEO_EXTENSIONS, VideoWriter, atomic_dir, atomic_path
+from .outputs import VIDEO_EXTENSIONS, DemoOutputError, VideoWriter, atomic_dir, atomic_path, check_output_path
 from ..inference.predictor import ClipPredictor
 from ..inference.tracker import PoseTracker
 from .visualization import TrackVisualizer, demo_metadata
 
-__all__ = ["VideoPoseDemo", "run_demo", "posetrack_image_entries"]
+__all__ = ["VideoPoseDemo", "run_demo", "plan_outputs", "posetrack_image_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,35 @@ def posetrack_image_entries(name: str, frame_names: List[str], height: int, widt
     return entries
 
 
+def plan_outputs(name: str, output: Optional[str] = None, save_frames: bool = False, save_json: Optional[str] = None,
+                 save_coco: Optional[str] = None, gt_json: Optional[str] = None) -> dict:
+    """The final paths of `run_demo`'s outputs for a video called `name`: {"video", "frames", "json", "coco"}
+    (None where not asked for). Raises, before any work, DemoOutputError for an output that cannot be
+    written and FileNotFoundError for a missing `gt_json`, each naming the option and the path."""
+    video_path = frames_dir = None
+    if save_frames and (not output or output.lower().endswith(VIDEO_EXTENSIONS)):
+        raise DemoOutputError(f"--save-frames needs --output to be a folder, got {output!r}")
+    if output:
+        if output.lower().endswith(VIDEO_EXTENSIONS):
+            video_path = output
+            check_output_path(video_path, "--output")
+        else:
+            check_output_path(output, "--output", is_dir=True)
+            video_path = os.path.join(output, name + ".mp4")
+            frames_dir = os.path.join(output, name) if save_frames else None
+    if save_json and not save_json.lower().endswith(".json"):
+        check_output_path(save_json, "--save-json", is_dir=True)
+        save_json = os.path.join(save_json, name + ".json")
+    for path, option in ((video_path, "--output"), (save_json, "--save-json"), (save_coco, "--save-coco")):
+        if path:
+            check_output_path(path, option)
+    if frames_dir and os.path.exists(frames_dir) and not os.path.isdir(frames_dir):
+        raise DemoOutputError(f"--save-frames: {frames_dir} exists and is a file, expected a folder")
+    if gt_json and not os.path.isfile(gt_json):
+        raise FileNotFoundError(f"--gt-json: PoseTrack GT file not found: {gt_json}")
+    return {"video": video_path, "frames": frames_dir, "json": save_json, "coco": save_coco}
+
+
 def _load_gt_images(path: str, num_frames: int) -> List[dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PoseTrack GT file not found: {path}")
@@ -108,16 +137,8 @@ def run_demo(
     from tqdm import tqdm
 
     name = source.name
-    video_path = frames_dir = None
-    if output:
-        if output.lower().endswith(VIDEO_EXTENSIONS):
-            video_path = output
-        else:
-            video_path = os.path.join(output, name + ".mp4")
-            if save_frames:
-                frames_dir = os.path.join(output, name)
-    if save_json and not save_json.lower().endswith(".json"):
-        save_json = os.path.join(save_json, name + ".json")
+    paths = plan_outputs(name, output, save_frames, save_json, save_coco, gt_json)
+    video_path, frames_dir, save_json = paths["video"], paths["frames"], paths["json"]
 
     people_per_frame: List[List[dict]] = []
     coco_preds: List[dict] = []
@@ -153,7 +174,7 @@ def run_demo(
                     if tmp_frames:
                         stem = os.path.splitext(frame_name)[0]
                         if not cv2.imwrite(os.path.join(tmp_frames, stem + ".jpg"), overlay):
-                            raise RuntimeError(f"cannot write overlay frame {stem}.jpg")
+                            raise DemoOutputError(f"cannot write overlay frame {stem}.jpg into {frames_dir}")
                     if show and _show(name, overlay):
                         break
         finally:

@@ -34,7 +34,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        PAVENetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = PAVENetCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                                           weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

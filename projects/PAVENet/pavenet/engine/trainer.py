@@ -124,7 +124,8 @@ class Trainer(DefaultTrainer):
         else:
             self._trainer = SimpleTrainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = PAVENetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = PAVENetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                                weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

@@ -39,7 +39,11 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"({time.perf_counter() - start:.2f} s)")
     print(format_table(results))
     if args.json:
-        atomic_write_json(args.json, results.to_json(), indent=2)
+        try:
+            atomic_write_json(args.json, results.to_json(), indent=2)
+        except OSError as e:  # e.g. a file where the folder should be, no permission, disk full
+            print(f"error: --json {args.json}: cannot write it ({e})", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -65,11 +65,11 @@ def _import_model_registry():
     import pavenet.modeling  # noqa: F401
 
 
-def _checkpointer(model):
+def _checkpointer(model, cfg):
     # The project checkpointer: weights_only-safe loading of local files (torch >= 2.6 defaults to it).
     from pavenet.checkpoint import PAVENetCheckpointer
 
-    return PAVENetCheckpointer(model)
+    return PAVENetCheckpointer(model, weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
 
 
 class ClipPredictor:
@@ -86,7 +86,7 @@ class ClipPredictor:
             _import_model_registry()
             model = build_model(self.cfg)
             if self.cfg.MODEL.WEIGHTS:
-                _checkpointer(model).load(self.cfg.MODEL.WEIGHTS)
+                _checkpointer(model, self.cfg).load(self.cfg.MODEL.WEIGHTS)
         self.model = model.eval()
         self.num_frames = int(self.cfg.MODEL.PAVENET.NUM_FRAMES)
         self.score_thresh = float(self.cfg.MODEL.PAVENET.TEST.SCORE_THRESH)

@@ -1,14 +1,18 @@
-"""Reading checkpoints safely (torch zip files and plain pickles) and writing tensors-only ones atomically.
+"""Checkpoint file I/O for the whole package: safe reading of torch and pickle files, atomic writing.
 
-mmcv checkpoints are ``{"meta": {...}, "state_dict": {...}, "optimizer": {...}?}``. ``meta`` holds
-strings, numbers and sometimes numpy scalars, so we try, in order: ``torch.load(weights_only=True)``;
-the same with numpy scalars / dtypes / arrays allowed (data types only, no code); and a full unpickle
-only when the caller says so (``allow_pickle=True`` / ``--allow-pickle`` for a file the user names),
-because unpickling can run arbitrary code.
+This module owns how checkpoint files are read and written, and nothing about what they hold: the
+training checkpointer (`pavenet.checkpoint`) reads our snapshots and converted weights through it and
+writes snapshots with `atomic_torch_save`; the official-weight converter (`pavenet.conversion`) reads
+mmcv files and writes its output through it. Neither of those is imported here.
 
-detectron2 / Caffe2 model-zoo ``.pkl`` files (dicts of numpy arrays) are read by ``load_numpy_pickle``,
-an unpickler that admits only numpy arrays / scalars / dtypes and plain containers: a crafted pickle that
-names any other callable (``os.system``, ``builtins.open``, ...) is refused before anything runs.
+Reading a torch file: ``torch.load(weights_only=True)``; then the same with numpy scalars / dtypes /
+arrays allowed (data types only, no code; mmcv's ``meta`` holds numpy scalars); and a full unpickle only
+when the caller says so (``allow_pickle=True`` / ``--allow-pickle`` for a file the user names), because
+unpickling can run arbitrary code. detectron2 / Caffe2 model-zoo ``.pkl`` files (dicts of numpy arrays)
+are read by ``load_numpy_pickle``, an unpickler that admits only numpy arrays / scalars / dtypes and
+plain containers: a crafted pickle that names any other callable (``os.system``, ``builtins.open``, ...)
+is refused before anything runs. Writing goes through ``utils.atomic.atomic_open``: a kill at any moment
+leaves the old file or the new one under the final name, never a truncated one.
 """
 import logging
 import os
@@ -18,7 +22,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from ..utils.atomic import atomic_open
+from .utils.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "load_numpy_pickle",
     "load_official_checkpoint",
+    "atomic_torch_save",
     "save_converted_checkpoint",
 ]
 
@@ -196,5 +201,10 @@ def save_converted_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str)
         if v.untyped_storage().nbytes() != v.numel() * v.element_size():
             v = v.clone()
         tensors[k] = v
+    atomic_torch_save({"model": tensors}, path)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """`torch.save(obj, path)` written to a temporary file next to `path`, fsynced, renamed over it."""
     with atomic_open(path, "wb") as f:
-        torch.save({"model": tensors}, f)
+        torch.save(obj, f)
