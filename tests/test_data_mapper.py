@@ -166,3 +166,19 @@ def test_loaders_on_synthetic(tmp_path, monkeypatch):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_test_set_without_frames_is_an_error_naming_it(tmp_path):
+    from pavenet.data.build import build_pavenet_test_loader
+
+    (tmp_path / "ann").mkdir()
+    images = [{"id": 0, "file_name": "images/v/000000.png", "is_labeled": False, "width": W, "height": H}]
+    (tmp_path / "ann/000002_m_test.json").write_text(json.dumps({"images": images, "annotations": []}))
+    name = "test_loader_no_labelled_frames"
+    register_posetrack(name, str(tmp_path / "ann"), str(tmp_path))
+    try:
+        with pytest.raises(ValueError, match=f"'{name}' has no frame to evaluate.*TEST_FRAMES 'labeled'"):
+            build_pavenet_test_loader(_cfg(), name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

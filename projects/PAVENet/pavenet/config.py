@@ -163,7 +163,6 @@ def add_pavenet_config(cfg: CN) -> CN:
     # Assign track ids in evaluation (the demo's tracker) and report poseval's MOTA next to AP; needs
     # VIDEO_MODE "stream" (the tracker follows consecutive windows).
     cfg.TEST.POSETRACK.EVAL_TRACKING = False
-    cfg.TEST.POSETRACK.SAVE_PREDICTIONS = True
     # "stream": one video per batch, each frame encoded once (cached), the same decoding as the demo;
     # "clips": every test frame's clip through the model's forward on its own (F encodes per frame).
     # Both give the same predictions (docs/EVALUATION.md).

@@ -6,11 +6,12 @@ import itertools
 import logging
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data.samplers import InferenceSampler, TrainingSampler
 from detectron2.utils import comm
 
 from .dataset_mapper import PoseTrackClipDatasetMapper
 from .datasets.posetrack import load_posetrack_video_dicts
-from .samplers import ClipInferenceSampler, ClipTrainingSampler, select_test_frames, shard_range
+from .samplers import select_test_frames, shard_range
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,14 @@ def get_test_clip_dicts(dataset_name: str, test_frames: str = "labeled") -> list
     all_fn = None
     if meta.get("dataset_type", "") == "posetrack":
         all_fn = lambda: load_posetrack_video_dicts(meta.annotations, meta.image_root, frames="all")  # noqa: E731
-    elif test_frames == "all":  # COCO pseudo-clips: every image is its own labelled "video"
-        return labeled
-    return select_test_frames(labeled, test_frames, all_fn)
+    if test_frames == "all" and all_fn is None:  # COCO pseudo-clips: every image is its own labelled "video"
+        dicts = labeled
+    else:
+        dicts = select_test_frames(labeled, test_frames, all_fn)
+    if not dicts:
+        raise ValueError(f"test set {dataset_name!r} has no frame to evaluate "
+                         f"(INPUT.PAVENET.TEST_FRAMES {test_frames!r}); check its annotation files")
+    return dicts
 
 
 def build_pavenet_train_loader(cfg, mapper=None, dataset=None):
@@ -66,7 +72,8 @@ def build_pavenet_train_loader(cfg, mapper=None, dataset=None):
         dataset = get_train_clip_dicts(names)
     if mapper is None:
         mapper = PoseTrackClipDatasetMapper(cfg, is_train=True, dataset_name=names[0])
-    sampler = ClipTrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
+    # One seed shared by all ranks (cfg.SEED, else detectron2 draws one and broadcasts it).
+    sampler = TrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
     return build_detection_train_loader(
         dataset=dataset,
         mapper=mapper,
@@ -84,7 +91,7 @@ def build_pavenet_test_loader(cfg, dataset_name: str, mapper=None):
     if mapper is None:
         mapper = PoseTrackClipDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
     return build_detection_test_loader(
-        dataset=dataset, mapper=mapper, sampler=ClipInferenceSampler(len(dataset)), num_workers=cfg.DATALOADER.NUM_WORKERS
+        dataset=dataset, mapper=mapper, sampler=InferenceSampler(len(dataset)), num_workers=cfg.DATALOADER.NUM_WORKERS
     )
 
 

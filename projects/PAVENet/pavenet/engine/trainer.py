@@ -2,20 +2,21 @@
 
 `SOLVER.IMS_PER_BATCH` counts clips (each clip is F frames) across all processes.
 """
+import contextlib
+import functools
 import logging
 import os
 import random
-import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List
+from unittest import mock
 
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
-from detectron2.utils import comm
+from detectron2.engine import DefaultTrainer, create_ddp_model
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
-from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PAVENetCheckpointer
 from ..data.build import build_pavenet_test_loader, build_pavenet_train_loader, build_pavenet_video_test_loader
@@ -93,44 +94,49 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+@contextlib.contextmanager
+def _pavenet_trainer_parts(cfg):
+    """While `DefaultTrainer.__init__` runs (its own body, v0.6 or main), it builds three parts by name from
+    `detectron2.engine.defaults`; PAVE-Net needs its own version of each, so those names point at ours:
+
+    * `create_ddp_model`: on the CPU, DDP without `device_ids` (detectron2 passes the local rank, which DDP
+      rejects for CPU modules; gloo multi-process training on CPUs needs this);
+    * `AMPTrainer`: `pavenet.engine.amp.AMPTrainer` (bf16 on the CPU; detectron2 v0.6's asserts CUDA);
+    * `DetectionCheckpointer`: `PAVENetCheckpointer` (weights_only-safe loading, atomic saving, and
+      MODEL.PAVENET.WEIGHTS_MISMATCH for weights that do not fit the model).
+
+    `mock.patch.object` fails loudly if detectron2 ever stops building a part under that name.
+    """
+    def ddp(model, **kwargs):
+        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
+            kwargs["device_ids"] = None
+        return create_ddp_model(model, **kwargs)
+
+    def amp_trainer(model, data_loader, optimizer):
+        return AMPTrainer(model, data_loader, optimizer, torch.device(cfg.MODEL.DEVICE).type, amp_dtype(cfg))
+
+    with mock.patch.object(d2_defaults, "create_ddp_model", ddp), \
+            mock.patch.object(d2_defaults, "AMPTrainer", amp_trainer), \
+            mock.patch.object(d2_defaults, "DetectionCheckpointer", functools.partial(
+                PAVENetCheckpointer, weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)):
+        yield
+
+
 class Trainer(DefaultTrainer):
     """detectron2's DefaultTrainer with PAVE-Net's loaders, optimizer and evaluator, and exact resume.
 
     detectron2 v0.6's DefaultTrainer does not checkpoint the optimizer (main does, under `_trainer`),
     so we save it ourselves, together with the RNG states. With `DATALOADER.NUM_WORKERS == 0` a resumed
     run also replays the data stream to where it stopped, so it reaches the same weights as an
-    uninterrupted run; with worker processes the data order after a resume is a fresh draw.
+    uninterrupted run; with worker processes the resumed run reads the sampler's stream from its start
+    again (the same stream for a fixed SEED, a new one for SEED < 0), so its data order differs from an
+    uninterrupted run's.
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__'s body (the same on detectron2 v0.6 and main) with two changes: DDP is
-        # created without device_ids on CPU (gloo workers; detectron2 passes the local rank, which DDP
-        # rejects for CPU modules), and the checkpointer is the weights_only-safe PAVENetCheckpointer.
-        TrainerBase.__init__(self)
-        logger = logging.getLogger("detectron2")
-        if not logger.isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        ddp_kwargs = {"broadcast_buffers": False}
-        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
-            ddp_kwargs["device_ids"] = None
-        model = create_ddp_model(model, **ddp_kwargs)
-        if cfg.SOLVER.AMP.ENABLED:  # CPU (bf16) or CUDA (fp16 + GradScaler / bf16); detectron2's is CUDA-only
-            self._trainer = AMPTrainer(model, data_loader, optimizer, torch.device(cfg.MODEL.DEVICE).type,
-                                       amp_dtype(cfg))
-        else:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer)
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = PAVENetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                                weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
         self._rng_to_restore = None
-        self.register_hooks(self.build_hooks())
+        with _pavenet_trainer_parts(cfg):
+            super().__init__(cfg)
 
     def state_dict(self):
         ret = super().state_dict()
