@@ -6,8 +6,9 @@
        int64, valid_ratios (1, L, 2). H, W and S = sum_l h_l * w_l are dynamic.
 * ``decoder.onnx``: the F encoded frames of one clip (frames t-T..t+T) -> the key frame's top-k persons
     memory (F, S, C), padding_mask (F, S), spatial_shapes (L, 2), valid_ratios (F, L, 2)
-    -> keypoints (k, K, 2), scores (k,) descending, sigmas (k, K, 2), frame_keypoints (k, F, K, 2);
-       keypoints normalised to the un-padded input (x / w, y / h); k = min(TEST.TOPK, NUM_QUERIES).
+    -> keypoints (k, K, 2), scores (k,) descending, sigmas (k, K, 2), frame_keypoints (k, F, K, 2),
+       query_index (k,) int64 (which decoder query each row is); keypoints normalised to the un-padded
+       input (x / w, y / h); k = min(TEST.TOPK, NUM_QUERIES).
     F, K and k are fixed by the config; S is dynamic.
 
 The query selection's and the scores' top-k run inside the decoder graph (ONNX TopK with a constant
@@ -42,7 +43,7 @@ ENCODER_INPUTS = ("image",)
 # Names of `EncodedFrames` fields: the ONNX Runtime backend passes them on to the decoder by name.
 ENCODER_OUTPUTS = ("memory", "padding_mask", "spatial_shapes", "level_start_index", "valid_ratios")
 DECODER_INPUTS = ("memory", "padding_mask", "spatial_shapes", "valid_ratios")
-DECODER_OUTPUTS = ("keypoints", "scores", "sigmas", "frame_keypoints")
+DECODER_OUTPUTS = ("keypoints", "scores", "sigmas", "frame_keypoints", "query_index")
 # GridSample needs opset 16; 17 adds LayerNormalization (one node instead of a decomposition).
 OPSET = 17
 
@@ -106,6 +107,8 @@ def _export_mode(model: nn.Module):
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
+            # Advanced indexing exports as Gather etc.; our indices (queries, clips) are never negative.
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
             yield
     finally:
         set_msda_impl(model, own_impl, log=False)
