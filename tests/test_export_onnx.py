@@ -254,3 +254,18 @@ def test_benchmark_times_onnxruntime_beside_pytorch(tiny, tmp_path):
     for key in ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_window"):
         assert o[key] > 0 and o[key.replace("ms", "cpu_ms", 1)] > 0
         assert res["onnxruntime_over_pytorch"][key] == pytest.approx(o[key] / p[key])
+
+
+def test_deploy_doc_video_loop_runs(tiny, sample_dir, capsys):
+    """docs/DEPLOY.md's plain-onnxruntime loop, as printed there, on the sample video and the tiny export."""
+    _, out = tiny
+    text = (REPO / "docs" / "DEPLOY.md").read_text()
+    code = text.split("## Plain ONNX Runtime")[1].split("```python\n")[1].split("```")[0]
+    first = next(line for line in code.splitlines() if line.startswith("ONNX_DIR, VIDEO"))
+    code = code.replace(first, f"ONNX_DIR, VIDEO, MIN_SIZE, MAX_SIZE, THRESH = {str(out)!r}, "
+                               f"{str(sample_dir / SAMPLE_VIDEO)!r}, 64, 128, 0.0")
+    assert "import torch" not in code and "pavenet" not in code
+    exec(compile(code, "DEPLOY.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 - 2  # 5 frames, F = 3: one output per full window
+    assert all(line.startswith("10 people") for line in lines)  # TOPK 10, threshold 0
