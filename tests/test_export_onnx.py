@@ -269,3 +269,19 @@ def test_deploy_doc_video_loop_runs(tiny, sample_dir, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 - 2  # 5 frames, F = 3: one output per full window
     assert all(line.startswith("10 people") for line in lines)  # TOPK 10, threshold 0
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    """Exporting must not touch the model: eval mode, batch-norm statistics (the tiny model has real BN)
+    and the deformable-attention backend are as before (the exporter restores its wrapper's own mode)."""
+    from pavenet.export import export_onnx
+
+    predictor = ClipPredictor(tiny_cfg())
+    model = predictor.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    impl = model.msda_impl
+    export_onnx(model, predictor.cfg, str(tmp_path), *EXPORT_HW)
+    assert not model.training and not any(m.training for m in model.modules())
+    assert model.msda_impl == impl and all(getattr(m, "msda_impl", impl) == impl for m in model.modules())
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert not changed, changed[:5]
