@@ -83,9 +83,9 @@ class TorchClipModel:
     of one clip (t-T..t+T), un-padded input (h, w), output (height, width) -> key-frame Instances (CPU).
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, num_frames: int):
         self.model = model.eval()
-        self.num_frames = int(model.num_frames)
+        self.num_frames = int(num_frames)
         self.device = next(model.parameters()).device
 
     def encode_frame(self, image: torch.Tensor):
@@ -115,7 +115,7 @@ class ClipPredictor:
                 model = build_model(self.cfg)
                 if self.cfg.MODEL.WEIGHTS:
                     _checkpointer(model).load(self.cfg.MODEL.WEIGHTS)
-            backend = TorchClipModel(model)
+            backend = TorchClipModel(model, self.cfg.MODEL.PAVENET.NUM_FRAMES)
         elif model is not None:
             raise ValueError("ClipPredictor: pass a model or a backend, not both")
         self.backend = backend
