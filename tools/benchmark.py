@@ -11,7 +11,10 @@
 
 Stream, encode, decode and the training step are timed for every deformable-attention backend
 (--backends: PyTorch and the compiled kernel) on the same model, interleaved in one process; the
-results are under "backends" with the ratios in "kernel_over_pytorch".
+results are under "backends" with the ratios in "kernel_over_pytorch". With --backend onnxruntime the
+same model is also exported to ONNX (or --onnx-dir is loaded) and its stream / encode / decode run in
+ONNX Runtime on the same frames, interleaved with the others ("backends"/"onnxruntime",
+"onnxruntime_over_pytorch"; ONNX Runtime gets as many intra-op threads as torch).
 
   python tools/benchmark.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml \
       --height 384 --width 640 --train-clips 1 --json out/bench.json [--opts MODEL.DEVICE cuda]
@@ -26,6 +29,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, Tuple
 
@@ -261,7 +265,22 @@ def backends_to_run(arg: str) -> List[str]:
     return names
 
 
+def ort_predictor(cfg, model, onnx_dir, height: int, width: int, tmp: str) -> ClipPredictor:
+    """A ClipPredictor on ONNX Runtime: the graphs in `onnx_dir`, or `model` exported into `tmp`."""
+    from pavenet.export import OrtClipModel, export_onnx
+
+    if not onnx_dir:
+        onnx_dir = tmp
+        export_onnx(model, cfg, onnx_dir, height, width)
+    return ClipPredictor(cfg, backend=OrtClipModel(onnx_dir, cfg, threads=torch.get_num_threads()))
+
+
 def run(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pavenet_bench_onnx_") as tmp:
+        return _run(args, tmp)
+
+
+def _run(args, tmp: str) -> dict:
     from pavenet.modeling.msda_backend import set_msda_impl
 
     cfg = setup_cfg(args)
@@ -274,6 +293,7 @@ def run(args) -> dict:
     H, W, N = args.height, args.width, args.frames
     backends = backends_to_run(args.backends)
     video = synthetic_video(5, N, H, W, seed=1)
+    ort = ort_predictor(cfg, model, args.onnx_dir, H, W, tmp) if args.backend == "onnxruntime" else None
     logger.info("model built; %d-frame %dx%d video, F=%d, device %s, backends %s", N, H, W, F, device, backends)
 
     def consume(gen):
@@ -308,6 +328,9 @@ def run(args) -> dict:
         image = predictor._make_prepare()(video[0])
         feats, image_size = predictor.encode(image)
         window = type(feats).cat([feats] * F)
+        if ort is not None:
+            consume(ort.stream(video[:F]))
+            ort_window = [ort.encode(image)[0]] * F
         crowd = {n: synthetic_video(n, N, H, W, seed=2) for n in (1, 20)}
         # With the model's own backend (MSDA_IMPL): window mode and the people count.
         tasks = {
@@ -323,6 +346,11 @@ def run(args) -> dict:
                 window, image_size=image_size, output_size=(H, W))), 1)
             if impl in train_steps:
                 tasks[f"{impl}/train_ms_per_step"] = (torch.enable_grad()(train_steps[impl]), 1)
+        if ort is not None:  # the exported graphs on the same frames, in the same interleaved rounds
+            tasks["onnxruntime/stream_ms_per_frame"] = (lambda: consume(ort.stream(video)), N)
+            tasks["onnxruntime/encode_ms_per_frame"] = (lambda: ort.encode(image), 1)
+            tasks["onnxruntime/decode_ms_per_window"] = (
+                lambda: ort.backend.decode_clip(ort_window, image_size, (H, W)), 1)
         own = model.msda_impl
         timings = measure(tasks, device, args.repeats)
         set_msda_impl(model, own, log=False)
@@ -343,6 +371,9 @@ def run(args) -> dict:
         if {"pytorch", "kernel"} <= set(res["backends"]):
             p, k = res["backends"]["pytorch"], res["backends"]["kernel"]
             res["kernel_over_pytorch"] = {key: k[key] / p[key] for key in k if "_ms_" in key and key in p}
+        if {"pytorch", "onnxruntime"} <= set(res["backends"]):
+            p, o = res["backends"]["pytorch"], res["backends"]["onnxruntime"]
+            res["onnxruntime_over_pytorch"] = {key: o[key] / p[key] for key in o if "_ms_" in key and key in p}
         if not args.no_flops:
             set_msda_impl(model, "pytorch", log=False)  # fvcore counts grid_sample, not the compiled op
             res.update(count_gflops(predictor, video[0]))
@@ -365,6 +396,10 @@ def get_parser():
     p.add_argument("--backends", default="all",
                    help="deformable-attention backends to time side by side: 'all' (pytorch, and kernel if "
                         "installed) or a comma list of pytorch,kernel")
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
+                   help="onnxruntime: also time the exported ONNX graphs in ONNX Runtime beside PyTorch")
+    p.add_argument("--onnx-dir", help="with --backend onnxruntime: graphs exported from this config (default: "
+                                      "export the benchmark's model to a temporary folder)")
     p.add_argument("--train-clips", type=int, default=0,
                    help="also time a training step (forward, backward, optimizer) on this many clips (0: off)")
     p.add_argument("--cpu-memory", action="store_true",

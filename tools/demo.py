@@ -5,6 +5,8 @@
       --video-input my.mp4 --output out/ --save-json out/ --opts MODEL.WEIGHTS model.pth
   python tools/demo.py --config-file CFG --input 'frames/*.jpg' --output out.mp4
   python tools/demo.py --config-file CFG --webcam
+  python tools/demo.py --config-file CFG --video-input my.mp4 --save-json out/ \
+      --backend onnxruntime --onnx-dir exported/     # graphs of tools/deploy/export_model.py
 
 Every output is written under a temporary name and renamed when complete.
 """
@@ -19,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 from pavenet.config import load_pavenet_config
 from pavenet.demo.frames import open_frame_source
 from pavenet.demo.runner import VideoPoseDemo, plan_outputs, run_demo
+from pavenet.export import BACKENDS, build_predictor
 
 
 def setup_cfg(args):
@@ -49,6 +52,9 @@ def get_parser():
     parser.add_argument("--keypoint-threshold", type=float, default=0.0, help="hide joints scoring below this")
     parser.add_argument("--mode", choices=["stream", "window"], default="stream",
                         help="stream: encode each frame once (cached); window: full forward per window")
+    parser.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                        help="pytorch: the model; onnxruntime: the exported graphs in --onnx-dir (same config)")
+    parser.add_argument("--onnx-dir", help="with --backend onnxruntime: the folder of encoder.onnx and decoder.onnx")
     parser.add_argument("--track-patience", type=int, default=2, help="windows a missing person keeps its id")
     parser.add_argument("--track-match-thresh", type=float, default=0.3, help="minimum OKS to continue a track")
     parser.add_argument("--no-progress", action="store_true")
@@ -61,13 +67,17 @@ def main(argv=None) -> dict:
     setup_logger(name="pavenet")
     logger = logging.getLogger("pavenet")
     logger.info("Arguments: %s", args)
+    if args.backend == "onnxruntime" and not args.onnx_dir:
+        raise SystemExit("--backend onnxruntime needs --onnx-dir (written by tools/deploy/export_model.py)")
     # Inputs and outputs first: a missing / unreadable / empty input or an unwritable output fails before
     # the model is built.
     source = open_frame_source(args.video_input, args.input, args.webcam)
     plan_outputs(source.name, args.output, args.save_frames, args.save_json, args.save_coco, args.gt_json)
     cfg = setup_cfg(args)
+    predictor = build_predictor(cfg, args.backend, args.onnx_dir)
     demo = VideoPoseDemo(cfg, mode=args.mode, track_patience=args.track_patience,
-                         track_match_thresh=args.track_match_thresh, keypoint_thresh=args.keypoint_threshold)
+                         track_match_thresh=args.track_match_thresh, keypoint_thresh=args.keypoint_threshold,
+                         predictor=predictor)
     summary = run_demo(demo, source, output=args.output, save_frames=args.save_frames, save_json=args.save_json,
                        save_coco=args.save_coco, gt_json=args.gt_json, progress=not args.no_progress,
                        show=not (args.output or args.save_json or args.save_coco))

@@ -5,13 +5,17 @@ Like detectron2's `DefaultPredictor` (build the model, load MODEL.WEIGHTS, eval 
 video, one frame per step, replicating the first / last frame at the borders (as the clip mapper does):
 
 * `stream(frames)` (cached): each frame goes through the backbone, neck and spatial encoder ONCE
-  (`model.encode_frames`); the F windows that contain it reuse that output from a deque of F entries, and
-  only the decoders run per window (`model.decode_clip`).
+  (`backend.encode_frame`); the F windows that contain it reuse that output from a deque of F entries,
+  and only the decoders run per window (`backend.decode_clip`).
 * `stream_video(read_frame, length, keys)` (cached, evaluation): the same, for chosen key frames of a
   video read by position; only the frames their clips use are read and encoded, each once.
 * `window(frames)` (uncached): the full eval forward on every window's F frames, as the official demo does.
 
-Both keep at most F frames / encodings alive, so memory is constant in the video's length. Both yield
+The two heavy operations come from a backend: `TorchClipModel` (the PyTorch model's `encode_frames` /
+`decode_clip`, the default) or `pavenet.export.OrtClipModel` (the exported ONNX graphs in ONNX Runtime);
+windowing, caching, filtering (and the demo's tracking) are the same for both.
+
+Both modes keep at most F frames / encodings alive, so memory is constant in the video's length. Both yield
 `(frame_index, frame_bgr, instances)` per input frame, T frames after it has been read, with `instances`
 in the original frame's pixels (fields of the model's eval output: `pred_keypoints` (k, K, 3), `scores`
 (k,), `pred_boxes`, `pred_classes`, `pred_frame_keypoints` (k, F, K, 2)), filtered by
@@ -28,7 +32,7 @@ from detectron2.structures import Instances
 
 from pavenet.data.clip_sampler import clips_from_frames, frames_for_clips
 
-__all__ = ["ClipPredictor", "sliding_windows"]
+__all__ = ["ClipPredictor", "TorchClipModel", "sliding_windows"]
 
 
 def sliding_windows(items: Iterable[Any], num_frames: int) -> Iterator[Tuple[int, List[Any]]]:
@@ -72,22 +76,53 @@ def _checkpointer(model, cfg):
     return PAVENetCheckpointer(model, weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
 
 
+class TorchClipModel:
+    """The PyTorch backend of `ClipPredictor`: a PAVENet model's streaming operations.
+
+    encode_frame: uint8 (3, h, w) -> (EncodedFrames of 1 frame, (h, w)); decode_clip: the F EncodedFrames
+    of one clip (t-T..t+T), un-padded input (h, w), output (height, width) -> key-frame Instances (CPU).
+    """
+
+    def __init__(self, model: torch.nn.Module, num_frames: int):
+        self.model = model.eval()
+        self.num_frames = int(num_frames)
+        self.device = next(model.parameters()).device
+
+    def encode_frame(self, image: torch.Tensor):
+        images, image_size = self.model.preprocess_frames(image[None].to(self.device))
+        return self.model.encode_frames(images), image_size
+
+    def decode_clip(self, frames: Sequence[Any], image_size, output_size) -> Instances:
+        feats = type(frames[0]).cat(list(frames))  # (F, S, C) etc., no recomputation
+        return self.model.decode_clip(feats, image_size=image_size, output_size=output_size).to("cpu")
+
+
 class ClipPredictor:
     """Streaming / window inference of a PAVE-Net model on one video at a time.
 
     Args:
         cfg: a config with the PAVE-Net keys; MODEL.WEIGHTS "" keeps the random initialisation.
         model: optional already-built model (in eval mode), e.g. to share it between predictors.
+        backend: optional backend with `encode_frame` / `decode_clip` (e.g. `pavenet.export.OrtClipModel`);
+            then no PyTorch model is built and `self.model` is None.
     """
 
-    def __init__(self, cfg, model: Optional[torch.nn.Module] = None):
+    def __init__(self, cfg, model: Optional[torch.nn.Module] = None, backend=None):
         self.cfg = cfg.clone()
-        if model is None:
-            _import_model_registry()
-            model = build_model(self.cfg)
-            if self.cfg.MODEL.WEIGHTS:
-                _checkpointer(model, self.cfg).load(self.cfg.MODEL.WEIGHTS)
-        self.model = model.eval()
+        if backend is None:
+            if model is None:
+                _import_model_registry()
+                model = build_model(self.cfg)
+                if self.cfg.MODEL.WEIGHTS:
+                    _checkpointer(model, self.cfg).load(self.cfg.MODEL.WEIGHTS)
+            backend = TorchClipModel(model, self.cfg.MODEL.PAVENET.NUM_FRAMES)
+        elif model is not None:
+            raise ValueError("ClipPredictor: pass a model or a backend, not both")
+        self.backend = backend
+        self.model = getattr(backend, "model", None)
+        if int(backend.num_frames) != int(self.cfg.MODEL.PAVENET.NUM_FRAMES):
+            raise ValueError(f"backend runs F={backend.num_frames} frames but MODEL.PAVENET.NUM_FRAMES is "
+                             f"{self.cfg.MODEL.PAVENET.NUM_FRAMES}")
         self.num_frames = int(self.cfg.MODEL.PAVENET.NUM_FRAMES)
         self.score_thresh = float(self.cfg.MODEL.PAVENET.TEST.SCORE_THRESH)
         self.aug = T.ResizeShortestEdge(
@@ -96,7 +131,7 @@ class ClipPredictor:
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format}")
-        self.device = next(self.model.parameters()).device
+        self.device = backend.device
 
     # --- per-frame preparation -------------------------------------------------------------------
     def _make_prepare(self) -> Callable[[np.ndarray], torch.Tensor]:
@@ -128,9 +163,8 @@ class ClipPredictor:
     # --- cached streaming mode ---------------------------------------------------------------
     @torch.no_grad()
     def encode(self, image: torch.Tensor):
-        """uint8 (3, h, w) -> (EncodedFrames of 1 frame, image_size (h, w)): backbone, neck, encoder."""
-        images, image_size = self.model.preprocess_frames(image[None].to(self.device))
-        return self.model.encode_frames(images), image_size
+        """uint8 (3, h, w) -> (the backend's encoding of 1 frame, image_size (h, w)): backbone, neck, encoder."""
+        return self.backend.encode_frame(image)
 
     def _encoded(self, frames: Iterable[Tuple[Any, np.ndarray]], prepare) -> Iterator[Tuple[Any, tuple]]:
         """(tag, frame_bgr) -> (tag, (frame_bgr, EncodedFrames of the frame, image_size)), one encode each."""
@@ -143,9 +177,7 @@ class ClipPredictor:
         (frame_bgr, EncodedFrames, image_size), key frame in the middle -> key-frame Instances in the
         original frame's pixels."""
         frame, _, image_size = window[self.num_frames // 2]
-        feats = type(window[0][1]).cat([w[1] for w in window])  # (F, S, C) etc., no recomputation
-        out = self.model.decode_clip(feats, image_size=image_size, output_size=frame.shape[:2])
-        return self._filter(out.to("cpu"))
+        return self._filter(self.backend.decode_clip([w[1] for w in window], image_size, frame.shape[:2]))
 
     @torch.no_grad()
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[Tuple[int, np.ndarray, Instances]]:
@@ -178,7 +210,11 @@ class ClipPredictor:
 
     @torch.no_grad()
     def predict_clip(self, images: List[torch.Tensor], output_size: Tuple[int, int]) -> Instances:
-        """Eval forward on one clip: F uint8 (3, h, w) tensors (frames t-T..t+T, already resized)."""
+        """Eval forward on one clip: F uint8 (3, h, w) tensors (frames t-T..t+T, already resized). A backend
+        without a PyTorch model encodes the F frames (uncached) and decodes them."""
+        if self.model is None:
+            encoded = [self.backend.encode_frame(im) for im in images]
+            return self.backend.decode_clip([e[0] for e in encoded], encoded[0][1], output_size)
         clip = torch.stack(images).to(self.device)
         inputs = [{"images": clip, "height": int(output_size[0]), "width": int(output_size[1])}]
         return self.model(inputs)[0]["instances"].to("cpu")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ms_deform_attn import frame_prefixes
+from .ms_deform_attn import frame_prefixes, level_shapes
 from .transformer import PAVETransformer, inverse_sigmoid
 
 __all__ = ["EncodedFrames", "PAVENetHead", "LinearWithNorm"]
@@ -101,6 +101,11 @@ def _sigma_branch(c, out):
 def _level_masks(mask: torch.Tensor, sizes) -> List[torch.Tensor]:
     """(N, H, W) bool pixel mask -> per-level masks by nearest resize (as mmdet)."""
     return [F.interpolate(mask[None].float(), size=s).to(torch.bool)[0] for s in sizes]
+
+
+def _centres(n, offset: float, device) -> torch.Tensor:
+    """float32 [offset, offset + 1, ..., offset + n - 1] (n an int, or a 0-dim tensor while tracing)."""
+    return torch.arange(n, dtype=torch.float32, device=device) + offset
 
 
 def _valid_ratio(mask: torch.Tensor) -> torch.Tensor:
@@ -204,7 +209,10 @@ class PAVENetHead(nn.Module):
         x = torch.cat(tokens, 1)
         pos = torch.cat(pos, 1)
         mask = torch.cat(flat_masks, 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=x.device)
+        if torch.jit.is_tracing():  # sizes are 0-dim tensors then: keep them graph values (ONNX export)
+            spatial_shapes = torch.stack([torch.stack([h, w]) for h, w in shapes]).to(torch.long)
+        else:
+            spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=x.device)
         level_start = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([_valid_ratio(m) for m in masks], 1)  # (N, L, 2)
         ref = self._encoder_reference_points(spatial_shapes, valid_ratios)
@@ -216,10 +224,10 @@ class PAVENetHead(nn.Module):
     def _encoder_reference_points(spatial_shapes, valid_ratios):
         """Token centres normalised by the valid area, then scaled per level: (N, S, L, 2)."""
         refs = []
-        for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
-            ry, rx = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid_ratios.device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid_ratios.device), indexing="ij")
+        for lvl, (h, w) in enumerate(level_shapes(spatial_shapes)):
+            # arange + 0.5 == linspace(0.5, h - 0.5, h) exactly; arange also traces with a dynamic size.
+            ry, rx = torch.meshgrid(_centres(h, 0.5, valid_ratios.device), _centres(w, 0.5, valid_ratios.device),
+                                    indexing="ij")
             ry = ry.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
             rx = rx.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
             refs.append(torch.stack((rx, ry), -1))
@@ -231,13 +239,11 @@ class PAVENetHead(nn.Module):
         """Key-frame tokens -> (E (B,S,C), proposal logits (B,S,2), valid (B,S)) (docs/REFERENCE.md §4)."""
         n = memory.shape[0]
         props, cur = [], 0
-        for h, w in spatial_shapes.tolist():
+        for h, w in level_shapes(spatial_shapes):
             m = mask[:, cur:cur + h * w].view(n, h, w)
             valid_h = (~m[:, :, 0]).sum(1)
             valid_w = (~m[:, 0, :]).sum(1)
-            gy, gx = torch.meshgrid(
-                torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
-                torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device), indexing="ij")
+            gy, gx = torch.meshgrid(_centres(h, 0.0, memory.device), _centres(w, 0.0, memory.device), indexing="ij")
             grid = torch.stack([gx, gy], -1)
             scale = torch.stack([valid_w, valid_h], 1).view(n, 1, 1, 2)
             props.append(((grid[None].expand(n, -1, -1, -1) + 0.5) / scale).view(n, -1, 2))

@@ -26,7 +26,7 @@ from .head import EncodedFrames, PAVENetHead
 from .msda_backend import resolve_msda_impl, set_msda_impl
 from .rle import RealNVP
 
-__all__ = ["PAVENet", "oks_nms", "keypoint_confidence"]
+__all__ = ["PAVENet", "oks_nms", "keypoint_confidence", "default_oks_sigmas", "postprocess_detections"]
 
 
 def keypoint_confidence(sigma: torch.Tensor) -> torch.Tensor:
@@ -53,6 +53,52 @@ def oks_nms(kpts: torch.Tensor, scores: torch.Tensor, thresh: float, sigmas: Seq
         keep.append(i)
         order = [j for j in rest if oks[i, j] <= thresh]
     return torch.as_tensor(keep, dtype=torch.long)
+
+
+def default_oks_sigmas(num_keypoints: int) -> Optional[List[float]]:
+    """The OKS sigmas of a K-joint model (15: PoseTrack, 17: COCO), else None."""
+    if num_keypoints == len(POSETRACK_OKS_SIGMAS):
+        return list(POSETRACK_OKS_SIGMAS)
+    return list(COCO_OKS_SIGMAS) if num_keypoints == len(COCO_OKS_SIGMAS) else None
+
+
+def postprocess_detections(kpts, sigma, scores, frame_kpts, image_size, output_size, *, num_frames: int,
+                           coord_reweight: bool = True, oks_nms_thresh: float = 0.0,
+                           oks_sigmas: Optional[Sequence[float]] = None, score_thresh: float = 0.0):
+    """Official post-processing (docs/REFERENCE.md §9) -> (Instances, dict of pre-NMS rows).
+
+    kpts, sigma: (k, K, 2) normalised key-frame joints / sigmas; scores (k,) descending; frame_kpts
+    (k, F, K, 2) normalised; image_size: un-padded network input (h, w); output_size: (height, width).
+    Pure bookkeeping on k rows: shared by the model (`PAVENet.postprocess`) and the ONNX Runtime backend.
+    """
+    h, w = image_size
+    oh, ow = output_size
+    scale = kpts.new_tensor([w / ow, h / oh])  # official: divide by the resize scale factor
+    wh = kpts.new_tensor([float(w), float(h)])
+    xy = torch.minimum(torch.clamp(kpts * wh, min=0), wh) / scale
+    boxes = torch.cat([xy.min(1)[0], xy.max(1)[0]], 1)  # keypoint extent BEFORE the p-weighting
+    p = keypoint_confidence(sigma)  # (k, K, 1)
+    if coord_reweight:  # official p^5 / (p^5 + 1e-10) coordinate weighting (~identity once trained)
+        p5 = p ** 5
+        xy = xy * p5 / (p5 + 1e-10)
+    rows = torch.cat([xy, scores[:, None, None] * p], 2)  # (k, K, 3)
+    fk = torch.minimum(torch.clamp(frame_kpts * wh, min=0), wh) / scale
+    fk[:, num_frames // 2] = xy
+    keep = torch.arange(len(rows), device=rows.device)
+    if oks_nms_thresh > 0:
+        if oks_sigmas is None:
+            raise ValueError("TEST.OKS_NMS_THRESH > 0 needs OKS sigmas (15 or 17 keypoints)")
+        keep = oks_nms(xy, scores, oks_nms_thresh, oks_sigmas).to(rows.device)
+    if score_thresh > 0:
+        keep = keep[scores[keep] >= score_thresh]
+    inst = Instances((int(oh), int(ow)))
+    inst.pred_keypoints = rows[keep]
+    inst.scores = scores[keep]
+    inst.pred_boxes = Boxes(boxes[keep])
+    inst.pred_classes = torch.zeros(len(keep), dtype=torch.long, device=rows.device)
+    inst.pred_frame_keypoints = fk[keep]
+    return inst, {"prenms_keypoints": rows, "prenms_boxes": torch.cat([boxes, scores[:, None]], 1),
+                  "nms_keep": keep}
 
 
 def _float32(tree):
@@ -121,9 +167,7 @@ class PAVENet(nn.Module):
             joint_offset_bias=P.JOINT_OFFSET_BIAS, f5_t2_reference_branch=P.F5_T2_REFERENCE_BRANCH,
             num_aux_queries=P.ONE_TO_MANY_QUERIES, flow_factory=RealNVP,
         )
-        k = P.NUM_KEYPOINTS
-        sigmas = POSETRACK_OKS_SIGMAS if k == len(POSETRACK_OKS_SIGMAS) else (
-            COCO_OKS_SIGMAS if k == len(COCO_OKS_SIGMAS) else None)
+        sigmas = default_oks_sigmas(P.NUM_KEYPOINTS)
         return {
             "backbone": backbone, "neck": neck, "head": head, "criterion": build_criterion(cfg),
             "in_features": P.IN_FEATURES, "num_frames": P.NUM_FRAMES,
@@ -186,6 +230,29 @@ class PAVENet(nn.Module):
         feats = self.neck([feats[f] for f in self.in_features])
         return self.head.encode(feats, mask, self.pos_encoding)
 
+    def decode_rows(self, feats: EncodedFrames) -> Dict:
+        """The network part of `decode_clip` (what the exported decoder.onnx computes): F encoded frames
+        of ONE clip -> the top-k persons, k = min(TEST.TOPK, NUM_QUERIES), in descending score order:
+        "keypoints", "sigmas" (k, K, 2) key frame, normalised to the un-padded input; "scores" (k,);
+        "frame_keypoints" (k, F, K, 2) every frame's pose, normalised; "query_index" (k,); and the
+        intermediates "pose", "joint", "joint_init_references"."""
+        if len(feats) != self.num_frames:
+            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {len(feats)}")
+        pose = self.head.decode_pose(feats)
+        last = pose["pose_layers"][-1]
+        scores_all = last["logits"][0, :, 0].float().sigmoid()  # float32 outputs also under autocast
+        k = min(self.test_topk, self.head.num_queries)
+        scores, query_idx = scores_all.topk(k)  # descending, no threshold (docs/REFERENCE.md §9)
+        clip_idx = torch.zeros_like(query_idx)
+        init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
+        joint = self.head.decode_joints(feats, clip_idx, init_refs)
+        # Auxiliary-frame poses for the tracker: the references the last pose layer sampled with (trained,
+        # unlike the last layer's own auxiliary update whose branch never receives a gradient).
+        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1).float()
+        return {"keypoints": joint[-1]["keypoints"].float(), "sigmas": joint[-1]["sigma"].float(), "scores": scores,
+                "frame_keypoints": aux, "query_index": query_idx, "pose": pose, "joint": joint,
+                "joint_init_references": init_refs}
+
     @torch.no_grad()
     def decode_clip(self, feats: EncodedFrames, image_size: Tuple[int, int], output_size=None,
                     return_intermediates: bool = False):
@@ -194,60 +261,21 @@ class PAVENet(nn.Module):
         image_size: un-padded network-input (h, w); output_size: (height, width) to rescale to (default
         image_size). With return_intermediates=True also returns a dict of every stage's tensors.
         """
-        if len(feats) != self.num_frames:
-            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {len(feats)}")
-        pose = self.head.decode_pose(feats)
-        last = pose["pose_layers"][-1]
-        scores_all = last["logits"][0, :, 0].float().sigmoid()  # float32 outputs also under autocast
-        k = min(self.test_topk, scores_all.numel())
-        scores, query_idx = scores_all.topk(k)  # descending, no threshold (docs/REFERENCE.md §9)
-        clip_idx = torch.zeros_like(query_idx)
-        init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
-        joint = self.head.decode_joints(feats, clip_idx, init_refs)
-        kpts, sigma = joint[-1]["keypoints"].float(), joint[-1]["sigma"].float()
-        # Auxiliary-frame poses for the tracker: the references the last pose layer sampled with (trained,
-        # unlike the last layer's own auxiliary update whose branch never receives a gradient).
-        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1).float()
-        inst, post = self.postprocess(kpts, sigma, scores, aux, image_size, output_size or image_size)
+        rows = self.decode_rows(feats)
+        inst, post = self.postprocess(rows["keypoints"], rows["sigmas"], rows["scores"], rows["frame_keypoints"],
+                                      image_size, output_size or image_size)
         if not return_intermediates:
             return inst
-        inter = {"pose": pose, "joint": joint, "query_index": query_idx, "scores": scores,
-                 "joint_init_references": init_refs, **post}
+        inter = {"pose": rows["pose"], "joint": rows["joint"], "query_index": rows["query_index"],
+                 "scores": rows["scores"], "joint_init_references": rows["joint_init_references"], **post}
         return inst, inter
 
     def postprocess(self, kpts, sigma, scores, frame_kpts, image_size, output_size):
-        """Official post-processing (docs/REFERENCE.md §9) -> (Instances, dict of pre-NMS rows).
-
-        kpts, sigma: (k, K, 2) normalised key-frame joints / sigmas; scores (k,); frame_kpts (k, F, K, 2).
-        """
-        h, w = image_size
-        oh, ow = output_size
-        scale = kpts.new_tensor([w / ow, h / oh])  # official: divide by the resize scale factor
-        wh = kpts.new_tensor([float(w), float(h)])
-        xy = torch.minimum(torch.clamp(kpts * wh, min=0), wh) / scale
-        boxes = torch.cat([xy.min(1)[0], xy.max(1)[0]], 1)  # keypoint extent BEFORE the p-weighting
-        p = keypoint_confidence(sigma)  # (k, K, 1)
-        if self.coord_reweight:  # official p^5 / (p^5 + 1e-10) coordinate weighting (~identity once trained)
-            p5 = p ** 5
-            xy = xy * p5 / (p5 + 1e-10)
-        rows = torch.cat([xy, scores[:, None, None] * p], 2)  # (k, K, 3)
-        fk = torch.minimum(torch.clamp(frame_kpts * wh, min=0), wh) / scale
-        fk[:, self.num_frames // 2] = xy
-        keep = torch.arange(len(rows), device=rows.device)
-        if self.oks_nms_thresh > 0:
-            if self.oks_sigmas is None:
-                raise ValueError("TEST.OKS_NMS_THRESH > 0 needs OKS sigmas (15 or 17 keypoints)")
-            keep = oks_nms(xy, scores, self.oks_nms_thresh, self.oks_sigmas).to(rows.device)
-        if self.test_score_thresh > 0:
-            keep = keep[scores[keep] >= self.test_score_thresh]
-        inst = Instances((int(oh), int(ow)))
-        inst.pred_keypoints = rows[keep]
-        inst.scores = scores[keep]
-        inst.pred_boxes = Boxes(boxes[keep])
-        inst.pred_classes = torch.zeros(len(keep), dtype=torch.long, device=rows.device)
-        inst.pred_frame_keypoints = fk[keep]
-        return inst, {"prenms_keypoints": rows, "prenms_boxes": torch.cat([boxes, scores[:, None]], 1),
-                      "nms_keep": keep}
+        """`postprocess_detections` with this model's TEST settings -> (Instances, dict of pre-NMS rows)."""
+        return postprocess_detections(
+            kpts, sigma, scores, frame_kpts, image_size, output_size, num_frames=self.num_frames,
+            coord_reweight=self.coord_reweight, oks_nms_thresh=self.oks_nms_thresh, oks_sigmas=self.oks_sigmas,
+            score_thresh=self.test_score_thresh)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict]):

@@ -30,6 +30,7 @@ from .msda_backend import kernel_op, resolve_msda_impl
 
 __all__ = [
     "frame_prefixes",
+    "level_shapes",
     "ms_deform_attn_core",
     "multi_frame_deform_attn",
     "MSDeformAttn",
@@ -53,10 +54,15 @@ def frame_prefixes(num_frames: int) -> List[str]:
     return ["pre_" * (c - f) if f < c else "next_" * (f - c) for f in range(num_frames)]
 
 
-def _as_shape_list(spatial_shapes: Shapes) -> List[Tuple[int, int]]:
+def level_shapes(spatial_shapes: Shapes) -> List[Tuple[int, int]]:
+    """(L, 2) (h, w) per level as Python ints. While tracing (ONNX export, pavenet.export) a tensor's
+    rows stay 0-dim tensors instead: the level sizes are then graph values, not constants baked in, so
+    the exported graphs take any image size."""
     if torch.is_tensor(spatial_shapes):
+        if torch.jit.is_tracing():
+            return [(spatial_shapes[i, 0], spatial_shapes[i, 1]) for i in range(len(spatial_shapes))]
         return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    return [(int(h), int(w)) for h, w in spatial_shapes]
+    return [(h, w) if torch.jit.is_tracing() else (int(h), int(w)) for h, w in spatial_shapes]
 
 
 def _level_start_index(shapes: torch.Tensor) -> torch.Tensor:
@@ -102,10 +108,10 @@ def ms_deform_attn_core(
         return op(value, shapes, level_start_index, sampling_locations, attention_weights)
     if impl != "pytorch":
         raise ValueError(f"ms_deform_attn_core: impl must be 'pytorch' or 'kernel', got {impl!r}")
-    shapes = _as_shape_list(spatial_shapes)
+    shapes = level_shapes(spatial_shapes)
     n, s, h, d = value.shape
     _, q, _, num_levels, p, _ = sampling_locations.shape
-    if sum(hh * ww for hh, ww in shapes) != s or num_levels != len(shapes):
+    if num_levels != len(shapes) or (not torch.jit.is_tracing() and sum(hh * ww for hh, ww in shapes) != s):
         raise ValueError(f"value has {s} tokens / {num_levels} levels but spatial_shapes is {shapes}")
     value_list = value.split([hh * ww for hh, ww in shapes], dim=1)
     grids = 2 * sampling_locations - 1
@@ -142,7 +148,7 @@ def multi_frame_deform_attn(
         (N, Q, H * D)
     """
     n, f, s, h, d = values.shape
-    shapes = _as_shape_list(spatial_shapes) if impl != "kernel" else None
+    shapes = level_shapes(spatial_shapes) if impl != "kernel" else None
     q = sampling_locations.shape[1]
     lvl, p = attention_logits.shape[-2:]
     # Stable softmax (max-subtracted) over F*L*P for every head (docs/REFERENCE.md §16 8c).
