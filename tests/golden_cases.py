@@ -15,7 +15,7 @@ import torch
 
 from conftest import GOLDEN_DIR, REPO_ROOT, SHARED
 from pavenet.conversion.cli import main as convert_main
-from pavenet.conversion.official import detect_backbone_type, detect_num_frames
+from pavenet.conversion.naming import detect_backbone_type, detect_num_frames
 
 # (backbone, frames) -> the shipped PoseTrack17 config of that official model.
 SHIPPED_CONFIGS = {
