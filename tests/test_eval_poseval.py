@@ -84,7 +84,7 @@ def pred_seq(gt, frames):
 
 
 def run(gt, pred, eval_track=True, name="000001_mpii_test"):
-    frames, ignores, images = poseval.parse_posetrack(gt, f"{name}.json", is_gt=True)
+    frames, ignores, images = poseval.parse_posetrack(gt, f"{name}.json")
     seq = GTSequence(name, frames, ignores, images, f"gt/{name}.json")
     preds = parse_predictions(pred, f"pred/{name}.json", seq)
     return evaluate([seq], [preds], eval_track=eval_track)
