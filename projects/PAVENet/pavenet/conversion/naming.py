@@ -37,7 +37,9 @@ __all__ = [
 # Per-frame attribute prefixes of the model (t-T..t+T, "" the key frame) for the frame counts the official
 # checkpoints come in.
 FRAME_PREFIXES: Dict[int, Tuple[str, ...]] = {f: tuple(frame_prefixes(f)) for f in (1, 3, 5)}
-AUX_FRAME_PREFIX_RE = r"(?:pre_pre_|next_next_|pre_|next_)"
+# Any auxiliary frame's prefix, longest first so that "pre_pre_" is not read as "pre_".
+AUX_FRAME_PREFIX_RE = "(?:" + "|".join(sorted({p for ps in FRAME_PREFIXES.values() for p in ps if p},
+                                              key=lambda p: (-len(p), p))) + ")"
 
 # Source tensors that are dropped on purpose, with the reason (regex on the *source* name).
 # Only things the target model lacks: `fc_hm` IS kept (our model has it for compatibility).
@@ -64,7 +66,6 @@ PAVENET_NEW_PARAMS: Tuple[str, ...] = (
     r"^head\.(?:dec_fc_sigma_branches|refine_fc_sigma_branches)\.",
     r"^head\.(?:enc_flow|dec_flow|flow)\.",
 )
-
 
 
 _RESNET_LAYER_RE = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
