@@ -24,7 +24,7 @@ import torch
 
 from ..data.keypoint_meta import COCO_TO_POSETRACK_INDICES
 from .keypoints import slice_keypoints
-from .naming import (AUX_FRAME_PREFIX_RE, OPTIONAL_SOURCE_KEYS, FRAME_PREFIXES, IGNORED_SOURCE_KEYS, PAVENET_NEW_PARAMS,
+from .naming import (AUX_FRAME_PREFIX_RE, FRAME_PREFIXES, IGNORED_SOURCE_KEYS, OPTIONAL_SOURCE_KEYS, PAVENET_NEW_PARAMS,
                      detect_backbone_type, detect_num_frames, detect_num_keypoints, rename_official_key)
 from .report import ConversionError, ConversionReport
 from .swin import swin_merge_permutation, swin_target_layout
@@ -87,8 +87,8 @@ def convert_official_state_dict_with_report(
             official model holds after loading (they share one storage there; MODEL.PAVENET.JOINT_OFFSET_BIAS
             other than "independent").
 
-    Returns: an OrderedDict of our names -> tensors, and the `ConversionReport` (the source tensors themselves where no slicing
-    or reordering was needed). Raises ``ConversionError`` for any tensor that is neither mapped nor
+    Returns: an OrderedDict of our names -> tensors (the source tensors themselves where no slicing or
+    reordering was needed), and the `ConversionReport`. Raises ``ConversionError`` for any tensor that is neither mapped nor
     ignored, for a checkpoint of another architecture / frame count, and for target mismatches.
     """
     if arch not in ("pavenet", "petr"):
