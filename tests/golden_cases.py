@@ -5,7 +5,6 @@ start with `train_` are training cases. A case's `meta.json` names its weight se
 `keys_file`, the official key list it was generated from); the backbone and frame count are read off
 the generated checkpoint, so new R50/Swin-L, F=3/5 cases are tested without new code.
 """
-import importlib.util
 import json
 from pathlib import Path
 from typing import List, Tuple
@@ -15,7 +14,8 @@ import torch
 
 from conftest import GOLDEN_DIR, REPO_ROOT, SHARED
 from pavenet.conversion.cli import main as convert_main
-from pavenet.conversion.official import detect_backbone_type, detect_num_frames
+from pavenet.conversion.naming import detect_backbone_type, detect_num_frames
+from pavenet.gpu_check import load_make_weights
 
 # (backbone, frames) -> the shipped PoseTrack17 config of that official model.
 SHIPPED_CONFIGS = {
@@ -32,14 +32,6 @@ def case_dirs(kind: str) -> List[Path]:
     found = [p for p in sorted(GOLDEN_DIR.iterdir())
              if (p / "outputs.npz").is_file() and (p / "meta.json").is_file()]
     return [p for p in found if p.name.startswith("train_") == (kind == "train")]
-
-
-def load_make_weights(golden_dir: Path):
-    """The golden folder's `make_weights.py` as a module (make_state_dict, read_keys)."""
-    spec = importlib.util.spec_from_file_location("pavenet_golden_make_weights", golden_dir / "make_weights.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def case_model(official_state_dict):

@@ -20,15 +20,11 @@ from pavenet.checkpoint_io import (
     save_converted_checkpoint,
 )
 from pavenet.conversion.cli import main as cli_main
-from pavenet.conversion.official import (
-    ConversionError,
-    convert_official_state_dict,
-    convert_official_state_dict_with_report,
-    detect_num_frames,
-    _swin_target_layout,
-    rename_official_key,
-    swin_merge_permutation,
-)
+from pavenet.conversion.naming import detect_num_frames, rename_official_key
+from pavenet.conversion.official import convert_official_state_dict, convert_official_state_dict_with_report
+from pavenet.conversion.report import ConversionError
+from pavenet.conversion.swin import swin_merge_permutation
+from pavenet.conversion.swin import swin_target_layout as _swin_target_layout
 from pavenet.data.keypoint_meta import COCO_TO_POSETRACK_INDICES
 
 H, L = 8, 4  # heads, levels of the pose attention

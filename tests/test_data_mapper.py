@@ -182,3 +182,21 @@ def test_test_set_without_frames_is_an_error_naming_it(tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_clip_previews_show_every_frame_with_the_key_frame_marked(video, tmp_path):
+    from pavenet.data.preview import write_clip_previews
+
+    name, _ = video
+    cfg = _cfg()
+    [rec] = write_clip_previews(cfg, name, str(tmp_path / "test"), num=5, test=True)
+    assert rec["frames"] == 3 and rec["size"] == (90, 120) and rec["persons"] == 1
+    strip = cv2.imread(rec["path"])  # BGR
+    assert strip.shape == (90, 3 * 120, 3)
+    # key frame (middle panel): yellow border; neighbours: their own background where nothing is drawn
+    assert strip[0, 120 + 60].tolist() == [0, 230, 255]
+    assert strip[1, 1].tolist() == [40, 40, 40] and strip[1, 2 * 120 + 1].tolist() == [120, 120, 120]
+    # training mode: the same seed draws the same augmentations, hence the same strip
+    a = write_clip_previews(_cfg(**{"INPUT.PAVENET.ROTATION": 30.0}), name, str(tmp_path / "a"), num=1, seed=3)
+    b = write_clip_previews(_cfg(**{"INPUT.PAVENET.ROTATION": 30.0}), name, str(tmp_path / "b"), num=1, seed=3)
+    assert (cv2.imread(a[0]["path"]) == cv2.imread(b[0]["path"])).all()

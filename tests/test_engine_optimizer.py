@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 
 import pavenet.modeling  # noqa: F401
 from pavenet.config import load_pavenet_config
-from pavenet.conversion.official import rename_official_key
+from pavenet.conversion.naming import rename_official_key
 from pavenet.engine.trainer import build_optimizer_param_groups, build_pavenet_optimizer
 
 from conftest import REPO_ROOT

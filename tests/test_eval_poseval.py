@@ -84,7 +84,7 @@ def pred_seq(gt, frames):
 
 
 def run(gt, pred, eval_track=True, name="000001_mpii_test"):
-    frames, ignores, images = poseval.parse_posetrack(gt, f"{name}.json", is_gt=True)
+    frames, ignores, images = poseval.parse_posetrack(gt, f"{name}.json")
     seq = GTSequence(name, frames, ignores, images, f"gt/{name}.json")
     preds = parse_predictions(pred, f"pred/{name}.json", seq)
     return evaluate([seq], [preds], eval_track=eval_track)
@@ -176,7 +176,7 @@ def test_unannotated_joint_is_exactly_zero_triplet():
     ann = gt_ann(a, 1)
     s = POSETRACK18_SLOT_NAMES.index("nose")
     ann["keypoints"][3 * s + 2] = 0
-    frames, _, _ = poseval.parse_posetrack(gt_seq("000001_mpii_test", [[ann]]), "x.json", True)
+    frames, _, _ = poseval.parse_posetrack(gt_seq("000001_mpii_test", [[ann]]), "x.json")
     assert frames[0].present[0, J["nose"]]
 
 
@@ -203,7 +203,7 @@ def test_no_predictions_gives_zero_and_missing_scores_fall_back():
     np.testing.assert_allclose(res.ap, 0.0)
     pred = pred_seq(gt, [[pred_person(a)]])
     pred["annotations"][0]["scores"] = []  # no joint scores -> poseval's -9999 fallback
-    frames, _, _ = poseval.parse_posetrack(pred, "p.json", False)
+    frames, _, _ = poseval.parse_posetrack(pred, "p.json")
     np.testing.assert_array_equal(frames[0].scores, poseval.MIN_SCORE)
 
 
@@ -423,7 +423,7 @@ def test_2017_person_without_annopoints_is_dropped():
         {"x1": [0], "y1": [0], "x2": [30], "y2": [40], "track_id": [0], "annopoints": []},
         {"x1": [0], "y1": [0], "x2": [30], "y2": [40], "track_id": [1],
          "annopoints": [{"point": [{"id": [13], "x": [5], "y": [6]}, {"id": [13], "x": [99], "y": [99]}]}]}]}]}
-    frames, _, _ = poseval.parse_posetrack(data, "x.json", True)
+    frames, _, _ = poseval.parse_posetrack(data, "x.json")
     np.testing.assert_array_equal(frames[0].has_points, [False, True])
     assert frames[0].present[1].sum() == 1
     np.testing.assert_array_equal(frames[0].xy[1, J["nose"]], [5, 6])  # first point with an id wins
@@ -606,7 +606,7 @@ def test_a_val_sized_run_counts_every_sequence_frame_and_person():
         gt = gt_seq(f"{v:06d}_mpii_test", frames)
         pf = [[pred_person(x + rng.normal(0, 8, x.shape), float(rng.uniform()), p)
                for p, x in enumerate(people)] for _ in range(12)]
-        fr, ig, im = poseval.parse_posetrack(gt, "g.json", True)
+        fr, ig, im = poseval.parse_posetrack(gt, "g.json")
         seq = GTSequence(f"{v:06d}", fr, ig, im, "g.json")
         seqs.append(seq)
         preds.append(parse_predictions(pred_seq(gt, pf), "p.json", seq))

@@ -19,7 +19,7 @@ from detectron2.structures import Boxes, Instances, Keypoints
 import pavenet.modeling  # noqa: F401  (registers PAVENet)
 from pavenet.checkpoint import PAVENetCheckpointer
 from pavenet.config import load_pavenet_config
-from pavenet.conversion.official import rename_official_key
+from pavenet.conversion.naming import rename_official_key
 from pavenet.engine.trainer import build_pavenet_optimizer
 
 from conftest import GOLDEN_DIR

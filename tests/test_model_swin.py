@@ -116,7 +116,8 @@ def test_official_swin_checkpoint_loads_strictly_into_pavenet():
     from detectron2.modeling import build_model
 
     import pavenet.modeling  # noqa: F401  (registers PAVENet)
-    from pavenet.conversion.official import convert_official_state_dict_with_report, swin_merge_permutation
+    from pavenet.conversion.official import convert_official_state_dict_with_report
+    from pavenet.conversion.swin import swin_merge_permutation
     from test_convert_official import fake_state_dict, mmdet_swin_keys, read_keys
 
     if not OFFICIAL_KEYS.is_file():

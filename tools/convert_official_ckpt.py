@@ -6,12 +6,9 @@
 
 See `python tools/convert_official_ckpt.py -h` and docs/MODEL_ZOO.md.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "PAVENet"))
-
-from pavenet.conversion.cli import main  # noqa: E402
+from pavenet.conversion.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,22 +15,22 @@ import json
 import logging
 import sys
 
-import torch
 from detectron2.utils.logger import setup_logger
 
 from pavenet.config import load_pavenet_config
 from pavenet.demo.frames import open_frame_source
 from pavenet.demo.runner import VideoPoseDemo, plan_outputs, run_demo
 from pavenet.export import BACKENDS, build_predictor
+from pavenet.utils.device import fall_back_to_cpu
 
 
 def setup_cfg(args):
     cfg = load_pavenet_config(args.config_file, args.opts)
     if args.confidence_threshold is not None:
         cfg.MODEL.PAVENET.TEST.SCORE_THRESH = args.confidence_threshold
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("pavenet").warning("MODEL.DEVICE=%s but CUDA is unavailable: running on CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
+    device_warning = fall_back_to_cpu(cfg)
+    if device_warning:
+        logging.getLogger("pavenet").warning(device_warning)
     cfg.freeze()
     return cfg
 

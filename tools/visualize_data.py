@@ -12,47 +12,13 @@ dimmed, so a joint that lands on the wrong limb in a neighbour frame reveals a t
 import argparse
 import os
 
-import cv2
-import numpy as np
-
 import pavenet  # noqa: F401  (registers datasets)
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.visualizer import Visualizer
-
 from pavenet.config import ConfigError, load_pavenet_config
-from pavenet.data.build import get_test_clip_dicts
-from pavenet.data.dataset_mapper import PoseTrackClipDatasetMapper
 from pavenet.data.datasets.posetrack import register_posetrack
+from pavenet.data.preview import write_clip_previews
 
 
-def setup(args):
-    cfg = load_pavenet_config(args.config_file, args.opts)
-    cfg.freeze()
-    return cfg
-
-
-def render_clip(clip: dict, metadata, image_format: str = "RGB") -> np.ndarray:
-    """(H, F*W, 3) RGB uint8 strip of the clip's frames with the key-frame GT keypoints drawn."""
-    images = clip["images"].permute(0, 2, 3, 1).numpy()
-    if image_format == "BGR":
-        images = images[..., ::-1]
-    F = images.shape[0]
-    kpts = clip["instances"].gt_keypoints.tensor.numpy() if "instances" in clip else np.zeros((0, 0, 3))
-    panels = []
-    for f in range(F):
-        vis = Visualizer(np.ascontiguousarray(images[f]), metadata=metadata, scale=1.0)
-        for person in kpts:
-            vis.draw_and_connect_keypoints(person)
-        out = vis.output.get_image()
-        if f != F // 2:
-            out = ((out.astype(np.float32) + images[f]) / 2).astype(np.uint8)  # dimmed: the skeleton is the key frame's
-        else:
-            cv2.rectangle(out, (0, 0), (out.shape[1] - 1, out.shape[0] - 1), (255, 230, 0), 3)
-        panels.append(out)
-    return np.concatenate(panels, axis=1)
-
-
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE")
     p.add_argument("--dataset", default="posetrack_synthetic_train", help="registered dataset name")
@@ -63,29 +29,13 @@ def main():
     p.add_argument("--annotations", default="", help="register --dataset from this per-sequence folder / COCO-style JSON")
     p.add_argument("--image-root", default="", help="folder the JSON file_names are relative to (with --annotations)")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = p.parse_args()
-    cfg = setup(args)
+    args = p.parse_args(argv)
+    cfg = load_pavenet_config(args.config_file, args.opts)
+    cfg.freeze()
     if args.annotations:
         register_posetrack(args.dataset, args.annotations, args.image_root or os.path.dirname(args.annotations))
-    np.random.seed(args.seed)
-    metadata = MetadataCatalog.get(args.dataset)
-    if args.test:
-        dicts = get_test_clip_dicts(args.dataset, cfg.INPUT.PAVENET.TEST_FRAMES)
-    else:
-        dicts = [d for d in DatasetCatalog.get(args.dataset) if d.get("annotations")]
-    mapper = PoseTrackClipDatasetMapper(cfg, is_train=not args.test, dataset_name=args.dataset)
-    os.makedirs(args.output, exist_ok=True)
-    order = np.random.permutation(len(dicts))[: args.num] if not args.test else range(min(args.num, len(dicts)))
-    for i in order:
-        clip = mapper(dicts[i])
-        if clip is None:
-            continue
-        strip = render_clip(clip, metadata, cfg.INPUT.FORMAT)
-        name = f"{clip['video_id']}_{clip['frame_index']:06d}.png".replace("/", "_")
-        path = os.path.join(args.output, name)
-        cv2.imwrite(path, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
-        n = len(clip["instances"]) if "instances" in clip else 0
-        print(f"{path}: {clip['images'].shape[0]} frames {tuple(clip['images'].shape[2:])}, {n} persons")
+    for r in write_clip_previews(cfg, args.dataset, args.output, num=args.num, test=args.test, seed=args.seed):
+        print(f"{r['path']}: {r['frames']} frames {r['size']}, {r['persons']} persons")
 
 
 if __name__ == "__main__":

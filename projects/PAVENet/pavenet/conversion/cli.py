@@ -17,13 +17,9 @@ from typing import List, Optional
 import torch
 
 from ..checkpoint_io import CheckpointReadError, load_official_checkpoint, save_converted_checkpoint
-from .official import (
-    ConversionError,
-    _strip_wrappers,
-    convert_official_state_dict_with_report,
-    detect_backbone_type,
-    detect_num_keypoints,
-)
+from .naming import detect_backbone_type, detect_num_keypoints
+from .official import convert_official_state_dict_with_report, strip_wrappers
+from .report import ConversionError
 
 logger = logging.getLogger("pavenet.convert")
 
@@ -90,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         ckpt = load_official_checkpoint(args.src, allow_pickle=args.allow_pickle)
-        src = _strip_wrappers(ckpt)
+        src = strip_wrappers(ckpt)
         if not any(k.startswith("bbox_head.") for k in src):
             raise ConversionError(f"{args.src}: no 'bbox_head.*' tensors, not an mmdet PAVE-Net / PETR checkpoint")
         backbone = detect_backbone_type(src)

@@ -2,9 +2,10 @@
 
 Every random parameter is drawn once per clip on the key frame (detectron2 `T.AugInput` ->
 `TransformList`) and the same `TransformList` is applied to every frame and to the keypoints
-(docs/REFERENCE.md §10). Training order, as the official pipeline: photometric distortion -> rotation about
-the centre -> horizontal flip (left/right joints swapped via the dataset's own flip map) -> AutoAugment-like
-resize policy (a) or resize -> crop -> resize policy (b). Test: ResizeShortestEdge only.
+(docs/REFERENCE.md §10); horizontal flips swap left/right joints via the dataset's own flip map. Which
+augmentations are drawn (photometric -> rotation -> flip -> resize policy (a) or (b); test: resize only) is
+`data/augmentation.py`'s; this module owns reading the clip's frames (or the COCO pseudo-clip), applying the
+drawn transforms, and the key frame's Instances.
 
 Output (one dict per clip):
     images:     uint8 tensor (F, 3, H, W) in cfg.INPUT.FORMAT, key frame at index F // 2
@@ -27,153 +28,13 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances, Keypoints
 
+from ..utils.boxes import keypoint_extent_boxes
+from .augmentation import area_scale, build_clip_augmentations
 from .clip_sampler import clip_frame_indices
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "PoseTrackClipDatasetMapper",
-    "PhotometricDistortion",
-    "PhotometricTransform",
-    "MeanFillRotation",
-    "build_clip_augmentations",
-]
-
-
-class PhotometricTransform(T.Transform):
-    """mmdet-style PhotoMetricDistortion with fixed, already drawn parameters (so every frame gets the
-    same values). A parameter of None means that step is skipped. Coordinates are unchanged."""
-
-    def __init__(self, brightness=None, contrast=None, contrast_first=True, saturation=None, hue=None,
-                 permutation=None, image_format="RGB"):
-        super().__init__()
-        self._set_attributes(locals())
-
-    def apply_image(self, img: np.ndarray) -> np.ndarray:
-        dtype = img.dtype
-        x = img.astype(np.float32)
-        if self.image_format == "BGR":
-            x = x[..., ::-1]
-        if self.brightness is not None:
-            x = x + self.brightness
-        if self.contrast is not None and self.contrast_first:
-            x = x * self.contrast
-        if self.saturation is not None or self.hue is not None:
-            hsv = cv2.cvtColor(np.clip(x, 0, 255).astype(np.float32), cv2.COLOR_RGB2HSV)
-            if self.saturation is not None:
-                hsv[..., 1] = np.clip(hsv[..., 1] * self.saturation, 0, 1)
-            if self.hue is not None:
-                hsv[..., 0] = np.mod(hsv[..., 0] + self.hue, 360.0)
-            x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-        if self.contrast is not None and not self.contrast_first:
-            x = x * self.contrast
-        if self.permutation is not None:
-            x = x[..., list(self.permutation)]
-        if self.image_format == "BGR":
-            x = x[..., ::-1]
-        x = np.clip(x, 0, 255)
-        return np.ascontiguousarray(x.astype(dtype) if dtype == np.uint8 else x)
-
-    def apply_coords(self, coords):
-        return coords
-
-    def apply_segmentation(self, segmentation):
-        return segmentation
-
-    def inverse(self):
-        return T.NoOpTransform()
-
-
-class PhotometricDistortion(T.Augmentation):
-    """Draws the PhotometricTransform parameters (each step with p=0.5, docs/REFERENCE.md §10)."""
-
-    def __init__(self, brightness_delta=32.0, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
-                 hue_delta=18.0, image_format="RGB"):
-        super().__init__()
-        self._init(locals())
-
-    def get_transform(self, image):
-        r = np.random.uniform
-        coin = lambda: np.random.rand() < 0.5  # noqa: E731
-        return PhotometricTransform(
-            brightness=r(-self.brightness_delta, self.brightness_delta) if coin() else None,
-            contrast=r(*self.contrast_range) if coin() else None,
-            contrast_first=bool(np.random.randint(2)),
-            saturation=r(*self.saturation_range) if coin() else None,
-            hue=r(-self.hue_delta, self.hue_delta) if coin() else None,
-            permutation=tuple(np.random.permutation(3).tolist()) if coin() else None,
-            image_format=self.image_format,
-        )
-
-
-class _FilledRotationTransform(T.RotationTransform):
-    """detectron2's RotationTransform (about the centre, no expansion) with a constant border value."""
-
-    def __init__(self, h, w, angle, expand=False, center=None, interp=None, fill=(0, 0, 0)):
-        super().__init__(h, w, angle, expand=expand, center=center, interp=interp)
-        self.fill = tuple(float(f) for f in fill)
-
-    def apply_image(self, img, interp=None):
-        if len(img) == 0 or self.angle % 360 == 0:
-            return img
-        assert img.shape[:2] == (self.h, self.w), "every frame of a clip must have the key frame's size"
-        interp = interp if interp is not None else self.interp
-        return cv2.warpAffine(img, self.rm_image, (self.bound_w, self.bound_h), flags=interp, borderValue=self.fill)
-
-
-class MeanFillRotation(T.Augmentation):
-    """Rotation by U(-max_angle, max_angle) degrees about the image centre, border = mean pixel (docs/REFERENCE.md §10)."""
-
-    def __init__(self, max_angle: float, fill=(124, 116, 104)):
-        super().__init__()
-        self._init(locals())
-
-    def get_transform(self, image):
-        h, w = image.shape[:2]
-        angle = np.random.uniform(-self.max_angle, self.max_angle)
-        return _FilledRotationTransform(h, w, angle, expand=False, fill=self.fill)
-
-
-def build_clip_augmentations(cfg, is_train: bool):
-    """(augmentations, crop_augmentations, crop_prob).
-
-    Train: [photometric?, rotation?, flip?] followed by policy (a) resize, or with probability crop_prob by
-    policy (b) `crop_augmentations` (resize short side to a choice of CROP_PRE_RESIZE_SHORT -> random crop
-    INPUT.CROP -> resize as (a)). Test: [ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)], no policy (b).
-    """
-    P = cfg.INPUT.PAVENET
-    if not is_train:
-        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")], [], 0.0
-    augs = []
-    if P.COLOR_AUG:
-        augs.append(PhotometricDistortion(image_format=cfg.INPUT.FORMAT))
-    if P.ROTATION > 0:
-        # PIXEL_MEAN is given in INPUT.FORMAT's channel order, as the frames are.
-        mean = cfg.MODEL.PIXEL_MEAN
-        augs.append(MeanFillRotation(P.ROTATION, fill=tuple(mean)))
-    if cfg.INPUT.RANDOM_FLIP == "horizontal":
-        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
-    elif cfg.INPUT.RANDOM_FLIP not in ("none", ""):
-        raise ValueError(f"INPUT.RANDOM_FLIP={cfg.INPUT.RANDOM_FLIP!r}: PAVE-Net supports 'horizontal' or 'none'")
-    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
-    crop_augs, crop_prob = [], 0.0
-    if cfg.INPUT.CROP.ENABLED and P.CROP_PROB > 0:
-        crop_augs = augs + [
-            # mmdet's policy (b) allows a very long side (4200) before the crop.
-            T.ResizeShortestEdge(list(P.CROP_PRE_RESIZE_SHORT), 4200, "choice"),
-            T.RandomCrop(cfg.INPUT.CROP.TYPE, list(cfg.INPUT.CROP.SIZE)),
-            resize,
-        ]
-        crop_prob = float(P.CROP_PROB)
-    return augs + [resize], crop_augs, crop_prob
-
-
-def _linear_det(transforms: T.TransformList) -> float:
-    """|det| of the (locally affine) transform: area scale for OKS areas."""
-    probe = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]])
-    p = transforms.apply_coords(probe.copy())
-    a, b = (p[1] - p[0]) / 100.0, (p[2] - p[0]) / 100.0
-    return float(abs(a[0] * b[1] - a[1] * b[0]))
+__all__ = ["PoseTrackClipDatasetMapper"]
 
 
 class PoseTrackClipDatasetMapper:
@@ -291,7 +152,7 @@ class PoseTrackClipDatasetMapper:
     def _instances(self, annos: List[dict], tfms: T.TransformList, image_size) -> Instances:
         """Key-frame Instances; persons with no visible joint after the transform are dropped."""
         kpts, areas, tids = [], [], []
-        det = _linear_det(tfms)
+        det = area_scale(tfms)
         for a in annos:
             if a.get("iscrowd", 0):
                 continue
@@ -305,10 +166,7 @@ class PoseTrackClipDatasetMapper:
         n = len(kpts)
         K = len(annos[0]["keypoints"]) // 3 if annos else (len(self.keypoint_hflip_indices) if self.keypoint_hflip_indices is not None else 0)
         kp = torch.as_tensor(np.stack(kpts), dtype=torch.float32) if n else torch.zeros((0, K, 3))
-        boxes = torch.zeros((n, 4))
-        for i in range(n):
-            vis = kp[i, kp[i, :, 2] > 0, :2]
-            boxes[i] = torch.cat([vis.min(0).values, vis.max(0).values])
+        boxes = keypoint_extent_boxes(kp[..., :2], kp[..., 2] > 0)
         inst.gt_keypoints = Keypoints(kp)
         inst.gt_boxes = Boxes(boxes)
         inst.gt_classes = torch.zeros(n, dtype=torch.int64)

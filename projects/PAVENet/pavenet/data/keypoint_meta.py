@@ -3,7 +3,7 @@
 Pure Python (no torch, no detectron2) so that loaders, writers, the evaluator and the converter can
 all share it. The model's PoseTrack order is the 15-joint order of docs/REFERENCE.md §12.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # --- PoseTrack: the model's 15 joints -------------------------------------------------------------
 POSETRACK_KEYPOINT_NAMES: Tuple[str, ...] = (
@@ -56,6 +56,17 @@ COCO_OKS_SIGMAS: Tuple[float, ...] = (
     0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
     0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
 )
+
+
+def oks_sigmas_for(num_joints: int) -> Optional[List[float]]:
+    """The OKS sigmas of a `num_joints`-joint layout: 15 -> PoseTrack's, 17 -> COCO's, else None
+    (callers that cannot do without, e.g. the matcher, raise naming MODEL.PAVENET.NUM_KEYPOINTS)."""
+    for sigmas in (POSETRACK_OKS_SIGMAS, COCO_OKS_SIGMAS):
+        if num_joints == len(sigmas):
+            return list(sigmas)
+    return None
+
+
 # docs/REFERENCE.md §11: COCO joints kept when a 17-joint model is turned into a 15-joint PoseTrack one.
 COCO_TO_POSETRACK_INDICES: Tuple[int, ...] = POSETRACK18_SLOTS_FOR_15
 

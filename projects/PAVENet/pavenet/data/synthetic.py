@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
+from ..utils.boxes import keypoint_extent_boxes
 from .keypoint_meta import POSETRACK18_SLOT_NAMES, POSETRACK18_SLOTS_FOR_15, POSETRACK_KEYPOINT_NAMES
 
 logger = logging.getLogger(__name__)
@@ -263,9 +264,7 @@ def _write_video(root, split, num, rng, num_frames, W, H) -> int:
             for k, slot in enumerate(POSETRACK18_SLOTS_FOR_15):
                 if inside[k]:
                     kp17[3 * slot: 3 * slot + 3] = [round(float(J[k, 0]), 2), round(float(J[k, 1]), 2), 1]
-            vis = J[inside]
-            x1, y1 = vis.min(0)
-            x2, y2 = vis.max(0)
+            x1, y1, x2, y2 = keypoint_extent_boxes(J[None], inside[None])[0]
             mw, mh = 0.1 * (x2 - x1) + 2, 0.1 * (y2 - y1) + 2
             head_c = (J[_J["head_top"]] + J[_J["head_bottom"]]) / 2
             hr = np.linalg.norm(J[_J["head_top"]] - J[_J["head_bottom"]]) / 2 * 1.15

@@ -15,13 +15,27 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["FrameSource", "VideoFileSource", "ImageListSource", "WebcamSource", "open_frame_source"]
+__all__ = ["read_video_frames", "FrameSource", "VideoFileSource", "ImageListSource", "WebcamSource", "open_frame_source"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _natural_key(path: str):
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", os.path.basename(path))] + [path]
+
+
+def read_video_frames(path: str) -> Iterator[np.ndarray]:
+    """The decodable frames of a video file, BGR uint8 (H, W, 3), one at a time (none if OpenCV cannot
+    open it: `VideoFileSource` checks that first)."""
+    cap = cv2.VideoCapture(path)
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+    finally:
+        cap.release()
 
 
 class FrameSource:
@@ -69,15 +83,7 @@ class VideoFileSource(FrameSource):
             cap.release()
 
     def __iter__(self):
-        cap = cv2.VideoCapture(self.path)
-        try:
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                yield frame
-        finally:
-            cap.release()
+        return read_video_frames(self.path)
 
 
 class ImageListSource(FrameSource):

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..utils.atomic import atomic_dir, atomic_path
+from .frames import read_video_frames
 
 __all__ = [  # atomic_* re-exported for the demo
     "atomic_path", "atomic_dir", "check_output_path", "DemoOutputError", "VideoWriter", "VIDEO_EXTENSIONS"]
@@ -75,13 +76,7 @@ class VideoWriter:
 
 def video_frame_count(path: str) -> Tuple[int, Tuple[int, int]]:
     """Decode a video and return (number of frames, (H, W)) — used by tests and sanity checks."""
-    cap = cv2.VideoCapture(path)
     n, size = 0, (0, 0)
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        n += 1
-        size = frame.shape[:2]
-    cap.release()
+    for frame in read_video_frames(path):
+        n, size = n + 1, frame.shape[:2]
     return n, size

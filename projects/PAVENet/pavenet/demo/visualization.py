@@ -16,6 +16,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode
 
 from pavenet.data.keypoint_meta import posetrack_metadata
+from pavenet.utils.boxes import keypoint_extent_boxes
 
 __all__ = ["TrackVisualizer", "demo_metadata", "track_color"]
 
@@ -61,8 +62,7 @@ class TrackVisualizer:
         if instances.has("pred_boxes"):
             out.pred_boxes = Boxes(instances.pred_boxes.tensor.detach().cpu())
         else:
-            xy = kpts[..., :2]
-            out.pred_boxes = Boxes(torch.cat([xy.min(1).values, xy.max(1).values], 1) if n else torch.zeros(0, 4))
+            out.pred_boxes = Boxes(keypoint_extent_boxes(kpts[..., :2]))
         out.pred_classes = torch.zeros(n, dtype=torch.int64)
         if instances.has("pred_track_ids"):
             out.COLOR = [track_color(t) for t in instances.pred_track_ids.tolist()]

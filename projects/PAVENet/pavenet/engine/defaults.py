@@ -1,8 +1,6 @@
 """`setup(args)` and `main(args)` for tools/train_net.py (kept in the package so tests can drive them)."""
 import logging
 
-import torch
-
 import detectron2.utils.comm as comm
 from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
@@ -10,6 +8,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PAVENetCheckpointer
 from ..config import load_pavenet_config
+from ..utils.device import fall_back_to_cpu
 from .trainer import Trainer
 
 
@@ -18,15 +17,12 @@ def setup(args):
     if not args.config_file:
         raise ValueError("--config-file is required (e.g. configs/synthetic/pavenet_tiny.yaml)")
     cfg = load_pavenet_config(args.config_file, args.opts)
-    requested_device = cfg.MODEL.DEVICE
-    if requested_device.startswith("cuda") and not torch.cuda.is_available():
-        # detectron2's default device; on a CPU-only machine train/evaluate on the CPU instead of failing.
-        cfg.MODEL.DEVICE = "cpu"
+    device_warning = fall_back_to_cpu(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pavenet")
-    if cfg.MODEL.DEVICE != requested_device:
-        logging.getLogger("pavenet").warning(f"CUDA is not available: MODEL.DEVICE {requested_device} -> cpu")
+    if device_warning:
+        logging.getLogger("pavenet").warning(device_warning)
     return cfg
 
 

@@ -70,7 +70,7 @@ def _check_categories(data: dict, path: str) -> List[Optional[int]]:
     return [_NAME_TO_15.get(n) for n in names]
 
 
-def _parse_posetrack18(data: dict, path: str, is_gt: bool) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
+def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
     """PoseTrack 2018/21 per-sequence dict -> (frames, ignore polygons, image entries)."""
     if not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise PoseTrackFormatError(
@@ -173,7 +173,7 @@ def frame_name(frame) -> str:
     return "?"
 
 
-def _parse_posetrack17(data: dict, path: str, is_gt: bool) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
+def _parse_posetrack17(data: dict, path: str) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
     """PoseTrack 2017 'annolist' dict -> (frames, ignore polygons, 2018-style image entries)."""
     annolist = data.get("annolist")
     if not isinstance(annolist, list):
@@ -219,13 +219,13 @@ def _parse_posetrack17(data: dict, path: str, is_gt: bool) -> Tuple[List[Poses],
     return frames, ignores, images
 
 
-def parse_posetrack(data: dict, path: str, is_gt: bool):
+def parse_posetrack(data: dict, path: str):
     """Detect the format (2017 if it has 'annolist', else 2018) and parse it."""
     if not isinstance(data, dict):
         raise PoseTrackFormatError(f"{path}: expected a JSON object")
     if "annolist" in data:
-        return _parse_posetrack17(data, path, is_gt)
-    return _parse_posetrack18(data, path, is_gt)
+        return _parse_posetrack17(data, path)
+    return _parse_posetrack18(data, path)
 
 
 def _check_gt(seq: GTSequence) -> None:
@@ -241,7 +241,7 @@ def _check_gt(seq: GTSequence) -> None:
 def read_gt_sequence(path: str, name: Optional[str] = None) -> GTSequence:
     """One GT file (2017 or 2018/21 format) -> GTSequence. `name` defaults to the file stem."""
     data = load_json(path)
-    frames, ignores, images = parse_posetrack(data, path, is_gt=True)
+    frames, ignores, images = parse_posetrack(data, path)
     seq = GTSequence(name or os.path.basename(path).split(".")[0], frames, ignores, images, path)
     _check_gt(seq)
     return seq
@@ -286,12 +286,12 @@ def read_gt(path: str) -> List[GTSequence]:
         if len(names) > 1:  # a whole split in one COCO-style file
             out = []
             for name, sub in split_coco_by_video(data, path).items():
-                frames, ignores, images = _parse_posetrack18(sub, path, is_gt=True)
+                frames, ignores, images = _parse_posetrack18(sub, path)
                 seq = GTSequence(name, frames, ignores, images, path)
                 _check_gt(seq)
                 out.append(seq)
             return out
-    frames, ignores, images = parse_posetrack(data, path, is_gt=True)
+    frames, ignores, images = parse_posetrack(data, path)
     seq = GTSequence(os.path.basename(path).split(".")[0], frames, ignores, images, path)
     _check_gt(seq)
     return [seq]
@@ -302,7 +302,7 @@ def parse_predictions(data: dict, path: str, gt: GTSequence) -> List[Poses]:
 
     Checks poseval's hard rules: same number of frames as the GT (pairing is by position), unique track
     ids within a frame, track ids < 10000."""
-    frames, _, images = parse_posetrack(data, path, is_gt=False)
+    frames, _, images = parse_posetrack(data, path)
     if len(frames) != len(gt):
         raise PoseTrackFormatError(
             f"{path}: {len(frames)} prediction frames but the GT sequence {gt.name} ({gt.path}) has {len(gt)}; "

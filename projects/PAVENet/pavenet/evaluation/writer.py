@@ -11,6 +11,7 @@ import numpy as np
 
 from ..data.keypoint_meta import POSETRACK18_SLOT_NAMES, POSETRACK18_SLOTS_FOR_15
 from ..utils.atomic import atomic_write_json
+from ..utils.boxes import keypoint_extent_boxes
 
 __all__ = [
     "atomic_write_json",
@@ -100,8 +101,7 @@ def coco_keypoint_results(predictions: Iterable[dict]) -> List[dict]:
         for i, (kp, score) in enumerate(zip(kps, np.asarray(pred["scores"]).reshape(-1))):
             full = np.zeros((len(POSETRACK18_SLOT_NAMES), 3))
             full[slots] = kp
-            x0, y0 = kp[:, :2].min(axis=0)
-            x1, y1 = kp[:, :2].max(axis=0)
+            x0, y0, x1, y1 = keypoint_extent_boxes(kp[None, :, :2])[0]
             res = {"image_id": pred["image_id"], "category_id": 1,
                    "keypoints": [float(v) for v in full.reshape(-1)], "score": float(score),
                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from detectron2.structures import Instances
 
-from ..modeling.meta_arch import default_oks_sigmas, postprocess_detections
+from ..data.keypoint_meta import oks_sigmas_for
+from ..modeling.meta_arch import postprocess_detections
 from .onnx import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS, ENCODER_OUTPUTS
 
 __all__ = ["OrtClipModel"]
@@ -65,7 +66,7 @@ class OrtClipModel:
         self._check_graphs(cfg)
         self._decoder_inputs = [i.name for i in self.decoder.get_inputs()]
         self._post = dict(num_frames=self.num_frames, coord_reweight=bool(P.TEST.COORD_REWEIGHT),
-                          oks_nms_thresh=float(P.TEST.OKS_NMS_THRESH), oks_sigmas=default_oks_sigmas(self.num_keypoints),
+                          oks_nms_thresh=float(P.TEST.OKS_NMS_THRESH), oks_sigmas=oks_sigmas_for(self.num_keypoints),
                           score_thresh=float(P.TEST.SCORE_THRESH))
 
     @staticmethod

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .boxes import keypoint_extent_boxes
+
 __all__ = ["pairwise_pose_oks"]
 
 
@@ -22,8 +24,8 @@ def pairwise_pose_oks(a, b, sigmas: Sequence[float], *, scale_eps: float = 0.0, 
     var = (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2  # (K,)
 
     def area(p):
-        ext = p.max(axis=1) - p.min(axis=1)  # (n, 2)
-        return ext[:, 0] * ext[:, 1]
+        box = keypoint_extent_boxes(p)  # (n, 4)
+        return (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
 
     scale = np.maximum((area(a)[:, None] + area(b)[None, :]) / 2.0 + scale_eps, min_scale)  # (n, m)
     d2 = ((a[:, None] - b[None, :]) ** 2).sum(-1)  # (n, m, K)
