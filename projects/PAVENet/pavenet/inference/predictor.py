@@ -4,9 +4,10 @@ Like detectron2's `DefaultPredictor` (build the model, load MODEL.WEIGHTS, eval 
 `ResizeShortestEdge`, BGR to INPUT.FORMAT), with two ways to slide the F = 2T+1 frame window over a
 video, one frame per step, replicating the first / last frame at the borders (as the clip mapper does):
 
-* `stream(frames)` (cached): each frame goes through the backbone, neck and spatial encoder ONCE
-  (`model.encode_frames`); the F windows that contain it reuse that output from a deque of F entries, and
-  only the decoders run per window (`model.decode_clip`).
+* `stream(frames)` (cached): each frame goes through the backbone, neck, spatial encoder and the
+  decoders' value projections ONCE (`model.encode_frames`); the F windows that contain it reuse that
+  output from a deque of F entries, passed to `model.decode_clip` as a list (not concatenated), and only
+  the decoders' per-query work runs per window.
 * `stream_video(read_frame, length, keys)` (cached, evaluation): the same, for chosen key frames of a
   video read by position; only the frames their clips use are read and encoded, each once.
 * `window(frames)` (uncached): the full eval forward on every window's F frames, as the official demo does.
@@ -143,8 +144,8 @@ class ClipPredictor:
         (frame_bgr, EncodedFrames, image_size), key frame in the middle -> key-frame Instances in the
         original frame's pixels."""
         frame, _, image_size = window[self.num_frames // 2]
-        feats = type(window[0][1]).cat([w[1] for w in window])  # (F, S, C) etc., no recomputation
-        out = self.model.decode_clip(feats, image_size=image_size, output_size=frame.shape[:2])
+        # The F frames' cached encodings (with their decoder value maps) as a list: no concatenation.
+        out = self.model.decode_clip([w[1] for w in window], image_size=image_size, output_size=frame.shape[:2])
         return self._filter(out.to("cpu"))
 
     @torch.no_grad()
