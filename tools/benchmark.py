@@ -3,7 +3,8 @@
 
 * per-frame latency of the streaming (cached per-frame encodings) vs the window (full forward per
   window, as the official demo) mode on one synthetic video, plus the split into per-frame encoding
-  (backbone + neck + spatial encoder) and per-window decoding (query selection + both decoders);
+  (backbone + neck + spatial encoder + the decoders' value maps) and per-window decoding (query
+  selection + both decoders on the cached maps);
 * per-frame latency (streaming) with 1 vs 20 people in the frame;
 * GFLOPs per frame (fvcore; unsupported ops such as grid_sample are listed, not counted);
 * with --train-clips N: a training step (forward + backward + optimizer step on N clips; clips/s and
@@ -140,7 +141,7 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
     image = predictor._make_prepare()(frame)
     images, image_size = model.preprocess_frames(image[None].to(predictor.device))
     feats = model.encode_frames(images)
-    window = type(feats).cat([feats] * F)
+    window = type(feats).cat([feats] * F)  # with each frame's cached decoder value maps, as streaming has them
     out_size = frame.shape[:2]
 
     class Encode(torch.nn.Module):
@@ -150,22 +151,24 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
 
         def forward(self, x):
             f = self.model.encode_frames(x)
-            return f.memory, f.valid_ratios
+            return (f.memory, f.valid_ratios, *f.values)  # the value maps are part of a frame's encoding
 
     class Decode(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
 
-        def forward(self, memory, padding_mask, valid_ratios):
-            f = type(window)(memory, padding_mask, window.spatial_shapes, window.level_start_index, valid_ratios)
+        def forward(self, memory, padding_mask, valid_ratios, *values):
+            f = type(window)(memory, padding_mask, window.spatial_shapes, window.level_start_index, valid_ratios,
+                             list(values))
             out = self.model.decode_clip(f, image_size=image_size, output_size=out_size)
             return out.pred_keypoints, out.scores
 
     res = {}
     unsupported = {}
     for name, mod, inputs in (("encode", Encode(), (images,)),
-                              ("decode", Decode(), (window.memory, window.padding_mask, window.valid_ratios))):
+                              ("decode", Decode(), (window.memory, window.padding_mask, window.valid_ratios,
+                                                    *window.values))):
         fca = FlopCountAnalysis(mod.eval(), inputs)
         fca.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -307,7 +310,7 @@ def run(args) -> dict:
         # Where streaming's time goes: one encode per frame + one decode per window.
         image = predictor._make_prepare()(video[0])
         feats, image_size = predictor.encode(image)
-        window = type(feats).cat([feats] * F)
+        window = [feats] * F  # as the streaming predictor passes a window: the cached frames, not concatenated
         crowd = {n: synthetic_video(n, N, H, W, seed=2) for n in (1, 20)}
         # With the model's own backend (MSDA_IMPL): window mode and the people count.
         tasks = {
