@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import sys
 import time
 from typing import Callable, Dict, List, Tuple
@@ -83,6 +84,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _user_cpu() -> float:
+    """User CPU seconds of this process (getrusage: microseconds, unlike os.times' clock ticks)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
 def measure(tasks: Dict[str, Tuple[Callable, int]], device, repeats: int) -> Dict[str, Tuple[float, float, float]]:
     """Best-of-`repeats` (wall, process CPU, user CPU) milliseconds per unit for each task {name: (fn, units)}.
 
@@ -96,11 +102,11 @@ def measure(tasks: Dict[str, Tuple[Callable, int]], device, repeats: int) -> Dic
     for _ in range(repeats):
         for name, (fn, units) in tasks.items():
             _sync(device)
-            w0, c0, u0 = time.perf_counter(), time.process_time(), os.times().user
+            w0, c0, u0 = time.perf_counter(), time.process_time(), _user_cpu()
             fn()
             _sync(device)
             w, c = (time.perf_counter() - w0) * 1e3 / units, (time.process_time() - c0) * 1e3 / units
-            u = (os.times().user - u0) * 1e3 / units
+            u = (_user_cpu() - u0) * 1e3 / units
             best[name] = tuple(min(a, b) for a, b in zip(best[name], (w, c, u)))
     return best
 
