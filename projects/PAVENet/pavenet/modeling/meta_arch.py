@@ -197,9 +197,10 @@ class PAVENet(nn.Module):
         output_size: (height, width) to rescale to (default image_size). With return_intermediates=True
         also returns a dict of every stage's tensors (computing the outputs decoding does not need, too).
         """
-        counts = len(feats) if isinstance(feats, EncodedFrames) else [len(x) for x in feats]
-        if len(feats) != self.num_frames or counts != len(feats) and counts != [1] * len(feats):
-            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {counts}")
+        one_clip = isinstance(feats, EncodedFrames) or all(len(x) == 1 for x in feats)
+        if len(feats) != self.num_frames or not one_clip:
+            got = len(feats) if isinstance(feats, EncodedFrames) else [len(x) for x in feats]
+            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {got}")
         insts, inter = self._decode(feats, [image_size], [output_size or image_size], return_intermediates)
         return (insts[0], inter) if return_intermediates else insts[0]
 
@@ -215,7 +216,7 @@ class PAVENet(nn.Module):
     def _decode(self, feats, image_sizes, output_sizes, return_intermediates):
         """Both decoders on B clips, top-k per clip, post-processing -> (B Instances, intermediates)."""
         feats = self.head.with_values(feats)  # value maps of frames built without them, once for both decoders
-        pose = self.head.decode_pose(feats, lean=not return_intermediates)
+        pose = self.head.decode_pose(feats, lean=not (return_intermediates or self.head.training))
         scores_all = pose["pose_layers"][-1]["logits"][..., 0].float().sigmoid()  # (B, Q), float32 under autocast
         b = scores_all.shape[0]
         if len(image_sizes) != b or len(output_sizes) != b:
