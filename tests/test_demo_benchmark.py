@@ -42,6 +42,8 @@ def test_benchmark_json(tmp_path):
                     "train_cpu_ms_per_step"):
             assert b[key] > 0, key
         assert b["train_clips_per_s"] == pytest.approx(1e3 / b["train_ms_per_step"])
+        # User CPU is the part of the process CPU time spent outside the kernel.
+        assert 0 <= b["stream_user_cpu_ms_per_frame"] <= b["stream_cpu_ms_per_frame"] + 1.0  # two clocks
     assert res["stream_ms_per_frame"] == res["backends"][res["msda_impl"]]["stream_ms_per_frame"]
     if kernel_available():
         k, p = res["backends"]["kernel"], res["backends"]["pytorch"]

@@ -44,13 +44,16 @@ def golden(request, tmp_path_factory, msda_impl):
         neck = model.neck([c[f] for f in model.in_features])
         feats = model.encode_frames(img, (h, w))
         inst, inter = model.decode_clip(feats, (h, w), tuple(meta["ori_shape"][:2]), return_intermediates=True)
+        # The lean decode (no intermediates) that the predictor, the demo and the evaluation run.
+        inst_lean = model.decode_clip(feats, (h, w), tuple(meta["ori_shape"][:2]))
         # The decoders fed with the STORED memory isolate decoder bugs from encoder noise (README step 5).
         gold = np.load(case / "outputs.npz")
         stored = type(feats)(torch.from_numpy(gold["memory"]), feats.padding_mask, feats.spatial_shapes,
                              feats.level_start_index, feats.valid_ratios)
         inst_s, inter_s = model.decode_clip(stored, (h, w), tuple(meta["ori_shape"][:2]), return_intermediates=True)
     return {"msda_impl": msda_impl, "tmp": tmp, "cfg_file": cfg_file, "meta": meta, "gold": dict(gold),
-            "backbone": c, "neck": neck, "feats": feats, "inst": inst, "inter": inter, "inst_stored": inst_s,
+            "backbone": c, "neck": neck, "feats": feats, "inst": inst, "inst_lean": inst_lean, "inter": inter,
+            "inst_stored": inst_s,
             "inter_stored": inter_s}
 
 
@@ -127,6 +130,15 @@ def _final_checks(g, inter, inst):
 def test_joint_decoder_and_final_rows(golden, source):
     _joint_checks(golden["gold"], golden[source])
     _final_checks(golden["gold"], golden[source], golden["inst" if source == "inter" else "inst_stored"])
+
+
+def test_lean_decode_gives_the_golden_detections(golden):
+    g, inst = golden["gold"], golden["inst_lean"]
+    _close("det_kpts xy", inst.pred_keypoints[..., :2], g["det_kpts"][..., :2], 1e-2)
+    _close("det_kpts score", inst.pred_keypoints[..., 2], g["det_kpts"][..., 2], 2e-5)
+    _close("det_bboxes xy", inst.pred_boxes.tensor, g["det_bboxes"][:, :4], 1e-2)
+    _close("det_bboxes score", inst.scores, g["det_bboxes"][:, 4], 2e-5)
+    _close("det_frame_kpts", inst.pred_frame_keypoints, golden["inst"].pred_frame_keypoints.numpy(), 1e-3)
 
 
 def test_golden_needs_the_joint_offset_bias_tie(golden):

@@ -3,7 +3,8 @@
 
 * per-frame latency of the streaming (cached per-frame encodings) vs the window (full forward per
   window, as the official demo) mode on one synthetic video, plus the split into per-frame encoding
-  (backbone + neck + spatial encoder) and per-window decoding (query selection + both decoders);
+  (backbone + neck + spatial encoder + the decoders' value maps) and per-window decoding (query
+  selection + both decoders on the cached maps);
 * per-frame latency (streaming) with 1 vs 20 people in the frame;
 * GFLOPs per frame (fvcore; unsupported ops such as grid_sample are listed, not counted);
 * with --train-clips N: a training step (forward + backward + optimizer step on N clips; clips/s and
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -86,22 +88,30 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(tasks: Dict[str, Tuple[Callable, int]], device, repeats: int) -> Dict[str, Tuple[float, float]]:
-    """Best-of-`repeats` (wall, process CPU) milliseconds per unit for each task {name: (fn, units)}.
+def _user_cpu() -> float:
+    """User CPU seconds of this process (getrusage: microseconds, unlike os.times' clock ticks)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+def measure(tasks: Dict[str, Tuple[Callable, int]], device, repeats: int) -> Dict[str, Tuple[float, float, float]]:
+    """Best-of-`repeats` (wall, process CPU, user CPU) milliseconds per unit for each task {name: (fn, units)}.
 
     Rounds are interleaved (A, B, C, A, B, C, ...) so every task sees the same background load, and the
-    minimum filters out interference from other processes. Process CPU time (all threads) is reported
-    too: on a shared machine it tracks the work done far better than wall time (with 1 torch thread it
-    is not inflated by OpenMP spin-waits either)."""
-    best = {k: (float("inf"), float("inf")) for k in tasks}
+    minimum filters out interference from other processes. Process CPU time (all threads, user + system)
+    is reported too: on a shared machine it tracks the work done far better than wall time (with 1 torch
+    thread it is not inflated by OpenMP spin-waits either). Its user part alone leaves out the kernel's
+    time, mostly page faults of large tensors freshly mapped by the allocator, which varies with the
+    allocator's state from run to run."""
+    best = {k: (float("inf"),) * 3 for k in tasks}
     for _ in range(repeats):
         for name, (fn, units) in tasks.items():
             _sync(device)
-            w0, c0 = time.perf_counter(), time.process_time()
+            w0, c0, u0 = time.perf_counter(), time.process_time(), _user_cpu()
             fn()
             _sync(device)
             w, c = (time.perf_counter() - w0) * 1e3 / units, (time.process_time() - c0) * 1e3 / units
-            best[name] = (min(best[name][0], w), min(best[name][1], c))
+            u = (_user_cpu() - u0) * 1e3 / units
+            best[name] = tuple(min(a, b) for a, b in zip(best[name], (w, c, u)))
     return best
 
 
@@ -144,7 +154,7 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
     image = predictor._make_prepare()(frame)
     images, image_size = model.preprocess_frames(image[None].to(predictor.device))
     feats = model.encode_frames(images)
-    window = type(feats).cat([feats] * F)
+    window = type(feats).cat([feats] * F)  # with each frame's cached decoder value maps, as streaming has them
     out_size = frame.shape[:2]
 
     class Encode(torch.nn.Module):
@@ -154,22 +164,24 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
 
         def forward(self, x):
             f = self.model.encode_frames(x)
-            return f.memory, f.valid_ratios
+            return (f.memory, f.valid_ratios, *f.values)  # the value maps are part of a frame's encoding
 
     class Decode(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
 
-        def forward(self, memory, padding_mask, valid_ratios):
-            f = type(window)(memory, padding_mask, window.spatial_shapes, window.level_start_index, valid_ratios)
+        def forward(self, memory, padding_mask, valid_ratios, *values):
+            f = type(window)(memory, padding_mask, window.spatial_shapes, window.level_start_index, valid_ratios,
+                             list(values))
             out = self.model.decode_clip(f, image_size=image_size, output_size=out_size)
             return out.pred_keypoints, out.scores
 
     res = {}
     unsupported = {}
     for name, mod, inputs in (("encode", Encode(), (images,)),
-                              ("decode", Decode(), (window.memory, window.padding_mask, window.valid_ratios))):
+                              ("decode", Decode(), (window.memory, window.padding_mask, window.valid_ratios,
+                                                    *window.values))):
         fca = FlopCountAnalysis(mod.eval(), inputs)
         fca.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -327,7 +339,7 @@ def _run(args, tmp: str) -> dict:
         # Where streaming's time goes: one encode per frame + one decode per window.
         image = predictor._make_prepare()(video[0])
         feats, image_size = predictor.encode(image)
-        window = type(feats).cat([feats] * F)
+        window = [feats] * F  # as the streaming predictor passes a window: the cached frames, not concatenated
         if ort is not None:
             consume(ort.stream(video[:F]))
             ort_window = [ort.encode(image)[0]] * F
@@ -354,16 +366,17 @@ def _run(args, tmp: str) -> dict:
         own = model.msda_impl
         timings = measure(tasks, device, args.repeats)
         set_msda_impl(model, own, log=False)
-        for name, (wall, cpu) in timings.items():
+        for name, (wall, cpu, user) in timings.items():
             impl, _, key = name.rpartition("/")
             dst = res["backends"].setdefault(impl, {}) if impl else res
             dst[key] = wall
             dst[key.replace("ms", "cpu_ms", 1)] = cpu
+            dst[key.replace("ms", "user_cpu_ms", 1)] = user
             if key == "train_ms_per_step":
                 dst["train_clips_per_s"] = args.train_clips * 1e3 / wall
         # The model's own backend also fills the top-level keys (the single-backend report).
         for key in ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_window"):
-            for k in (key, key.replace("ms", "cpu_ms", 1)):
+            for k in (key, key.replace("ms", "cpu_ms", 1), key.replace("ms", "user_cpu_ms", 1)):
                 res[k] = res["backends"][own][k] if own in res["backends"] else res.get(k)
         if res.get("stream_ms_per_frame") is not None:
             res["stream_over_window"] = res["stream_ms_per_frame"] / res["window_ms_per_frame"]

@@ -74,8 +74,8 @@ class DecoderGraph(nn.Module):
         level_start = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))  # read only by the kernel backend
         feats = EncodedFrames(memory=memory, padding_mask=padding_mask, spatial_shapes=spatial_shapes,
                               level_start_index=level_start, valid_ratios=valid_ratios)
-        rows = self.model.decode_rows(feats)
-        return tuple(rows[name] for name in DECODER_OUTPUTS)
+        rows = self.model.decode_rows(feats)  # B = 1 clip
+        return tuple(rows[name][0] for name in DECODER_OUTPUTS)
 
 
 def graph_metadata(cfg) -> Dict[str, str]:

@@ -4,9 +4,10 @@ Like detectron2's `DefaultPredictor` (build the model, load MODEL.WEIGHTS, eval 
 `ResizeShortestEdge`, BGR to INPUT.FORMAT), with two ways to slide the F = 2T+1 frame window over a
 video, one frame per step, replicating the first / last frame at the borders (as the clip mapper does):
 
-* `stream(frames)` (cached): each frame goes through the backbone, neck and spatial encoder ONCE
-  (`backend.encode_frame`); the F windows that contain it reuse that output from a deque of F entries,
-  and only the decoders run per window (`backend.decode_clip`).
+* `stream(frames)` (cached): each frame goes through the backbone, neck, spatial encoder and the
+  decoders' value projections ONCE (`backend.encode_frame`); the F windows that contain it reuse that
+  output from a deque of F entries, passed to `backend.decode_clip` as a list (not concatenated), and
+  only the decoders' per-query work runs per window.
 * `stream_video(read_frame, length, keys)` (cached, evaluation): the same, for chosen key frames of a
   video read by position; only the frames their clips use are read and encoded, each once.
 * `window(frames)` (uncached): the full eval forward on every window's F frames, as the official demo does.
@@ -93,8 +94,8 @@ class TorchClipModel:
         return self.model.encode_frames(images), image_size
 
     def decode_clip(self, frames: Sequence[Any], image_size, output_size) -> Instances:
-        feats = type(frames[0]).cat(list(frames))  # (F, S, C) etc., no recomputation
-        return self.model.decode_clip(feats, image_size=image_size, output_size=output_size).to("cpu")
+        # The F one-frame encodings (with their cached decoder value maps) as a list: no concatenation.
+        return self.model.decode_clip(list(frames), image_size=image_size, output_size=output_size).to("cpu")
 
 
 class ClipPredictor:

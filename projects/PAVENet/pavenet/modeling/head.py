@@ -5,8 +5,9 @@ Shapes: B clips of F frames (frame order t-T..t+T, key frame c = F // 2), Q pose
 C channels, L levels, S tokens per frame. Keypoints are normalised to the UNPADDED image
 ([x0, y0, x1, y1, ...] for 2K vectors), sigmas are after the sigmoid.
 """
+import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,10 @@ class EncodedFrames:
 
     memory (N, S, C); padding_mask (N, S) bool (True = padded); spatial_shapes (L, 2) long (h, w);
     level_start_index (L,) long; valid_ratios (N, L, 2) (w, h) fractions of un-padded area.
+    values: None, or (eval) one tensor (N, S, H, D) per decoder layer, pose layers then joint layers:
+    each layer's `value_proj` of the memory (padded tokens zeroed as the layer does), computed once per
+    frame by `PAVENetHead.encode` so that the F windows containing a frame reuse it. The decoders compute
+    it from `memory` when it is None (e.g. an EncodedFrames built from stored memory).
     """
 
     memory: torch.Tensor
@@ -31,6 +36,7 @@ class EncodedFrames:
     spatial_shapes: torch.Tensor
     level_start_index: torch.Tensor
     valid_ratios: torch.Tensor
+    values: Optional[List[torch.Tensor]] = None
 
     def __len__(self):
         return self.memory.shape[0]
@@ -38,24 +44,39 @@ class EncodedFrames:
     def __getitem__(self, idx) -> "EncodedFrames":
         if isinstance(idx, int):
             idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        values = None if self.values is None else [v[idx] for v in self.values]
         return EncodedFrames(self.memory[idx], self.padding_mask[idx], self.spatial_shapes,
-                             self.level_start_index, self.valid_ratios[idx])
+                             self.level_start_index, self.valid_ratios[idx], values)
 
     @staticmethod
     def cat(items: Sequence["EncodedFrames"]) -> "EncodedFrames":
+        """Concatenate along frames (a copy). The decoders also take the list itself, without the copy."""
         if not items:
             raise ValueError("EncodedFrames.cat needs at least one item")
-        shapes = items[0].spatial_shapes
-        for it in items[1:]:
-            if not torch.equal(it.spatial_shapes, shapes):
-                raise ValueError("EncodedFrames.cat: frames were encoded at different padded sizes "
-                                 f"({it.spatial_shapes.tolist()} vs {shapes.tolist()})")
+        shapes = _same_shapes(items)
+        values = None
+        if all(i.values is not None for i in items):
+            values = [torch.cat(vs) for vs in zip(*(i.values for i in items))]
         return EncodedFrames(torch.cat([i.memory for i in items]), torch.cat([i.padding_mask for i in items]),
-                             shapes, items[0].level_start_index, torch.cat([i.valid_ratios for i in items]))
+                             shapes, items[0].level_start_index, torch.cat([i.valid_ratios for i in items]), values)
 
     def to(self, device) -> "EncodedFrames":
+        values = None if self.values is None else [v.to(device) for v in self.values]
         return EncodedFrames(*(t.to(device) for t in (self.memory, self.padding_mask, self.spatial_shapes,
-                                                       self.level_start_index, self.valid_ratios)))
+                                                       self.level_start_index, self.valid_ratios)), values)
+
+
+# What the decoders take: the B*F frames of B clips, or the list of a clip's F per-frame encodings.
+Frames = Union[EncodedFrames, Sequence[EncodedFrames]]
+
+
+def _same_shapes(items: Sequence[EncodedFrames]) -> torch.Tensor:
+    shapes = items[0].spatial_shapes
+    for it in items[1:]:
+        if it.spatial_shapes is not shapes and not torch.equal(it.spatial_shapes, shapes):
+            raise ValueError("EncodedFrames: frames were encoded at different padded sizes "
+                             f"({it.spatial_shapes.tolist()} vs {shapes.tolist()})")
+    return shapes
 
 
 class LinearWithNorm(nn.Module):
@@ -197,7 +218,8 @@ class PAVENetHead(nn.Module):
 
     # ---------------------------------------------------------------- encoder
     def encode(self, feats: List[torch.Tensor], pixel_mask: torch.Tensor, pos_encoding) -> EncodedFrames:
-        """feats: L maps (N, C, h_l, w_l) of N frames; pixel_mask (N, H, W) bool, True = padded."""
+        """feats: L maps (N, C, h_l, w_l) of N frames; pixel_mask (N, H, W) bool, True = padded.
+        In eval the result carries the decoders' value maps (`EncodedFrames.values`)."""
         masks = _level_masks(pixel_mask, [f.shape[-2:] for f in feats])
         tokens, pos, flat_masks, shapes = [], [], [], []
         for lvl, (x, m) in enumerate(zip(feats, masks)):
@@ -218,7 +240,9 @@ class PAVENetHead(nn.Module):
         ref = self._encoder_reference_points(spatial_shapes, valid_ratios)
         for layer in self.transformer.encoder.layers:
             x = layer(x, pos, ref, spatial_shapes, mask)
-        return EncodedFrames(x, mask, spatial_shapes, level_start, valid_ratios)
+        # Eval: every decoder layer's value maps once per frame here, not once per window that holds it.
+        values = None if self.training else self.project_values(x, mask)
+        return EncodedFrames(x, mask, spatial_shapes, level_start, valid_ratios, values)
 
     @staticmethod
     def _encoder_reference_points(spatial_shapes, valid_ratios):
@@ -255,10 +279,73 @@ class PAVENetHead(nn.Module):
         e = self.transformer.enc_output_norm(self.transformer.enc_output(e))
         return e, logits, valid
 
-    # ---------------------------------------------------------------- pose decoder
-    def decode_pose(self, enc: EncodedFrames) -> Dict:
-        """Query selection + spatiotemporal pose decoder on B = len(enc) // F clips.
+    # ---------------------------------------------------------------- decoder inputs
+    def decoder_attentions(self) -> List[nn.Module]:
+        """The decoders' multi-frame cross-attentions, pose layers then joint layers (the order of
+        `EncodedFrames.values`)."""
+        layers = list(self.transformer.decoder.layers) + list(self.transformer.refine_decoder.layers)
+        return [layer.attentions[1] for layer in layers]
 
+    def project_values(self, memory: torch.Tensor, padding_mask: torch.Tensor) -> List[torch.Tensor]:
+        """memory (N, S, C), padding_mask (N, S) -> every decoder layer's value maps, (N, S, H, D) each."""
+        return [attn.project_values(memory, padding_mask) for attn in self.decoder_attentions()]
+
+    def with_values(self, enc: Frames) -> Frames:
+        """`enc` (EncodedFrames or a list of them) with `values` filled in where they are missing."""
+        if not isinstance(enc, EncodedFrames):
+            return [self.with_values(e) for e in enc]
+        if enc.values is not None:
+            return enc
+        return dataclasses.replace(enc, values=self.project_values(enc.memory, enc.padding_mask))
+
+    def _frames(self, enc: Frames) -> List[EncodedFrames]:
+        """Decoder input -> F EncodedFrames of B rows each (frame f of every clip), views without a copy.
+
+        enc: EncodedFrames of B*F frames, clip-major (a batch of clips), or a list of F EncodedFrames of
+        B frames each, frame-major (the streaming window: each frame's cached encoding, not concatenated).
+        """
+        f = self.num_frames
+        if isinstance(enc, EncodedFrames):
+            n = len(enc)
+            if n % f:
+                raise ValueError(f"{n} encoded frames is not a multiple of NUM_FRAMES={f}")
+            b = n // f
+
+            def frame(t, i):  # (B*F, ...) -> frame i of every clip, (B, ...)
+                return t.view(b, f, *t.shape[1:])[:, i]
+
+            return [EncodedFrames(frame(enc.memory, i), frame(enc.padding_mask, i), enc.spatial_shapes,
+                                  enc.level_start_index, frame(enc.valid_ratios, i),
+                                  None if enc.values is None else [frame(v, i) for v in enc.values])
+                    for i in range(f)]
+        frames = list(enc)
+        if len(frames) != f:
+            raise ValueError(f"the decoders need the NUM_FRAMES={f} frames of a clip, got a list of {len(frames)}")
+        if any(len(fr) != len(frames[0]) for fr in frames):
+            raise ValueError(f"the F frames hold different clip counts: {[len(fr) for fr in frames]}")
+        _same_shapes(frames)
+        return frames
+
+    def _layer_values(self, enc: Frames, frames: List[EncodedFrames], idx: int):
+        """What decoder layer `idx` (pose layers, then joint layers) samples, and its padding mask.
+
+        Training: the clips' memory (B, F, S, C) and mask (B, F, S); the layer projects it (autograd).
+        Eval: the F frames' cached maps (B, S, H, D) of `EncodedFrames.values` (projected here if absent).
+        """
+        if self.training:
+            if isinstance(enc, EncodedFrames):
+                b, s = len(frames[0]), enc.memory.shape[1]
+                return enc.memory.view(b, self.num_frames, s, -1), enc.padding_mask.view(b, self.num_frames, s)
+            return (torch.stack([fr.memory for fr in frames], 1), torch.stack([fr.padding_mask for fr in frames], 1))
+        attn = self.decoder_attentions()[idx]
+        return [fr.values[idx] if fr.values is not None else attn.project_values(fr.memory, fr.padding_mask)
+                for fr in frames], None
+
+    # ---------------------------------------------------------------- pose decoder
+    def decode_pose(self, enc: Frames, lean: bool = False) -> Dict:
+        """Query selection + spatiotemporal pose decoder on B clips.
+
+        enc: EncodedFrames of the B*F frames (clip-major) or a list of F EncodedFrames of B frames each.
         Returns a dict:
           "enc": {"logits" (B,S,1), "keypoints" (B,S,K,2), "sigma" (B,S,K,2), "valid" (B,S), "topk" (B,Q)}
           "pose_layers": per layer {"logits" (B,Q,1), "keypoints" (B,Q,K,2), "sigma" (B,Q,K,2),
@@ -268,29 +355,39 @@ class PAVENetHead(nn.Module):
         one-to-many queries (the encoder proposals ranked Q+1..Q+A). They run in the same decoder pass
         behind a self-attention mask that keeps the two groups apart, so the Q one-to-one queries'
         outputs are those of a forward without them; in eval mode the group does not exist.
+
+        lean=True (eval only; `PAVENet.decode_clips`) computes only what decoding reads, with the same
+        values: "enc" without "keypoints" / "sigma" (the branches run on the Q selected tokens only, not
+        on all S), pose layers without "logits" / "keypoints" / "sigma" except the last layer's "logits",
+        and the last layer without "references" (`joint_init_references` computes them for the persons
+        it selects).
         """
+        if lean and self.training:
+            raise ValueError("decode_pose(lean=True) is for eval: training reads every output")
         f, c, k, q = self.num_frames, self.key_frame, self.num_keypoints, self.num_queries
         a = self.num_aux_queries if self.training else 0
-        n, s, dim = enc.memory.shape
-        if n % f:
-            raise ValueError(f"{n} encoded frames is not a multiple of NUM_FRAMES={f}")
-        b = n // f
+        frames = self._frames(enc)
+        key = frames[c]
+        b, s, dim = key.memory.shape
         if s < q + a:
             raise ValueError(f"only {s} encoder tokens per frame for NUM_QUERIES={q} (+ ONE_TO_MANY_QUERIES={a} "
                              "in training): use larger images or fewer MODEL.PAVENET.NUM_QUERIES")
-        memory = enc.memory.view(b, f, s, dim)
-        mask = enc.padding_mask.view(b, f, s)
-        key_mem, key_mask = memory[:, c], mask[:, c]
         n_dec = self.transformer.decoder.num_layers
 
-        e, proposals, valid = self._proposals(key_mem, key_mask, enc.spatial_shapes)
+        e, proposals, valid = self._proposals(key.memory, key.padding_mask, key.spatial_shapes)
         enc_logits = self.cls_branches[n_dec](e)
-        enc_kpt = self.kpt_branches[n_dec](e).view(b, s, k, 2) + proposals[:, :, None, :]
-        enc_sigma = self.dec_fc_sigma_branches[n_dec](e).sigmoid().view(b, s, k, 2)
         topk = torch.topk(enc_logits[..., 0], q + a, dim=1)[1]  # (B, Q+A), descending logits
-        sel_kpt = torch.gather(enc_kpt.flatten(2), 1, topk[..., None].expand(-1, -1, 2 * k)).detach()
-        init_ref = sel_kpt.sigmoid()  # (B, Q+A, 2K)
         sel_e = torch.gather(e, 1, topk[..., None].expand(-1, -1, dim)).detach()
+        enc_out = {"logits": enc_logits, "valid": valid, "topk": topk[:, :q]}
+        if lean:  # the keypoint branch is per token: run it on the selected tokens only
+            sel_prop = torch.gather(proposals, 1, topk[..., None].expand(-1, -1, 2))
+            sel_kpt = (self.kpt_branches[n_dec](sel_e).view(b, q, k, 2) + sel_prop[:, :, None, :]).flatten(2)
+        else:
+            enc_kpt = self.kpt_branches[n_dec](e).view(b, s, k, 2) + proposals[:, :, None, :]
+            enc_out["keypoints"] = enc_kpt.sigmoid()
+            enc_out["sigma"] = self.dec_fc_sigma_branches[n_dec](e).sigmoid().view(b, s, k, 2)
+            sel_kpt = torch.gather(enc_kpt.flatten(2), 1, topk[..., None].expand(-1, -1, 2 * k)).detach()
+        init_ref = sel_kpt.sigmoid()  # (B, Q+A, 2K)
         embedding = self.query_embedding.weight
         self_attn_mask = None
         if a:  # the one-to-many group reuses the embeddings cyclically; groups do not see each other
@@ -302,31 +399,35 @@ class PAVENetHead(nn.Module):
         query = content[None] + sel_e  # learnable content + detached encoder token (docs/REFERENCE.md §4 ★)
 
         # Pose decoder valid ratios: the key frame's (all frames of a clip share one image size).
-        vr = enc.valid_ratios.view(b, f, -1, 2)[:, c]  # (B, L, 2)
-        vr_k = vr.repeat(1, 1, k)[:, None, None]  # (B, 1, 1, L, 2K)
+        vr_k = key.valid_ratios.repeat(1, 1, k)[:, None, None]  # (B, 1, 1, L, 2K)
         refs = init_ref[:, None].expand(-1, f, -1, -1)  # (B, F, Q, 2K), copies of R0
         layers_out = []
         input_refs = refs
         for lid, layer in enumerate(self.transformer.decoder.layers):
             input_refs = refs
-            hs = layer(query, query_pos, memory, refs[:, :, :, None, :] * vr_k, enc.spatial_shapes, mask,
+            values, mask = self._layer_values(enc, frames, lid)
+            hs = layer(query, query_pos, values, refs[:, :, :, None, :] * vr_k, key.spatial_shapes, mask,
                        self_attn_mask=self_attn_mask)
-            new_refs = torch.stack(
-                [(self.pose_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
-                 for fi, pre in enumerate(self.prefixes)], dim=1)
-            layers_out.append({
-                "logits": self.cls_branches[lid](hs),
-                "keypoints": new_refs[:, c].view(b, q + a, k, 2),
-                "sigma": self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a, k, 2),
-                "hs": hs,
-                "references": new_refs,
-            })
+            last = lid == n_dec - 1
+            out = {"hs": hs}
+            if not (lean and last):  # lean: the last layer's references only for the selected persons
+                new_refs = torch.stack(
+                    [(self.pose_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
+                     for fi, pre in enumerate(self.prefixes)], dim=1)
+                out["references"] = new_refs
+            if not lean or last:
+                out["logits"] = self.cls_branches[lid](hs)
+            if not lean:
+                out["keypoints"] = new_refs[:, c].view(b, q + a, k, 2)
+                out["sigma"] = self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a, k, 2)
+            layers_out.append(out)
+            if last:
+                break
             # docs/REFERENCE.md §5.2: the official decoder does NOT detach the references between layers.
             refs = new_refs.detach() if self.detach_pose_references else new_refs
             query = hs
         out = {
-            "enc": {"logits": enc_logits, "keypoints": enc_kpt.sigmoid(), "sigma": enc_sigma, "valid": valid,
-                    "topk": topk[:, :q]},
+            "enc": enc_out,
             "pose_layers": [_query_slice(d, slice(0, q)) for d in layers_out] if a else layers_out,
             "init_reference": init_ref[:, :q],
             "input_references": input_refs[:, :, :q],
@@ -336,30 +437,30 @@ class PAVENetHead(nn.Module):
         return out
 
     # ---------------------------------------------------------------- joint decoder
-    def decode_joints(self, enc: EncodedFrames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:
+    def decode_joints(self, enc: Frames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:
         """Spatiotemporal joint decoder for M persons.
 
-        enc: the B*F encoded frames; clip_index (M,) long: which clip each person belongs to;
-        init_refs (M, F, K, 2) initial per-frame joint references (detached here).
+        enc: the B*F encoded frames (or the list of F, as in `decode_pose`); clip_index (M,) long: which
+        clip each person belongs to; init_refs (M, F, K, 2) initial per-frame joint references (detached here).
         Returns per layer {"keypoints" (M,K,2) key frame, "sigma" (M,K,2), "hs" (M,K,C),
         "references" (M,F,K,2) after the layer}.
         """
-        f, c = self.num_frames, self.key_frame
-        n, s, dim = enc.memory.shape
-        b = n // f
+        c = self.key_frame
+        frames = self._frames(enc)
+        dim = frames[0].memory.shape[-1]
+        n_pose = self.transformer.decoder.num_layers
         m = init_refs.shape[0]
-        memory = enc.memory.view(b, f, s, dim)
-        mask = enc.padding_mask.view(b, f, s)
         # Each person's own clip's valid ratios (docs/REFERENCE.md §16 8b: the official code mixes person/frame order).
-        vr = enc.valid_ratios.view(b, f, -1, 2)[clip_index]  # (M, F, L, 2)
+        vr = torch.stack([fr.valid_ratios for fr in frames], 1)[clip_index]  # (M, F, L, 2)
         query_pos, content = torch.split(self.transformer.refine_query_embedding.weight, dim, dim=1)
         query_pos = query_pos[None].expand(m, -1, -1)
         query = content[None].expand(m, -1, -1)
         refs = init_refs.detach()
         out = []
         for lid, layer in enumerate(self.transformer.refine_decoder.layers):
-            hs = layer(query, query_pos, memory, refs[:, :, :, None, :] * vr[:, :, None], enc.spatial_shapes, mask,
-                       value_index=clip_index)
+            values, mask = self._layer_values(enc, frames, n_pose + lid)
+            hs = layer(query, query_pos, values, refs[:, :, :, None, :] * vr[:, :, None], frames[0].spatial_shapes,
+                       mask, value_index=clip_index)
             new_refs = torch.stack(
                 [(self.refine_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
                  for fi, pre in enumerate(self.prefixes)], dim=1)
@@ -375,8 +476,15 @@ class PAVENetHead(nn.Module):
 
     def joint_init_references(self, pose_out: Dict, clip_index: torch.Tensor, query_index: torch.Tensor):
         """(M, F, K, 2) joint-decoder start: last pose layer's key-frame pose and auxiliary-frame references."""
-        last = pose_out["pose_layers"][-1]["references"]  # (B, F, Q, 2K)
-        sel = last[clip_index, :, query_index]  # (M, F, 2K)
+        last = pose_out["pose_layers"][-1]
+        if "references" in last:
+            sel = last["references"][clip_index, :, query_index]  # (M, F, 2K)
+        else:  # lean decode_pose: the last layer's update for the selected persons only
+            hs = last["hs"][clip_index, query_index]  # (M, C)
+            ref_in = pose_out["input_references"][clip_index, :, query_index]  # (M, F, 2K)
+            lid = self.transformer.decoder.num_layers - 1  # not [-1]: the key frame's list also holds the encoder's
+            sel = torch.stack([(self.pose_branches(pre)[lid](hs) + inverse_sigmoid(ref_in[:, fi])).sigmoid()
+                               for fi, pre in enumerate(self.prefixes)], dim=1)
         if self.num_frames == 5 and self.f5_t2_reference_branch == "next":
             # docs/REFERENCE.md §16 8a: the official F=5 head recomputes the t+2 start pose with next_kpt_branches
             # (the decoder itself used next_next_kpt_branches); converted F=5 weights expect that.

@@ -5,10 +5,11 @@
     -> query selection on the key frame -> pose decoder -> joint decoder on selected persons
     -> post-processing (top-k, no NMS by default)      [= decode_clip]
 
-The eval forward is exactly `encode_frames` + `decode_clip` per clip, so the streaming predictor that
-caches `EncodedFrames` per frame gets the same outputs.
+The eval forward is `encode_frames` + `decode_clips` (all clips of the batch decoded together; for one
+clip exactly `decode_clip`), so the streaming predictor that caches `EncodedFrames` per frame (with each
+frame's decoder value maps) gets the same outputs.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -230,45 +231,80 @@ class PAVENet(nn.Module):
         feats = self.neck([feats[f] for f in self.in_features])
         return self.head.encode(feats, mask, self.pos_encoding)
 
-    def decode_rows(self, feats: EncodedFrames) -> Dict:
-        """The network part of `decode_clip` (what the exported decoder.onnx computes): F encoded frames
-        of ONE clip -> the top-k persons, k = min(TEST.TOPK, NUM_QUERIES), in descending score order:
-        "keypoints", "sigmas" (k, K, 2) key frame, normalised to the un-padded input; "scores" (k,);
-        "frame_keypoints" (k, F, K, 2) every frame's pose, normalised; "query_index" (k,); and the
-        intermediates "pose", "joint", "joint_init_references"."""
-        if len(feats) != self.num_frames:
-            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {len(feats)}")
-        pose = self.head.decode_pose(feats)
-        last = pose["pose_layers"][-1]
-        scores_all = last["logits"][0, :, 0].float().sigmoid()  # float32 outputs also under autocast
-        k = min(self.test_topk, self.head.num_queries)
-        scores, query_idx = scores_all.topk(k)  # descending, no threshold (docs/REFERENCE.md §9)
-        clip_idx = torch.zeros_like(query_idx)
-        init_refs = self.head.joint_init_references(pose, clip_idx, query_idx)
+    def decode_rows(self, feats: Union[EncodedFrames, Sequence[EncodedFrames]],
+                    return_intermediates: bool = False) -> Dict:
+        """The network part of decoding (what the exported decoder.onnx computes, for B = 1): B clips ->
+        their top-k persons, k = min(TEST.TOPK, NUM_QUERIES), in descending score order per clip:
+        "keypoints", "sigmas" (B, k, K, 2) key frame, normalised to the un-padded input; "scores" (B, k);
+        "frame_keypoints" (B, k, F, K, 2) every frame's pose, normalised; "query_index" (B, k); and the
+        intermediates "pose", "joint" (whole batch), "joint_init_references".
+
+        feats: EncodedFrames of the B*F frames (clip-major, padded alike) or a list of F EncodedFrames of B
+        frames each. In eval without return_intermediates the decode is lean (outputs nothing reads are
+        not computed); the rows are the same.
+        """
+        feats = self.head.with_values(feats)  # value maps of frames built without them, once for both decoders
+        pose = self.head.decode_pose(feats, lean=not (return_intermediates or self.head.training))
+        scores_all = pose["pose_layers"][-1]["logits"][..., 0].float().sigmoid()  # (B, Q), float32 under autocast
+        b = scores_all.shape[0]
+        k = min(self.test_topk, scores_all.shape[1])
+        scores, query_idx = scores_all.topk(k, dim=1)  # (B, k) descending, no threshold (docs/REFERENCE.md §9)
+        clip_idx = torch.arange(b, device=query_idx.device).repeat_interleave(k)  # (B*k,) persons, clip-major
+        init_refs = self.head.joint_init_references(pose, clip_idx, query_idx.flatten())
         joint = self.head.decode_joints(feats, clip_idx, init_refs)
+        kpts = joint[-1]["keypoints"].float().view(b, k, self.head.num_keypoints, 2)
+        sigma = joint[-1]["sigma"].float().view(b, k, self.head.num_keypoints, 2)
         # Auxiliary-frame poses for the tracker: the references the last pose layer sampled with (trained,
         # unlike the last layer's own auxiliary update whose branch never receives a gradient).
-        aux = pose["input_references"][0, :, query_idx].view(self.num_frames, k, -1, 2).transpose(0, 1).float()
-        return {"keypoints": joint[-1]["keypoints"].float(), "sigmas": joint[-1]["sigma"].float(), "scores": scores,
-                "frame_keypoints": aux, "query_index": query_idx, "pose": pose, "joint": joint,
-                "joint_init_references": init_refs}
+        aux = pose["input_references"][clip_idx, :, query_idx.flatten()].float()
+        aux = aux.view(b, k, self.num_frames, self.head.num_keypoints, 2)
+        return {"keypoints": kpts, "sigmas": sigma, "scores": scores, "frame_keypoints": aux,
+                "query_index": query_idx, "pose": pose, "joint": joint, "joint_init_references": init_refs}
 
     @torch.no_grad()
-    def decode_clip(self, feats: EncodedFrames, image_size: Tuple[int, int], output_size=None,
-                    return_intermediates: bool = False):
+    def decode_clip(self, feats: Union[EncodedFrames, Sequence[EncodedFrames]], image_size: Tuple[int, int],
+                    output_size=None, return_intermediates: bool = False):
         """Decode ONE clip from its F encoded frames -> key-frame `Instances` in output_size pixels.
 
-        image_size: un-padded network-input (h, w); output_size: (height, width) to rescale to (default
-        image_size). With return_intermediates=True also returns a dict of every stage's tensors.
+        feats: an EncodedFrames of the clip's F frames, or a list of F one-frame EncodedFrames (the
+        streaming cache, used without concatenating them). image_size: un-padded network-input (h, w);
+        output_size: (height, width) to rescale to (default image_size). With return_intermediates=True
+        also returns a dict of every stage's tensors (computing the outputs decoding does not need, too).
         """
-        rows = self.decode_rows(feats)
-        inst, post = self.postprocess(rows["keypoints"], rows["sigmas"], rows["scores"], rows["frame_keypoints"],
-                                      image_size, output_size or image_size)
+        one_clip = isinstance(feats, EncodedFrames) or all(len(x) == 1 for x in feats)
+        if len(feats) != self.num_frames or not one_clip:
+            got = len(feats) if isinstance(feats, EncodedFrames) else [len(x) for x in feats]
+            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {got}")
+        insts, inter = self._decode(feats, [image_size], [output_size or image_size], return_intermediates)
+        return (insts[0], inter) if return_intermediates else insts[0]
+
+    @torch.no_grad()
+    def decode_clips(self, feats: Union[EncodedFrames, Sequence[EncodedFrames]], image_sizes, output_sizes=None):
+        """Decode B clips together -> B key-frame `Instances`.
+
+        feats: EncodedFrames of the B*F frames (clip-major, padded alike) or a list of F EncodedFrames of B
+        frames each; image_sizes: B un-padded (h, w); output_sizes: B (height, width) (default image_sizes).
+        """
+        return self._decode(feats, list(image_sizes), list(output_sizes or image_sizes), False)[0]
+
+    def _decode(self, feats, image_sizes, output_sizes, return_intermediates):
+        """`decode_rows` on B clips, then post-processing per clip -> (B Instances, intermediates)."""
+        rows = self.decode_rows(feats, return_intermediates)
+        b = rows["scores"].shape[0]
+        if len(image_sizes) != b or len(output_sizes) != b:
+            raise ValueError(f"{len(image_sizes)} image sizes / {len(output_sizes)} output sizes for {b} clips")
+        insts, posts = [], []
+        for i in range(b):
+            inst, post = self.postprocess(rows["keypoints"][i], rows["sigmas"][i], rows["scores"][i],
+                                          rows["frame_keypoints"][i], image_sizes[i], output_sizes[i] or image_sizes[i])
+            insts.append(inst)
+            posts.append(post)
         if not return_intermediates:
-            return inst
-        inter = {"pose": rows["pose"], "joint": rows["joint"], "query_index": rows["query_index"],
-                 "scores": rows["scores"], "joint_init_references": rows["joint_init_references"], **post}
-        return inst, inter
+            return insts, None
+        # One clip (decode_clip): its rows; "pose" / "joint" hold the whole batch.
+        inter = {"pose": rows["pose"], "joint": rows["joint"], "query_index": rows["query_index"][0],
+                 "scores": rows["scores"][0], "joint_init_references": rows["joint_init_references"], **posts[0]}
+        return insts, inter
 
     def postprocess(self, kpts, sigma, scores, frame_kpts, image_size, output_size):
         """`postprocess_detections` with this model's TEST settings -> (Instances, dict of pre-NMS rows)."""
@@ -283,12 +319,9 @@ class PAVENet(nn.Module):
         frame_sizes = [s for s in sizes for _ in range(self.num_frames)]
         if not self.training:
             feats = self.encode_frames(images, frame_sizes)
-            results = []
-            for b, d in enumerate(batched_inputs):
-                out_size = (int(d.get("height", sizes[b][0])), int(d.get("width", sizes[b][1])))
-                clip = feats[b * self.num_frames:(b + 1) * self.num_frames]
-                results.append({"instances": self.decode_clip(clip, sizes[b], out_size)})
-            return results
+            out_sizes = [(int(d.get("height", h)), int(d.get("width", w))) for d, (h, w) in zip(batched_inputs, sizes)]
+            # The clips share one padded size, so the decoders take the whole batch at once.
+            return [{"instances": inst} for inst in self.decode_clips(feats, sizes, out_sizes)]
         return self.losses(images, frame_sizes, batched_inputs)
 
     def losses(self, images, frame_sizes, batched_inputs) -> Dict[str, torch.Tensor]:
