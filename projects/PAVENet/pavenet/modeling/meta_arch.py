@@ -19,7 +19,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes, Instances
 
-from ..data.keypoint_meta import COCO_OKS_SIGMAS, POSETRACK_OKS_SIGMAS
+from ..data.keypoint_meta import oks_sigmas_for
+from ..utils.boxes import keypoint_extent_boxes
 from ..utils.oks import pairwise_pose_oks
 from .backbone import ChannelMapperNeck, SinePositionalEncoding
 from .criterion import build_criterion, targets_from_instances
@@ -27,7 +28,7 @@ from .head import EncodedFrames, PAVENetHead
 from .msda_backend import resolve_msda_impl, set_msda_impl
 from .rle import RealNVP
 
-__all__ = ["PAVENet", "oks_nms", "keypoint_confidence", "default_oks_sigmas", "postprocess_detections"]
+__all__ = ["PAVENet", "oks_nms", "keypoint_confidence", "postprocess_detections"]
 
 
 def keypoint_confidence(sigma: torch.Tensor) -> torch.Tensor:
@@ -56,13 +57,6 @@ def oks_nms(kpts: torch.Tensor, scores: torch.Tensor, thresh: float, sigmas: Seq
     return torch.as_tensor(keep, dtype=torch.long)
 
 
-def default_oks_sigmas(num_keypoints: int) -> Optional[List[float]]:
-    """The OKS sigmas of a K-joint model (15: PoseTrack, 17: COCO), else None."""
-    if num_keypoints == len(POSETRACK_OKS_SIGMAS):
-        return list(POSETRACK_OKS_SIGMAS)
-    return list(COCO_OKS_SIGMAS) if num_keypoints == len(COCO_OKS_SIGMAS) else None
-
-
 def postprocess_detections(kpts, sigma, scores, frame_kpts, image_size, output_size, *, num_frames: int,
                            coord_reweight: bool = True, oks_nms_thresh: float = 0.0,
                            oks_sigmas: Optional[Sequence[float]] = None, score_thresh: float = 0.0):
@@ -77,7 +71,7 @@ def postprocess_detections(kpts, sigma, scores, frame_kpts, image_size, output_s
     scale = kpts.new_tensor([w / ow, h / oh])  # official: divide by the resize scale factor
     wh = kpts.new_tensor([float(w), float(h)])
     xy = torch.minimum(torch.clamp(kpts * wh, min=0), wh) / scale
-    boxes = torch.cat([xy.min(1)[0], xy.max(1)[0]], 1)  # keypoint extent BEFORE the p-weighting
+    boxes = keypoint_extent_boxes(xy)  # BEFORE the p-weighting
     p = keypoint_confidence(sigma)  # (k, K, 1)
     if coord_reweight:  # official p^5 / (p^5 + 1e-10) coordinate weighting (~identity once trained)
         p5 = p ** 5
@@ -168,7 +162,7 @@ class PAVENet(nn.Module):
             joint_offset_bias=P.JOINT_OFFSET_BIAS, f5_t2_reference_branch=P.F5_T2_REFERENCE_BRANCH,
             num_aux_queries=P.ONE_TO_MANY_QUERIES, flow_factory=RealNVP,
         )
-        sigmas = default_oks_sigmas(P.NUM_KEYPOINTS)
+        sigmas = oks_sigmas_for(P.NUM_KEYPOINTS)
         return {
             "backbone": backbone, "neck": neck, "head": head, "criterion": build_criterion(cfg),
             "in_features": P.IN_FEATURES, "num_frames": P.NUM_FRAMES,
