@@ -1,6 +1,5 @@
 """Training options beyond the paper (MODEL.PAVENET.OKS_QUALITY_TARGET, ONE_TO_MANY_*) on hand-made cases,
 their absence from the official recipe, and the demo's reproducibility (a fixed SEED)."""
-import importlib.util
 import math
 
 import pytest
@@ -233,34 +232,24 @@ def test_opt_in_recipes_are_the_official_ones_plus_the_switches():
 
 
 # ---------------------------------------------------------------- reproducible main job
-def _load_run_demo():
-    spec = importlib.util.spec_from_file_location("pavenet_run_demo", REPO_ROOT / "tools" / "run_demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _short_demo_training(run_demo, out, seed):
+def _short_demo_training(out, seed):
     """The demo's seeding + config (with its data-loader worker and augmentation) for 2 iterations of 1 clip."""
-    import argparse
-
     from detectron2.engine import HookBase
 
     from pavenet.data.synthetic import ensure_synthetic_dataset
+    from pavenet.engine.demo_job import DemoTrainer, demo_cfg, seed_run
 
     ensure_synthetic_dataset()
-    args = argparse.Namespace(config_file=str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"),
-                              output=str(out), eval_period=0,
-                              opts=["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 1, "SEED", seed])
-    cfg = run_demo.build_cfg(args)
-    run_demo.seed_run(cfg)
+    cfg = demo_cfg(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"), str(out), eval_period=0,
+                   opts=["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 1, "SEED", seed])
+    seed_run(cfg)
     losses = []
 
     class Record(HookBase):
         def after_step(self):
             losses.append(self.trainer.storage.history("total_loss").latest())
 
-    trainer = run_demo.DemoTrainer(cfg)
+    trainer = DemoTrainer(cfg)
     trainer.register_hooks([Record()])
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -270,15 +259,16 @@ def _short_demo_training(run_demo, out, seed):
 def test_two_short_demo_trainings_with_one_seed_are_identical(tmp_path, monkeypatch):
     torch.set_num_threads(2)  # as `make demo` on a 2-core machine (restored by the fixture)
     monkeypatch.chdir(REPO_ROOT)  # the synthetic data lives under $DETECTRON2_DATASETS (default: ./datasets)
-    run_demo = _load_run_demo()
+    from pavenet.engine.demo_job import DemoTrainer
+
     # detectron2's EvalHook evaluates after the last iteration whatever the period; the demo's two full
     # evaluations of the synthetic val set (NMS-free and OKS-NMS) took ~95% of this test's time and do
     # not touch the seeded training it checks.
-    monkeypatch.setattr(run_demo.DemoTrainer, "_eval_and_record", lambda self: {})
+    monkeypatch.setattr(DemoTrainer, "_eval_and_record", lambda self: {})
     assert load_pavenet_config(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")).SEED == 42
     torch.manual_seed(123)  # whatever the process did before (different here), the run's seed decides
-    l1, w1 = _short_demo_training(run_demo, tmp_path / "a", 42)
+    l1, w1 = _short_demo_training(tmp_path / "a", 42)
     torch.manual_seed(456)
-    l2, w2 = _short_demo_training(run_demo, tmp_path / "b", 42)
+    l2, w2 = _short_demo_training(tmp_path / "b", 42)
     assert len(l1) == 2 and l1 == l2
     assert all(torch.equal(w1[k], w2[k]) for k in w1)

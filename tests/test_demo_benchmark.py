@@ -1,4 +1,5 @@
-"""tools/benchmark.py on a tiny random-weight model: the JSON keys and what the FLOP count must satisfy."""
+"""tools/benchmark.py (a thin CLI over `pavenet.benchmark`) on a tiny random-weight model: the JSON keys and
+what the FLOP count must satisfy."""
 import json
 
 import pytest
@@ -54,7 +55,8 @@ def test_cpu_peak_memory_counts_live_tensors():
     """--cpu-memory's measure: the peak of live tensor bytes during the call, frees included."""
     import torch
 
-    bench = _load_tool("benchmark")
+    from pavenet.benchmark import peak_memory_mb
+
     mb = 1000 * 1000 * 4 / 2 ** 20  # one float32 1000x1000 tensor
 
     def three_live_then_one():
@@ -63,4 +65,4 @@ def test_cpu_peak_memory_counts_live_tensors():
         del a, b
         return (c * 2).sum()  # peak: a, b, c alive together
 
-    assert bench.peak_memory_mb(three_live_then_one, torch.device("cpu")) == pytest.approx(3 * mb, rel=0.01)
+    assert peak_memory_mb(three_live_then_one, torch.device("cpu")) == pytest.approx(3 * mb, rel=0.01)

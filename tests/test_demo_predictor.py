@@ -163,3 +163,19 @@ def test_stream_video_decodes_chosen_key_frames_as_stream(predictor):
     assert reads == [0, 1, 4, 5] and counter["frames"] == 4  # clips (0, 0, 1) and (4, 5, 5)
     for key, inst in out:
         _assert_same(inst, full[key])
+
+
+def test_prepare_is_the_input_stream_encodes(predictor):
+    """`prepare` (the benchmark's way in): one frame's network input; encoding F prepared frames and
+    decoding them gives the streaming output of that window."""
+    frames = _video(predictor.num_frames)
+    image = predictor.prepare(frames[0])
+    assert image.dtype == torch.uint8 and image.shape[0] == 3
+    encoded = [predictor.encode(predictor.prepare(f)) for f in frames]
+    with torch.no_grad():
+        out = predictor.backend.decode_clip([e[0] for e in encoded], encoded[0][1], frames[0].shape[:2])
+    # The window frames[0:F] is the one of key frame F // 2 (earlier keys replicate the first frame).
+    streamed = {key: inst for key, _, inst in predictor.stream(frames)}[predictor.num_frames // 2]
+    _assert_same(out, streamed)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        predictor.prepare(frames[0][:, :, 0])

@@ -247,13 +247,13 @@ def test_r50_at_the_small_export_size(golden_onnx):
     assert np.abs((out["keypoints"] - rows["keypoints"].numpy()) * [192, 128]).max() < 1e-2
 
 
-def test_benchmark_times_onnxruntime_beside_pytorch(tiny, tmp_path):
+def test_benchmark_times_onnxruntime_beside_pytorch(tiny):
     cfg, out = tiny
-    bench = _load_tool("benchmark")
-    res = bench.main(["--config-file", str(TINY_YAML), "--height", "64", "--width", "96", "--frames", "3",
-                      "--repeats", "1", "--threads", "1", "--no-flops", "--backends", "pytorch",
-                      "--backend", "onnxruntime", "--onnx-dir", str(out), "--json", str(tmp_path / "b.json"),
-                      "--opts", *[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS])
+    from pavenet.benchmark import run_benchmark
+
+    res = run_benchmark(str(TINY_YAML), [*[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS],
+                        height=64, width=96, frames=3, repeats=1, threads=1, flops=False, backends="pytorch",
+                        backend="onnxruntime", onnx_dir=str(out))
     assert set(res["backends"]) == {"pytorch", "onnxruntime"}
     o, p = res["backends"]["onnxruntime"], res["backends"]["pytorch"]
     for key in ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_window"):

@@ -91,3 +91,14 @@ def test_checkpoint_io_sits_below_the_checkpointer_and_the_converter():
     assert "pavenet.checkpoint_io" in graph["pavenet.conversion.cli"]
     assert not any(d.startswith("pavenet.conversion") for d in graph["pavenet.checkpoint"])
     assert graph["pavenet.checkpoint_io"] <= {"pavenet.utils.atomic"}
+
+
+def test_the_benchmark_and_the_demo_job_sit_on_top():
+    """Nothing in the package imports the benchmark or the demo job (only tools/ do): they may use
+    inference, modeling, data and engine, never the other way round."""
+    graph = _import_graph()
+    assert "pavenet.inference.predictor" in graph["pavenet.benchmark.runs"]
+    tops = ("pavenet.benchmark", "pavenet.engine.demo_job")
+    for module, deps in graph.items():
+        if not module.startswith(tops):
+            assert not any(d.startswith(tops) for d in deps), module

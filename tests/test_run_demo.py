@@ -1,6 +1,5 @@
 """The main job (tools/run_demo.py, `make demo`) end to end on a 2-iteration schedule: it trains, writes
 metrics.json in the evaluator CLI's schema with the learning curve, the weights and the GIF, and says where."""
-import importlib.util
 import json
 import sys
 
@@ -8,19 +7,13 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
+from test_demo_cli import _load_tool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _load_run_demo():
-    spec = importlib.util.spec_from_file_location("pavenet_run_demo", REPO_ROOT / "tools" / "run_demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_main_job_writes_metrics_weights_and_rendering(tmp_path, monkeypatch, capsys):
-    run_demo = _load_run_demo()
+    run_demo = _load_tool("run_demo")
     out = tmp_path / "demo"
     monkeypatch.chdir(REPO_ROOT)  # the synthetic data lives under $DETECTRON2_DATASETS (default: ./datasets)
     monkeypatch.setattr(sys, "argv", [

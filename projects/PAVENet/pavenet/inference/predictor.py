@@ -155,6 +155,11 @@ class ClipPredictor:
 
         return prepare
 
+    def prepare(self, frame_bgr: np.ndarray) -> torch.Tensor:
+        """One frame's network input: BGR (H, W, 3) uint8 -> uint8 tensor (3, h, w) in INPUT.FORMAT, resized
+        by the test resize (as the first frame of a video is; `encode` takes it)."""
+        return self._make_prepare()(frame_bgr)
+
     def _filter(self, instances: Instances) -> Instances:
         # The model applies SCORE_THRESH too; filtering here keeps it true for a model passed in.
         if self.score_thresh > 0 and len(instances):

@@ -1,0 +1,178 @@
+"""What the benchmark runs, in one process on the same model and frames: streaming vs window inference,
+the per-frame encoding and per-window decoding, 1 vs 20 people, optionally a training step, for every
+deformable-attention backend side by side (and the exported ONNX graphs in ONNX Runtime on request).
+`run_benchmark` is the entry point behind tools/benchmark.py."""
+import itertools
+import logging
+import tempfile
+from typing import Callable, List, Optional, Sequence
+
+import torch
+
+from pavenet.config import load_pavenet_config
+from pavenet.inference.predictor import ClipPredictor
+from pavenet.utils.device import fall_back_to_cpu
+
+from .flops import count_gflops
+from .report import add_ratios, add_timings
+from .synthetic import synthetic_train_batch, synthetic_video
+from .timing import machine_info, measure, peak_memory_mb
+
+__all__ = ["benchmark_cfg", "backends_to_run", "make_train_step", "ort_predictor", "run_benchmark"]
+
+logger = logging.getLogger("pavenet.benchmark")
+
+
+def benchmark_cfg(config_file: str, opts: Sequence = (), height: int = 384, width: int = 640):
+    """The frozen config of `config_file` + `opts`, fed frames at exactly height x width (on the CPU when
+    it asks for CUDA that is not there)."""
+    cfg = load_pavenet_config(config_file, list(opts))
+    # Feed frames at exactly H x W: the test resize keeps that size.
+    cfg.INPUT.MIN_SIZE_TEST = min(height, width)
+    cfg.INPUT.MAX_SIZE_TEST = max(height, width)
+    device_warning = fall_back_to_cpu(cfg)
+    if device_warning:
+        logging.getLogger("pavenet").warning(device_warning)
+    cfg.freeze()
+    return cfg
+
+
+def backends_to_run(arg: str) -> List[str]:
+    """'all' (pytorch, and kernel when compiled) or a comma list of pytorch,kernel."""
+    from pavenet.modeling.msda_backend import kernel_available, resolve_msda_impl
+
+    if arg == "all":
+        return ["pytorch"] + (["kernel"] if kernel_available() else [])
+    names = [b.strip() for b in arg.split(",") if b.strip()]
+    for b in names:
+        if resolve_msda_impl(b) != b:  # "auto" is not a backend; "kernel" raises if it is missing
+            raise ValueError(f"--backends: {b!r} is not a backend (pytorch, kernel)")
+    return names
+
+
+def make_train_step(cfg, model, batch, amp: bool) -> Callable[[], None]:
+    """One optimizer step (forward + backward + AdamW with full-model clipping) on `batch`, through the
+    same trainer classes that tools/train_net.py uses (AMP: bf16 on CPU, fp16 + GradScaler on CUDA)."""
+    from detectron2.engine import SimpleTrainer
+    from detectron2.utils.events import EventStorage
+
+    from pavenet.engine import build_pavenet_optimizer
+    from pavenet.engine.amp import AMPTrainer, amp_dtype
+
+    optimizer = build_pavenet_optimizer(cfg, model)
+    loader = itertools.repeat(batch)
+    if amp:
+        trainer = AMPTrainer(model, loader, optimizer, model.device.type, amp_dtype(cfg))
+    else:
+        trainer = SimpleTrainer(model, loader, optimizer)
+    model.eval()
+
+    def step():
+        model.train()
+        with EventStorage(0):
+            trainer.run_step()
+        model.eval()
+
+    return step
+
+
+def ort_predictor(cfg, model, onnx_dir: Optional[str], height: int, width: int, tmp: str) -> ClipPredictor:
+    """A ClipPredictor on ONNX Runtime: the graphs in `onnx_dir`, or `model` exported into `tmp`."""
+    from pavenet.export import OrtClipModel, export_onnx
+
+    if not onnx_dir:
+        onnx_dir = tmp
+        export_onnx(model, cfg, onnx_dir, height, width)
+    return ClipPredictor(cfg, backend=OrtClipModel(onnx_dir, cfg, threads=torch.get_num_threads()))
+
+
+def _consume(gen):
+    for _ in gen:
+        pass
+
+
+def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, width: int = 640, frames: int = 6,
+                  repeats: int = 3, threads: int = 0, flops: bool = True, backends: str = "all",
+                  backend: str = "pytorch", onnx_dir: Optional[str] = None, train_clips: int = 0,
+                  cpu_memory: bool = False, amp: bool = False) -> dict:
+    """Time PAVE-Net on a `frames`-long synthetic height x width video; returns the result dict (the keys
+    of docs/BENCHMARKS.md). `backends`: see `backends_to_run`; backend "onnxruntime" also times the
+    graphs in `onnx_dir` (default: the model exported to a temporary folder); `train_clips` > 0 also
+    times a training step on that many clips (`amp`: under AMP; `cpu_memory`: its peak memory on CPU)."""
+    with tempfile.TemporaryDirectory(prefix="pavenet_bench_onnx_") as tmp:
+        from pavenet.modeling.msda_backend import set_msda_impl
+
+        cfg = benchmark_cfg(config_file, opts, height, width)
+        if threads:
+            torch.set_num_threads(threads)
+        predictor = ClipPredictor(cfg)
+        model, device, F = predictor.model, predictor.device, predictor.num_frames
+        H, W, N = height, width, frames
+        impls = backends_to_run(backends)
+        video = synthetic_video(5, N, H, W, seed=1)
+        ort = ort_predictor(cfg, model, onnx_dir, H, W, tmp) if backend == "onnxruntime" else None
+        logger.info("model built; %d-frame %dx%d video, F=%d, device %s, backends %s", N, H, W, F, device, impls)
+
+        def on(impl, fn):  # the same model, switched to one backend for this call
+            def call():
+                set_msda_impl(model, impl, log=False)
+                return fn()
+            return call
+
+        res = {"config": config_file, "height": H, "width": W, "num_frames": F, "video_frames": N,
+               "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
+               "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES), "msda_impl": model.msda_impl, "backends": {}}
+        train_steps = {}
+        if train_clips:
+            batch = synthetic_train_batch(video, F, train_clips, int(cfg.MODEL.PAVENET.NUM_KEYPOINTS))
+            step = make_train_step(cfg, model, batch, amp)
+            for impl in impls:
+                train_steps[impl] = on(impl, step)
+                on(impl, step)()  # warm-up
+                if device.type == "cuda" or cpu_memory:
+                    res["backends"].setdefault(impl, {})["train_peak_mb"] = peak_memory_mb(train_steps[impl], device)
+            res.update(train_clips_per_step=train_clips, train_amp=bool(amp))
+        with torch.no_grad():
+            # Warm-up both paths (allocators, lazy init, cudnn autotune) on the benchmark's frame size.
+            for impl in impls:
+                on(impl, lambda: _consume(predictor.stream(video[:F])))()
+            _consume(predictor.window(video[:F]))
+            # Where streaming's time goes: one encode per frame + one decode per window.
+            image = predictor.prepare(video[0])
+            feats, image_size = predictor.encode(image)
+            window = [feats] * F  # as the streaming predictor passes a window: the cached frames, not concatenated
+            if ort is not None:
+                _consume(ort.stream(video[:F]))
+                ort_window = [ort.encode(image)[0]] * F
+            crowd = {n: synthetic_video(n, N, H, W, seed=2) for n in (1, 20)}
+            # With the model's own backend (MSDA_IMPL): window mode and the people count.
+            tasks = {
+                "window_ms_per_frame": (lambda: _consume(predictor.window(video)), N),
+                "ms_1_person": (lambda: _consume(predictor.stream(crowd[1])), N),
+                "ms_20_persons": (lambda: _consume(predictor.stream(crowd[20])), N),
+            }
+            # Per backend, interleaved in one process: stream, encode, decode (and the train step).
+            for impl in impls:
+                tasks[f"{impl}/stream_ms_per_frame"] = (on(impl, lambda: _consume(predictor.stream(video))), N)
+                tasks[f"{impl}/encode_ms_per_frame"] = (on(impl, lambda: predictor.encode(image)), 1)
+                tasks[f"{impl}/decode_ms_per_window"] = (on(impl, lambda: model.decode_clip(
+                    window, image_size=image_size, output_size=(H, W))), 1)
+                if impl in train_steps:
+                    tasks[f"{impl}/train_ms_per_step"] = (torch.enable_grad()(train_steps[impl]), 1)
+            if ort is not None:  # the exported graphs on the same frames, in the same interleaved rounds
+                tasks["onnxruntime/stream_ms_per_frame"] = (lambda: _consume(ort.stream(video)), N)
+                tasks["onnxruntime/encode_ms_per_frame"] = (lambda: ort.encode(image), 1)
+                tasks["onnxruntime/decode_ms_per_window"] = (
+                    lambda: ort.backend.decode_clip(ort_window, image_size, (H, W)), 1)
+            own = model.msda_impl
+            timings = measure(tasks, device, repeats)
+            set_msda_impl(model, own, log=False)
+            add_ratios(add_timings(res, timings, own, train_clips))
+            if flops:
+                set_msda_impl(model, "pytorch", log=False)  # fvcore counts grid_sample, not the compiled op
+                res.update(count_gflops(predictor, video[0]))
+                set_msda_impl(model, own, log=False)
+        res["machine"] = machine_info(device)
+        res["torch_threads"] = torch.get_num_threads()
+        res["device"] = res["machine"].get("gpu", str(device))
+        return res
