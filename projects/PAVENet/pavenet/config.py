@@ -116,6 +116,13 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.ONE_TO_MANY_QUERIES = 0
     P.ONE_TO_MANY_K = 4
     P.ONE_TO_MANY_WEIGHT = 1.0  # loss weight of the one-to-many group (relative to the pose layers')
+    # Contrastive denoising (DN-DETR / DINO for poses, modeling/denoising.py): this many training-only groups
+    # of noised GT key-frame poses, a positive (shift < DENOISING_NOISE x the person's extent, reconstructs
+    # the person, scores 1) and a negative (shift DENOISING_NOISE..2x, scores 0) per GT person, masked off
+    # from the matching queries and from each other; 0 = off.
+    P.DENOISING_GROUPS = 0
+    P.DENOISING_NOISE = 0.3
+    P.DENOISING_WEIGHT = 1.0  # loss weight of the denoising queries (relative to the pose layers')
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it

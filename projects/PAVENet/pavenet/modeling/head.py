@@ -6,12 +6,13 @@ C channels, L levels, S tokens per frame. Keypoints are normalised to the UNPADD
 ([x0, y0, x1, y1, ...] for 2K vectors), sigmas are after the sigmoid.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .denoising import DenoisingQueries, denoising_attention_mask
 from .ms_deform_attn import frame_prefixes
 from .transformer import PAVETransformer, inverse_sigmoid
 
@@ -250,7 +251,7 @@ class PAVENetHead(nn.Module):
         return e, logits, valid
 
     # ---------------------------------------------------------------- pose decoder
-    def decode_pose(self, enc: EncodedFrames) -> Dict:
+    def decode_pose(self, enc: EncodedFrames, denoising: Optional[DenoisingQueries] = None) -> Dict:
         """Query selection + spatiotemporal pose decoder on B = len(enc) // F clips.
 
         Returns a dict:
@@ -262,9 +263,13 @@ class PAVENetHead(nn.Module):
         one-to-many queries (the encoder proposals ranked Q+1..Q+A). They run in the same decoder pass
         behind a self-attention mask that keeps the two groups apart, so the Q one-to-one queries'
         outputs are those of a forward without them; in eval mode the group does not exist.
+        In training with `denoising` (MODEL.PAVENET.DENOISING_GROUPS > 0) also "dn_pose_layers": the same
+        per-layer dicts for its D noised-GT queries (modeling/denoising.py), masked off likewise; ignored in
+        eval mode.
         """
         f, c, k, q = self.num_frames, self.key_frame, self.num_keypoints, self.num_queries
         a = self.num_aux_queries if self.training else 0
+        dn = denoising if self.training else None
         n, s, dim = enc.memory.shape
         if n % f:
             raise ValueError(f"{n} encoded frames is not a multiple of NUM_FRAMES={f}")
@@ -294,6 +299,16 @@ class PAVENetHead(nn.Module):
         query_pos, content = torch.split(embedding, dim, dim=1)
         query_pos = query_pos[None].expand(b, -1, -1)
         query = content[None] + sel_e  # learnable content + detached encoder token (docs/REFERENCE.md §4 ★)
+        d = 0
+        if dn is not None:  # noised-GT queries: built like selected proposals, behind their own mask
+            d = dn.num_queries
+            dn_query, dn_pos, dn_ref = self._denoising_queries(dn, e, proposals, valid)
+            query = torch.cat([query, dn_query], 1)
+            query_pos = torch.cat([query_pos, dn_pos], 1)
+            init_ref = torch.cat([init_ref, dn_ref], 1)
+            plain_groups = (torch.arange(q + a, device=query.device) >= q).long()
+            heads = self.transformer.decoder.layers[0].attentions[0].attn.num_heads
+            self_attn_mask = denoising_attention_mask(q + a, plain_groups, dn, heads)
 
         # Pose decoder valid ratios: the key frame's (all frames of a clip share one image size).
         vr = enc.valid_ratios.view(b, f, -1, 2)[:, c]  # (B, L, 2)
@@ -310,8 +325,8 @@ class PAVENetHead(nn.Module):
                  for fi, pre in enumerate(self.prefixes)], dim=1)
             layers_out.append({
                 "logits": self.cls_branches[lid](hs),
-                "keypoints": new_refs[:, c].view(b, q + a, k, 2),
-                "sigma": self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a, k, 2),
+                "keypoints": new_refs[:, c].view(b, q + a + d, k, 2),
+                "sigma": self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a + d, k, 2),
                 "hs": hs,
                 "references": new_refs,
             })
@@ -321,13 +336,33 @@ class PAVENetHead(nn.Module):
         out = {
             "enc": {"logits": enc_logits, "keypoints": enc_kpt.sigmoid(), "sigma": enc_sigma, "valid": valid,
                     "topk": topk[:, :q]},
-            "pose_layers": [_query_slice(d, slice(0, q)) for d in layers_out] if a else layers_out,
+            "pose_layers": [_query_slice(x, slice(0, q)) for x in layers_out] if a or d else layers_out,
             "init_reference": init_ref[:, :q],
             "input_references": input_refs[:, :, :q],
         }
         if a:
-            out["aux_pose_layers"] = [_query_slice(d, slice(q, q + a)) for d in layers_out]
+            out["aux_pose_layers"] = [_query_slice(x, slice(q, q + a)) for x in layers_out]
+        if d:
+            out["dn_pose_layers"] = [_query_slice(x, slice(q + a, q + a + d)) for x in layers_out]
         return out
+
+    def _denoising_queries(self, dn: DenoisingQueries, e, proposals, valid):
+        """(content (B,D,C), query_pos (B,D,C), initial references (B,D,2K)) of the denoising queries.
+
+        Each takes the detached encoder token nearest to its noised pose's centre (as a selected proposal
+        brings its token) and a query embedding (cyclically), so it looks like a matching query whose
+        proposal landed near a person; its initial reference is the noised pose itself.
+        e (B,S,C) projected key-frame tokens, proposals (B,S,2) their logit-space centres, valid (B,S).
+        """
+        b, d = dn.valid.shape
+        dim = e.shape[-1]
+        ref = dn.references.to(e.dtype)  # (B, D, K, 2)
+        centres = proposals.sigmoid().masked_fill(~valid[..., None], float("inf"))  # (B, S, 2)
+        nearest = torch.cdist(ref.mean(2), torch.nan_to_num(centres, posinf=1e4)).argmin(-1)  # (B, D)
+        tok = torch.gather(e, 1, nearest[..., None].expand(-1, -1, dim)).detach()
+        emb = self.query_embedding.weight[torch.arange(d, device=e.device) % self.num_queries]
+        pos, content = torch.split(emb, dim, dim=1)
+        return content[None] + tok, pos[None].expand(b, -1, -1), ref.flatten(2)
 
     # ---------------------------------------------------------------- joint decoder
     def decode_joints(self, enc: EncodedFrames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:
