@@ -371,8 +371,8 @@ def _official_configs():
     files = [REPO_ROOT / "configs" / "Base-PAVENet.yaml"]
     for folder in ("posetrack17", "posetrack18", "posetrack21", "coco_pretrain"):
         files += sorted((REPO_ROOT / "configs" / folder).glob("*.yaml"))
-    # The opt-in recipes (named *_hybrid*) are not the paper's; every other config there is.
-    return [f for f in files if "_hybrid" not in f.name]
+    # The opt-in recipes (named *_hybrid* / *_nmsfree*) are not the paper's; every other config there is.
+    return [f for f in files if "_hybrid" not in f.name and "_nmsfree" not in f.name]
 
 
 def test_new_switches_default_off_and_off_in_every_official_config():
@@ -383,6 +383,7 @@ def test_new_switches_default_off_and_off_in_every_official_config():
     for f in files:
         P = load_pavenet_config(str(f)).MODEL.PAVENET
         assert {k: P[k] for k in SWITCHES} == SWITCHES, f
+        assert P.COST_CLASS == 2.0, f  # the official matching cost (the demo and *_nmsfree raise it)
 
 
 def test_opt_in_recipes_are_the_official_ones_plus_the_switches():
@@ -396,6 +397,18 @@ def test_opt_in_recipes_are_the_official_ones_plus_the_switches():
         for key in (*SWITCHES, "ONE_TO_MANY_K", "ONE_TO_MANY_WEIGHT"):  # the switches and their settings
             on.MODEL.PAVENET[key] = off.MODEL.PAVENET[key]
         on.OUTPUT_DIR = off.OUTPUT_DIR
+        assert on.dump() == off.dump(), v  # nothing else differs
+
+
+def test_nmsfree_recipes_are_the_official_ones_with_a_higher_class_cost():
+    variants = sorted((REPO_ROOT / "configs").glob("posetrack1[78]/*_nmsfree.yaml"))
+    assert {v.parent.name for v in variants} == {"posetrack17", "posetrack18"}
+    for v in variants:
+        base = v.with_name(v.name.replace("_nmsfree", ""))
+        assert f'_BASE_: "{base.name}"' in v.read_text(), v
+        on, off = load_pavenet_config(str(v)), load_pavenet_config(str(base))
+        assert on.MODEL.PAVENET.COST_CLASS == 6.0 and off.MODEL.PAVENET.COST_CLASS == 2.0
+        on.MODEL.PAVENET.COST_CLASS, on.OUTPUT_DIR = off.MODEL.PAVENET.COST_CLASS, off.OUTPUT_DIR
         assert on.dump() == off.dump(), v  # nothing else differs
 
 
