@@ -120,6 +120,13 @@ def add_pavenet_config(cfg: CN) -> CN:
     # "error" names the file and the tensors; "skip" is detectron2's behaviour (load what fits, warn about
     # the rest), for fine-tuning with another head on purpose. detectron2 model-zoo .pkl backbones always skip.
     P.WEIGHTS_MISMATCH = "error"
+    # Contrastive denoising (DN-DETR / DINO for poses, modeling/denoising.py): this many training-only groups
+    # of noised GT key-frame poses, a positive (shift < DENOISING_NOISE x the person's extent, reconstructs
+    # the person, scores 1) and a negative (shift DENOISING_NOISE..2x, scores 0) per GT person, masked off
+    # from the matching queries and from each other; 0 = off.
+    P.DENOISING_GROUPS = 0
+    P.DENOISING_NOISE = 0.3
+    P.DENOISING_WEIGHT = 1.0  # loss weight of the denoising queries (relative to the pose layers')
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it

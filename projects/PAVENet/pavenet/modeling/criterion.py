@@ -51,7 +51,12 @@ Training options beyond the paper (off by default; docs/MODEL.md):
         matched one-to-many (every GT repeated ``one_to_many_k`` times in the Hungarian matching) and
         supervised like the pose layers, weighted by ``one_to_many_weight``; names loss_cls_o2m_d{i} /
         loss_kpt_o2m_d{i}.
+    outputs["dn_pose_layers"] + outputs["dn"] (training-only denoising queries, modeling/denoising.py):
+        no matching, the assignment is the construction: positives (outputs["dn"].indices) are supervised
+        like matched queries, negatives as unmatched ones (score 0), padding rows not at all; weighted by
+        ``denoising_weight``; names loss_cls_dn_d{i} / loss_kpt_dn_d{i}.
 """
+import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -106,6 +111,7 @@ class PAVENetCriterion(nn.Module):
             (needed for the query selection) are supervised.
         quality_target: OKS-valued focal targets for matched queries (see the module docstring).
         one_to_many_k, one_to_many_weight: GT repeats and loss weight of the auxiliary one-to-many group.
+        denoising_weight: loss weight of the denoising queries.
         normalization: "clip" (official recipe: 1 clip per step x N gradient-accumulation steps): every
             clip's losses are normalised by its own matched persons / labelled joints, then averaged over
             the clips (and, by DDP, over processes); "batch": normalised once by the counts of the whole
@@ -127,6 +133,7 @@ class PAVENetCriterion(nn.Module):
         quality_target: bool = False,
         one_to_many_k: int = 1,
         one_to_many_weight: float = 1.0,
+        denoising_weight: float = 1.0,
         normalization: str = "clip",
     ):
         super().__init__()
@@ -150,6 +157,7 @@ class PAVENetCriterion(nn.Module):
             raise ValueError(f"MODEL.PAVENET.ONE_TO_MANY_K must be >= 1, got {one_to_many_k}")
         self.one_to_many_k = int(one_to_many_k)
         self.one_to_many_weight = float(one_to_many_weight)
+        self.denoising_weight = float(denoising_weight)
 
     @classmethod
     def from_config(cls, cfg) -> "PAVENetCriterion":
@@ -170,7 +178,8 @@ class PAVENetCriterion(nn.Module):
             rle_weight=P.RLE_WEIGHT, enc_rle_weight=P.ENC_RLE_WEIGHT, joint_rle_weight=P.JOINT_RLE_WEIGHT,
             focal_alpha=P.FOCAL_ALPHA, focal_gamma=P.FOCAL_GAMMA, deep_supervision=P.DEEP_SUPERVISION,
             quality_target=P.OKS_QUALITY_TARGET, one_to_many_k=P.ONE_TO_MANY_K,
-            one_to_many_weight=P.ONE_TO_MANY_WEIGHT, normalization=P.LOSS_NORMALIZATION,
+            one_to_many_weight=P.ONE_TO_MANY_WEIGHT, denoising_weight=P.DENOISING_WEIGHT,
+            normalization=P.LOSS_NORMALIZATION,
         )
 
     # ---- matching --------------------------------------------------------------------------------------
@@ -205,11 +214,13 @@ class PAVENetCriterion(nn.Module):
             out.append(-self.matcher.oks_cost(pred, gt, vis, areas, t["image_size"]).diagonal())
         return out
 
-    def loss_cls(self, logits: torch.Tensor, indices: Indices, quality: Optional[List[torch.Tensor]] = None):
+    def loss_cls(self, logits: torch.Tensor, indices: Indices, quality: Optional[List[torch.Tensor]] = None,
+                 valid: Optional[torch.Tensor] = None):
         """Sigmoid focal loss over all queries (B, Q, 1), class 0 for matched ones, / #matched (ranks, min 1).
 
         ``quality``: per clip (n_b,) targets in [0, 1] for the matched queries (else 1); then the quality
         focal loss alpha_t * |t - p|^gamma * BCE(p, t), which equals the focal loss for 0/1 targets.
+        ``valid``: optional (B, Q) bool; False rows (padding queries) add nothing.
         """
         target = torch.zeros_like(logits)
         positive = torch.zeros_like(logits, dtype=torch.bool)
@@ -219,6 +230,8 @@ class PAVENetCriterion(nn.Module):
         # Non-finite logits (e.g. an implementation that masks padded encoder tokens with -inf) are left
         # out instead of turning the loss into nan; the official logits are always finite.
         finite = torch.isfinite(logits)
+        if valid is not None:
+            finite = finite & valid[..., None].to(finite.device)
         safe = torch.where(finite, logits, torch.zeros_like(logits))
         if quality is None:
             loss = sigmoid_focal_loss(safe, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
@@ -229,9 +242,10 @@ class PAVENetCriterion(nn.Module):
         num_matched = self._count(logits.new_tensor(float(sum(len(i) for i, _ in indices))))
         return (loss * finite).sum() / num_matched
 
-    def _loss_cls_for(self, layer: Dict, indices: Indices, targets: Sequence[Dict]) -> torch.Tensor:
+    def _loss_cls_for(self, layer: Dict, indices: Indices, targets: Sequence[Dict],
+                      valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         quality = self.matched_oks(layer, indices, targets) if self.quality_target else None
-        return self.loss_cls(layer["logits"], indices, quality)
+        return self.loss_cls(layer["logits"], indices, quality, valid)
 
     def _gather(self, layer: Dict, indices: Indices, targets: Sequence[Dict]):
         """Matched predictions and their GT: pred/sigma/target (M, K, 2), visible (M, K)."""
@@ -315,6 +329,16 @@ class PAVENetCriterion(nn.Module):
             losses[f"loss_kpt_o2m_d{i}"] = w * self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow,
                                                                           self._count(2.0 * vis.sum()))
 
+        # Training-only denoising queries: the assignment is known (positives), no matching; every layer.
+        dn = outputs.get("dn")
+        for i, layer in enumerate(outputs.get("dn_pose_layers", []) or []):
+            w = self.denoising_weight
+            losses[f"loss_cls_dn_d{i}"] = w * self.class_weight * self._loss_cls_for(layer, dn.indices, targets,
+                                                                                     dn.valid)
+            pred, sigma, tgt, vis = self._gather(layer, dn.indices, targets)
+            losses[f"loss_kpt_dn_d{i}"] = w * self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow,
+                                                                         self._count(2.0 * vis.sum()))
+
         # Joint decoder: rows are the last pose layer's matched queries in the order of last_layer_indices;
         # its normaliser is the last pose layer's (official forward_refine).
         joint_layers = list(outputs.get("joint_layers", []) or [])
@@ -345,7 +369,12 @@ def _clip_outputs(outputs: Dict, last_layer_indices: Indices, b: int) -> Dict:
     def one(d):
         return {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in d.items()}
 
-    out = {key: [one(layer) for layer in outputs.get(key, []) or []] for key in ("pose_layers", "aux_pose_layers")}
+    out = {key: [one(layer) for layer in outputs.get(key, []) or []]
+           for key in ("pose_layers", "aux_pose_layers", "dn_pose_layers")}
+    dn = outputs.get("dn")
+    if dn is not None:
+        out["dn"] = dataclasses.replace(dn, references=dn.references[b:b + 1], valid=dn.valid[b:b + 1],
+                                        indices=[dn.indices[b]])
     if outputs.get("enc") is not None:
         out["enc"] = one(outputs["enc"])
     sizes = [len(i) for i, _ in last_layer_indices]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .denoising import DenoisingQueries, denoising_attention_mask
 from .ms_deform_attn import frame_prefixes, level_shapes
 from .transformer import PAVETransformer, inverse_sigmoid
 
@@ -342,7 +343,7 @@ class PAVENetHead(nn.Module):
                 for fr in frames], None
 
     # ---------------------------------------------------------------- pose decoder
-    def decode_pose(self, enc: Frames, lean: bool = False) -> Dict:
+    def decode_pose(self, enc: Frames, lean: bool = False, denoising: Optional[DenoisingQueries] = None) -> Dict:
         """Query selection + spatiotemporal pose decoder on B clips.
 
         enc: EncodedFrames of the B*F frames (clip-major) or a list of F EncodedFrames of B frames each.
@@ -361,6 +362,10 @@ class PAVENetHead(nn.Module):
         on all S), pose layers without "logits" / "keypoints" / "sigma" except the last layer's "logits",
         and the last layer without "references" (`joint_init_references` computes them for the persons
         it selects).
+
+        In training with `denoising` (MODEL.PAVENET.DENOISING_GROUPS > 0) also "dn_pose_layers": the same
+        per-layer dicts for its D noised-GT queries (modeling/denoising.py), masked off likewise; ignored in
+        eval mode.
         """
         if lean and self.training:
             raise ValueError("decode_pose(lean=True) is for eval: training reads every output")
@@ -369,6 +374,7 @@ class PAVENetHead(nn.Module):
         frames = self._frames(enc)
         key = frames[c]
         b, s, dim = key.memory.shape
+        dn = denoising if self.training else None
         if s < q + a:
             raise ValueError(f"only {s} encoder tokens per frame for NUM_QUERIES={q} (+ ONE_TO_MANY_QUERIES={a} "
                              "in training): use larger images or fewer MODEL.PAVENET.NUM_QUERIES")
@@ -397,6 +403,16 @@ class PAVENetHead(nn.Module):
         query_pos, content = torch.split(embedding, dim, dim=1)
         query_pos = query_pos[None].expand(b, -1, -1)
         query = content[None] + sel_e  # learnable content + detached encoder token (docs/REFERENCE.md §4 ★)
+        d = 0
+        if dn is not None:  # noised-GT queries: built like selected proposals, behind their own mask
+            d = dn.num_queries
+            dn_query, dn_pos, dn_ref = self._denoising_queries(dn, e, proposals, valid)
+            query = torch.cat([query, dn_query], 1)
+            query_pos = torch.cat([query_pos, dn_pos], 1)
+            init_ref = torch.cat([init_ref, dn_ref], 1)
+            plain_groups = (torch.arange(q + a, device=query.device) >= q).long()
+            heads = self.transformer.decoder.layers[0].attentions[0].attn.num_heads
+            self_attn_mask = denoising_attention_mask(q + a, plain_groups, dn, heads)
 
         # Pose decoder valid ratios: the key frame's (all frames of a clip share one image size).
         vr_k = key.valid_ratios.repeat(1, 1, k)[:, None, None]  # (B, 1, 1, L, 2K)
@@ -418,8 +434,8 @@ class PAVENetHead(nn.Module):
             if not lean or last:
                 out["logits"] = self.cls_branches[lid](hs)
             if not lean:
-                out["keypoints"] = new_refs[:, c].view(b, q + a, k, 2)
-                out["sigma"] = self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a, k, 2)
+                out["keypoints"] = new_refs[:, c].view(b, q + a + d, k, 2)
+                out["sigma"] = self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a + d, k, 2)
             layers_out.append(out)
             if last:
                 break
@@ -428,13 +444,33 @@ class PAVENetHead(nn.Module):
             query = hs
         out = {
             "enc": enc_out,
-            "pose_layers": [_query_slice(d, slice(0, q)) for d in layers_out] if a else layers_out,
+            "pose_layers": [_query_slice(x, slice(0, q)) for x in layers_out] if a or d else layers_out,
             "init_reference": init_ref[:, :q],
             "input_references": input_refs[:, :, :q],
         }
         if a:
-            out["aux_pose_layers"] = [_query_slice(d, slice(q, q + a)) for d in layers_out]
+            out["aux_pose_layers"] = [_query_slice(x, slice(q, q + a)) for x in layers_out]
+        if d:
+            out["dn_pose_layers"] = [_query_slice(x, slice(q + a, q + a + d)) for x in layers_out]
         return out
+
+    def _denoising_queries(self, dn: DenoisingQueries, e, proposals, valid):
+        """(content (B,D,C), query_pos (B,D,C), initial references (B,D,2K)) of the denoising queries.
+
+        Each takes the detached encoder token nearest to its noised pose's centre (as a selected proposal
+        brings its token) and a query embedding (cyclically), so it looks like a matching query whose
+        proposal landed near a person; its initial reference is the noised pose itself.
+        e (B,S,C) projected key-frame tokens, proposals (B,S,2) their logit-space centres, valid (B,S).
+        """
+        b, d = dn.valid.shape
+        dim = e.shape[-1]
+        ref = dn.references.to(e.dtype)  # (B, D, K, 2)
+        centres = proposals.sigmoid().masked_fill(~valid[..., None], float("inf"))  # (B, S, 2)
+        nearest = torch.cdist(ref.mean(2), torch.nan_to_num(centres, posinf=1e4)).argmin(-1)  # (B, D)
+        tok = torch.gather(e, 1, nearest[..., None].expand(-1, -1, dim)).detach()
+        emb = self.query_embedding.weight[torch.arange(d, device=e.device) % self.num_queries]
+        pos, content = torch.split(emb, dim, dim=1)
+        return content[None] + tok, pos[None].expand(b, -1, -1), ref.flatten(2)
 
     # ---------------------------------------------------------------- joint decoder
     def decode_joints(self, enc: Frames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:

@@ -24,6 +24,7 @@ from ..utils.boxes import keypoint_extent_boxes
 from ..utils.oks import pairwise_pose_oks
 from .backbone import ChannelMapperNeck, SinePositionalEncoding
 from .criterion import build_criterion, targets_from_instances
+from .denoising import sample_denoising_queries
 from .head import EncodedFrames, PAVENetHead
 from .msda_backend import resolve_msda_impl, set_msda_impl
 from .rle import RealNVP
@@ -123,7 +124,8 @@ class PAVENet(nn.Module):
     def __init__(self, *, backbone, neck: ChannelMapperNeck, head: PAVENetHead, criterion, in_features: List[str],
                  num_frames: int, pixel_mean: Sequence[float], pixel_std: Sequence[float], test_topk: int = 20,
                  test_score_thresh: float = 0.0, oks_nms_thresh: float = 0.0, coord_reweight: bool = True,
-                 oks_sigmas: Optional[Sequence[float]] = None, input_format: str = "RGB", msda_impl: str = "pytorch"):
+                 oks_sigmas: Optional[Sequence[float]] = None, input_format: str = "RGB", msda_impl: str = "pytorch",
+                 denoising_groups: int = 0, denoising_noise: float = 0.3):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -137,6 +139,11 @@ class PAVENet(nn.Module):
         self.coord_reweight = bool(coord_reweight)
         self.oks_sigmas = list(oks_sigmas) if oks_sigmas is not None else None
         self.input_format = input_format
+        # Training-only noised-GT query groups (MODEL.PAVENET.DENOISING_*; modeling/denoising.py).
+        if int(denoising_groups) < 0 or float(denoising_noise) <= 0:
+            raise ValueError("MODEL.PAVENET.DENOISING_GROUPS must be >= 0 and DENOISING_NOISE > 0, got "
+                             f"{denoising_groups} and {denoising_noise}")
+        self.denoising_groups, self.denoising_noise = int(denoising_groups), float(denoising_noise)
         # The deformable-attention backend of every attention module, logged once here.
         self.msda_impl = set_msda_impl(self, msda_impl)
         self.pos_encoding = SinePositionalEncoding(head.embed_dim // 2)
@@ -170,6 +177,7 @@ class PAVENet(nn.Module):
             "test_topk": P.TEST.TOPK, "test_score_thresh": P.TEST.SCORE_THRESH,
             "oks_nms_thresh": P.TEST.OKS_NMS_THRESH, "coord_reweight": P.TEST.COORD_REWEIGHT,
             "oks_sigmas": sigmas, "input_format": cfg.INPUT.FORMAT, "msda_impl": P.MSDA_IMPL,
+            "denoising_groups": P.DENOISING_GROUPS, "denoising_noise": P.DENOISING_NOISE,
         }
 
     @property
@@ -324,7 +332,9 @@ class PAVENet(nn.Module):
                 raise KeyError(f"PAVENet training input #{i} ('{d.get('file_name', '?')}') has no 'instances'")
         targets = [targets_from_instances(d["instances"].to(self.device)) for d in batched_inputs]
         feats = self.encode_frames(images, frame_sizes)
-        pose = self.head.decode_pose(feats)
+        dn = (sample_denoising_queries(targets, self.denoising_groups, self.denoising_noise)
+              if self.denoising_groups else None)
+        pose = self.head.decode_pose(feats, denoising=dn)
         # Match the LAST pose layer first: its matched queries are the joint decoder's persons (docs/REFERENCE.md §6).
         # Matching and losses run in float32 even under autocast (AMP): OKS costs, focal terms and the RLE
         # flow's log-likelihoods lose too much precision in bf16 / fp16.
@@ -338,6 +348,8 @@ class PAVENet(nn.Module):
             joint = self.head.decode_joints(feats, clip_idx, init_refs)
         outputs = {"enc": pose["enc"], "pose_layers": pose["pose_layers"], "joint_layers": joint,
                    "aux_pose_layers": pose.get("aux_pose_layers", [])}
+        if dn is not None:
+            outputs["dn_pose_layers"], outputs["dn"] = pose["dn_pose_layers"], dn
         with _no_autocast(self.device):
             return self.criterion(_float32(outputs), targets, last_idx, enc_flow=self.head.enc_flow,
                                   dec_flow=self.head.dec_flow, flow=self.head.flow)
