@@ -292,7 +292,7 @@ def test_all_empty_gt_and_no_deep_supervision():
     criterion = PAVENetCriterion(PoseHungarianMatcher(), K, deep_supervision=False)
     targets = [_targets()[1], _targets()[1]]
     outputs, idx = _outputs(criterion, targets)
-    # The model runs the joint decoder on one placeholder row when nobody is matched.
+    # Joint outputs with nobody matched (a caller's; PAVENet itself passes no joint layers then).
     outputs["joint_layers"] = [{k: v.new_zeros(1, K, 2).requires_grad_() for k, v in jl.items()}
                                for jl in outputs["joint_layers"]]
     flows = dict(zip(("enc_flow", "dec_flow", "flow"), _flows()))

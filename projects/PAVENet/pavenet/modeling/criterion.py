@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from ..data.keypoint_meta import COCO_OKS_SIGMAS, POSETRACK_OKS_SIGMAS
+from ..data.keypoint_meta import oks_sigmas_for
 from .matcher import PoseHungarianMatcher, check_targets
 from .rle import RealNVP, reduce_mean_count, rle_loss
 
@@ -163,11 +163,8 @@ class PAVENetCriterion(nn.Module):
     def from_config(cls, cfg) -> "PAVENetCriterion":
         P = cfg.MODEL.PAVENET
         k = P.NUM_KEYPOINTS
-        if k == len(POSETRACK_OKS_SIGMAS):
-            sigmas = POSETRACK_OKS_SIGMAS
-        elif k == len(COCO_OKS_SIGMAS):
-            sigmas = COCO_OKS_SIGMAS
-        else:
+        sigmas = oks_sigmas_for(k)
+        if sigmas is None:
             raise ValueError(f"MODEL.PAVENET.NUM_KEYPOINTS={k}: no OKS sigmas known (15 PoseTrack or 17 COCO)")
         matcher = PoseHungarianMatcher(
             cost_class=P.COST_CLASS, cost_kpt_l1=P.COST_KPT_L1, cost_oks=P.COST_OKS, oks_sigmas=sigmas,
@@ -350,8 +347,8 @@ class PAVENetCriterion(nn.Module):
             pred, sigma = layer["keypoints"], layer["sigma"]
             name = f"loss_kpt_refine_d{j}"  # official d{j}.loss_kpt_refine for every joint layer
             if tgt.shape[0] == 0:
-                # No matched person: the model may have run the joint decoder on a placeholder row to keep
-                # its parameters in the graph; give them a zero gradient.
+                # No matched person but joint outputs given (PAVENet itself then skips the joint decoder and
+                # passes no joint layers): a zero loss that keeps whatever produced them in the graph.
                 dummy = flow.log_prob(pred.new_zeros(1, 2)).sum()
                 losses[name] = (torch.nan_to_num(pred).sum() + torch.nan_to_num(sigma).sum() + dummy) * 0.0
                 continue
