@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["DenoisingQueries", "sample_denoising_queries", "denoising_attention_mask"]
+__all__ = ["DenoisingQueries", "sample_denoising_queries", "denoising_attention_mask", "denoising_query_inputs"]
 
 
 @dataclass
@@ -113,3 +113,24 @@ def denoising_attention_mask(num_plain: int, plain_groups: torch.Tensor, dn: Den
     eye = torch.eye(ids.numel(), dtype=torch.bool, device=mask.device)
     mask = mask & ~eye
     return mask.repeat_interleave(num_heads, dim=0)
+
+
+def denoising_query_inputs(dn: DenoisingQueries, e: torch.Tensor, proposals: torch.Tensor, valid: torch.Tensor,
+                           query_embedding: torch.Tensor, num_queries: int):
+    """(content (B,D,C), query_pos (B,D,C), initial references (B,D,2K)) of the denoising queries.
+
+    Each takes the detached encoder token nearest to its noised pose's centre (as a selected proposal
+    brings its token) and a query embedding (cyclically over the `num_queries` rows of `query_embedding`
+    (Q, 2C)), so it looks like a matching query whose proposal landed near a person; its initial
+    reference is the noised pose itself. e (B,S,C) projected key-frame tokens, proposals (B,S,2) their
+    logit-space centres, valid (B,S).
+    """
+    b, d = dn.valid.shape
+    dim = e.shape[-1]
+    ref = dn.references.to(e.dtype)  # (B, D, K, 2)
+    centres = proposals.sigmoid().masked_fill(~valid[..., None], float("inf"))  # (B, S, 2)
+    nearest = torch.cdist(ref.mean(2), torch.nan_to_num(centres, posinf=1e4)).argmin(-1)  # (B, D)
+    tok = torch.gather(e, 1, nearest[..., None].expand(-1, -1, dim)).detach()
+    emb = query_embedding[torch.arange(d, device=e.device) % num_queries]
+    pos, content = torch.split(emb, dim, dim=1)
+    return content[None] + tok, pos[None].expand(b, -1, -1), ref.flatten(2)

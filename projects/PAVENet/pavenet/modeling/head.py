@@ -6,78 +6,18 @@ C channels, L levels, S tokens per frame. Keypoints are normalised to the UNPADD
 ([x0, y0, x1, y1, ...] for 2K vectors), sigmas are after the sigmoid.
 """
 import dataclasses
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .denoising import DenoisingQueries, denoising_attention_mask
+from .denoising import DenoisingQueries, denoising_attention_mask, denoising_query_inputs
+from .encoded_frames import EncodedFrames, Frames, split_clip_frames
 from .ms_deform_attn import frame_prefixes, level_shapes
 from .transformer import PAVETransformer, inverse_sigmoid
 
-__all__ = ["EncodedFrames", "PAVENetHead", "LinearWithNorm"]
-
-
-@dataclass
-class EncodedFrames:
-    """Per-frame encoder output (what the streaming predictor caches), N frames.
-
-    memory (N, S, C); padding_mask (N, S) bool (True = padded); spatial_shapes (L, 2) long (h, w);
-    level_start_index (L,) long; valid_ratios (N, L, 2) (w, h) fractions of un-padded area.
-    values: None, or (eval) one tensor (N, S, H, D) per decoder layer, pose layers then joint layers:
-    each layer's `value_proj` of the memory (padded tokens zeroed as the layer does), computed once per
-    frame by `PAVENetHead.encode` so that the F windows containing a frame reuse it. The decoders compute
-    it from `memory` when it is None (e.g. an EncodedFrames built from stored memory).
-    """
-
-    memory: torch.Tensor
-    padding_mask: torch.Tensor
-    spatial_shapes: torch.Tensor
-    level_start_index: torch.Tensor
-    valid_ratios: torch.Tensor
-    values: Optional[List[torch.Tensor]] = None
-
-    def __len__(self):
-        return self.memory.shape[0]
-
-    def __getitem__(self, idx) -> "EncodedFrames":
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
-        values = None if self.values is None else [v[idx] for v in self.values]
-        return EncodedFrames(self.memory[idx], self.padding_mask[idx], self.spatial_shapes,
-                             self.level_start_index, self.valid_ratios[idx], values)
-
-    @staticmethod
-    def cat(items: Sequence["EncodedFrames"]) -> "EncodedFrames":
-        """Concatenate along frames (a copy). The decoders also take the list itself, without the copy."""
-        if not items:
-            raise ValueError("EncodedFrames.cat needs at least one item")
-        shapes = _same_shapes(items)
-        values = None
-        if all(i.values is not None for i in items):
-            values = [torch.cat(vs) for vs in zip(*(i.values for i in items))]
-        return EncodedFrames(torch.cat([i.memory for i in items]), torch.cat([i.padding_mask for i in items]),
-                             shapes, items[0].level_start_index, torch.cat([i.valid_ratios for i in items]), values)
-
-    def to(self, device) -> "EncodedFrames":
-        values = None if self.values is None else [v.to(device) for v in self.values]
-        return EncodedFrames(*(t.to(device) for t in (self.memory, self.padding_mask, self.spatial_shapes,
-                                                       self.level_start_index, self.valid_ratios)), values)
-
-
-# What the decoders take: the B*F frames of B clips, or the list of a clip's F per-frame encodings.
-Frames = Union[EncodedFrames, Sequence[EncodedFrames]]
-
-
-def _same_shapes(items: Sequence[EncodedFrames]) -> torch.Tensor:
-    shapes = items[0].spatial_shapes
-    for it in items[1:]:
-        if it.spatial_shapes is not shapes and not torch.equal(it.spatial_shapes, shapes):
-            raise ValueError("EncodedFrames: frames were encoded at different padded sizes "
-                             f"({it.spatial_shapes.tolist()} vs {shapes.tolist()})")
-    return shapes
+__all__ = ["EncodedFrames", "PAVENetHead", "LinearWithNorm"]  # EncodedFrames re-exported from encoded_frames
 
 
 class LinearWithNorm(nn.Module):
@@ -300,32 +240,7 @@ class PAVENetHead(nn.Module):
         return dataclasses.replace(enc, values=self.project_values(enc.memory, enc.padding_mask))
 
     def _frames(self, enc: Frames) -> List[EncodedFrames]:
-        """Decoder input -> F EncodedFrames of B rows each (frame f of every clip), views without a copy.
-
-        enc: EncodedFrames of B*F frames, clip-major (a batch of clips), or a list of F EncodedFrames of
-        B frames each, frame-major (the streaming window: each frame's cached encoding, not concatenated).
-        """
-        f = self.num_frames
-        if isinstance(enc, EncodedFrames):
-            n = len(enc)
-            if n % f:
-                raise ValueError(f"{n} encoded frames is not a multiple of NUM_FRAMES={f}")
-            b = n // f
-
-            def frame(t, i):  # (B*F, ...) -> frame i of every clip, (B, ...)
-                return t.view(b, f, *t.shape[1:])[:, i]
-
-            return [EncodedFrames(frame(enc.memory, i), frame(enc.padding_mask, i), enc.spatial_shapes,
-                                  enc.level_start_index, frame(enc.valid_ratios, i),
-                                  None if enc.values is None else [frame(v, i) for v in enc.values])
-                    for i in range(f)]
-        frames = list(enc)
-        if len(frames) != f:
-            raise ValueError(f"the decoders need the NUM_FRAMES={f} frames of a clip, got a list of {len(frames)}")
-        if any(len(fr) != len(frames[0]) for fr in frames):
-            raise ValueError(f"the F frames hold different clip counts: {[len(fr) for fr in frames]}")
-        _same_shapes(frames)
-        return frames
+        return split_clip_frames(enc, self.num_frames)
 
     def _layer_values(self, enc: Frames, frames: List[EncodedFrames], idx: int):
         """What decoder layer `idx` (pose layers, then joint layers) samples, and its padding mask.
@@ -406,7 +321,8 @@ class PAVENetHead(nn.Module):
         d = 0
         if dn is not None:  # noised-GT queries: built like selected proposals, behind their own mask
             d = dn.num_queries
-            dn_query, dn_pos, dn_ref = self._denoising_queries(dn, e, proposals, valid)
+            dn_query, dn_pos, dn_ref = denoising_query_inputs(dn, e, proposals, valid, self.query_embedding.weight,
+                                                              self.num_queries)
             query = torch.cat([query, dn_query], 1)
             query_pos = torch.cat([query_pos, dn_pos], 1)
             init_ref = torch.cat([init_ref, dn_ref], 1)
@@ -453,24 +369,6 @@ class PAVENetHead(nn.Module):
         if d:
             out["dn_pose_layers"] = [_query_slice(x, slice(q + a, q + a + d)) for x in layers_out]
         return out
-
-    def _denoising_queries(self, dn: DenoisingQueries, e, proposals, valid):
-        """(content (B,D,C), query_pos (B,D,C), initial references (B,D,2K)) of the denoising queries.
-
-        Each takes the detached encoder token nearest to its noised pose's centre (as a selected proposal
-        brings its token) and a query embedding (cyclically), so it looks like a matching query whose
-        proposal landed near a person; its initial reference is the noised pose itself.
-        e (B,S,C) projected key-frame tokens, proposals (B,S,2) their logit-space centres, valid (B,S).
-        """
-        b, d = dn.valid.shape
-        dim = e.shape[-1]
-        ref = dn.references.to(e.dtype)  # (B, D, K, 2)
-        centres = proposals.sigmoid().masked_fill(~valid[..., None], float("inf"))  # (B, S, 2)
-        nearest = torch.cdist(ref.mean(2), torch.nan_to_num(centres, posinf=1e4)).argmin(-1)  # (B, D)
-        tok = torch.gather(e, 1, nearest[..., None].expand(-1, -1, dim)).detach()
-        emb = self.query_embedding.weight[torch.arange(d, device=e.device) % self.num_queries]
-        pos, content = torch.split(emb, dim, dim=1)
-        return content[None] + tok, pos[None].expand(b, -1, -1), ref.flatten(2)
 
     # ---------------------------------------------------------------- joint decoder
     def decode_joints(self, enc: Frames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:
