@@ -17,22 +17,9 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
-from pavenet.config import load_pavenet_config
 from pavenet.demo.frames import open_frame_source
-from pavenet.demo.runner import VideoPoseDemo, plan_outputs, run_demo
+from pavenet.demo.runner import VideoPoseDemo, demo_config, plan_outputs, run_demo
 from pavenet.export import BACKENDS, build_predictor
-from pavenet.utils.device import fall_back_to_cpu
-
-
-def setup_cfg(args):
-    cfg = load_pavenet_config(args.config_file, args.opts)
-    if args.confidence_threshold is not None:
-        cfg.MODEL.PAVENET.TEST.SCORE_THRESH = args.confidence_threshold
-    device_warning = fall_back_to_cpu(cfg)
-    if device_warning:
-        logging.getLogger("pavenet").warning(device_warning)
-    cfg.freeze()
-    return cfg
 
 
 def get_parser():
@@ -73,7 +60,7 @@ def main(argv=None) -> dict:
     # the model is built.
     source = open_frame_source(args.video_input, args.input, args.webcam)
     plan_outputs(source.name, args.output, args.save_frames, args.save_json, args.save_coco, args.gt_json)
-    cfg = setup_cfg(args)
+    cfg = demo_config(args.config_file, args.opts, args.confidence_threshold)
     predictor = build_predictor(cfg, args.backend, args.onnx_dir)
     demo = VideoPoseDemo(cfg, mode=args.mode, track_patience=args.track_patience,
                          track_match_thresh=args.track_match_thresh, keypoint_thresh=args.keypoint_threshold,

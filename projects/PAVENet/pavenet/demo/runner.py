@@ -6,24 +6,39 @@ import json
 import logging
 import os
 import re
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from detectron2.structures import Instances
 
+from ..config import load_pavenet_config
 from ..evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
 from .frames import FrameSource
 from .outputs import VIDEO_EXTENSIONS, DemoOutputError, VideoWriter, atomic_dir, atomic_path, check_output_path
 from ..inference.predictor import ClipPredictor
 from ..inference.tracker import PoseTracker
+from ..utils.device import fall_back_to_cpu
 from .visualization import TrackVisualizer, demo_metadata
 
-__all__ = ["VideoPoseDemo", "run_demo", "plan_outputs", "posetrack_image_entries"]
+__all__ = ["VideoPoseDemo", "demo_config", "run_demo", "plan_outputs", "posetrack_image_entries"]
 
 logger = logging.getLogger(__name__)
 
 _POSETRACK_SOURCES = {"mpii": 1, "bonn": 2, "mpiinew": 3}
+
+
+def demo_config(config_file: str, opts: Sequence[str] = (), confidence_threshold: Optional[float] = None):
+    """The demo's frozen config: the file plus KEY VALUE overrides; `confidence_threshold` sets
+    MODEL.PAVENET.TEST.SCORE_THRESH; a CUDA device on a machine without one falls back to the CPU (warned)."""
+    cfg = load_pavenet_config(config_file, list(opts))
+    if confidence_threshold is not None:
+        cfg.MODEL.PAVENET.TEST.SCORE_THRESH = confidence_threshold
+    device_warning = fall_back_to_cpu(cfg)
+    if device_warning:
+        logging.getLogger("pavenet").warning(device_warning)
+    cfg.freeze()
+    return cfg
 
 
 class VideoPoseDemo:
