@@ -117,7 +117,11 @@ def test_evaluator_end_to_end_perfect(tiny_split, tmp_path):
     res_cli = poseval.evaluate_dirs(str(gt_dir), str(out / "posetrack_predictions"))
     assert res_cli.summary()["AP"]["Mean"] == pytest.approx(m["AP"])
     assert res_cli.summary()["MOTA"]["Mean"] == pytest.approx(m["MOTA"])
-    assert json.loads((out / "posetrack_metrics.json").read_text())["ap"]["total"] == pytest.approx(100.0)
+    written = json.loads((out / "posetrack_metrics.json").read_text())
+    assert written["ap"]["total"] == pytest.approx(100.0)
+    # The duplicate report rides along: the GT fed back has one prediction per person.
+    assert written["duplicates"]["duplicates"] == 0 and written["duplicates"]["steals"] == 0
+    assert m["AP-without-duplicates"] == pytest.approx(100.0)
 
 
 def test_evaluator_tracking_and_jitter(tiny_split, tmp_path):

@@ -2,7 +2,8 @@
 
 Chosen by the Trainer through metadata `evaluator_type="posetrack"`. GT comes from the constructor's
 `gt_dir`, else the metadata `gt_dir`, `annotations` or `json_file`: a directory of per-sequence PoseTrack
-2017/2018/21 JSONs, or one COCO-style JSON that is split per video.
+2017/2018/21 JSONs, or one COCO-style JSON that is split per video. Each evaluation also reports what
+duplicate detections cost (`duplicates.py`: AP-without-duplicates, and "duplicates" in posetrack_metrics.json).
 """
 import logging
 import os
@@ -15,6 +16,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from . import poseval
+from .duplicates import duplicate_report
 from .writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
 
 logger = logging.getLogger(__name__)
@@ -114,9 +116,12 @@ class PoseTrackEvaluator(DatasetEvaluator):
             # Evaluate exactly what was written: the same parser poseval's input goes through.
             pred_frames.append(poseval.parse_predictions(pred_dicts[seq.name], path, seq))
         results = poseval.evaluate(gt_seqs, pred_frames, eval_track=eval_track)
+        # What duplicate detections cost under poseval's score-free assignment (the NMS-free vs NMS gap).
+        duplicates = duplicate_report(gt_seqs, pred_frames)
 
-        logger.info("PoseTrack evaluation of %s (%d sequences, %d evaluated frames):\n%s", self._dataset_name,
-                    results.num_sequences, results.num_frames, poseval.format_table(results))
+        logger.info("PoseTrack evaluation of %s (%d sequences, %d evaluated frames):\n%s\nduplicates: %s",
+                    self._dataset_name, results.num_sequences, results.num_frames, poseval.format_table(results),
+                    duplicates.summary())
         flat: Dict[str, float] = OrderedDict()
         for metric, groups in results.summary().items():
             flat[metric] = groups["Mean"]
@@ -124,8 +129,10 @@ class PoseTrackEvaluator(DatasetEvaluator):
                 flat[f"{metric}-{g}"] = groups[g]
         for name, v in zip(poseval.POSETRACK_KEYPOINT_NAMES, results.ap):
             flat[f"AP-{name}"] = float(v)
+        flat["AP-without-duplicates"] = duplicates.ap_without_duplicates
         if self._output_dir:
-            atomic_write_json(os.path.join(self._output_dir, "posetrack_metrics.json"), results.to_json())
+            atomic_write_json(os.path.join(self._output_dir, "posetrack_metrics.json"),
+                              dict(results.to_json(), duplicates=duplicates.to_json()))
         return OrderedDict({"posetrack": flat})
 
     # --------------------------------------------------------------------------------------------

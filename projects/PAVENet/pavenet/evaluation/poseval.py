@@ -56,7 +56,7 @@ from .readers import frame_name, parse_posetrack, parse_predictions, read_gt, re
 from .results import GROUP_NAMES, TABLE_COLUMNS, PoseTrackResults, format_table
 
 __all__ = [
-    "evaluate", "evaluate_dirs", "check_track_ids",
+    "evaluate", "evaluate_dirs", "read_dirs", "check_track_ids",
     # re-exported from the stage modules
     "DIST_THRESH", "HEAD_SIZE_FACTOR", "MAX_TRACK_ID", "MIN_SCORE", "NO_TRACK_ID", "NUM_JOINTS", "GROUP_NAMES",
     "TABLE_COLUMNS", "POSETRACK_KEYPOINT_NAMES", "GTSequence", "Poses", "PoseTrackFormatError", "PoseTrackResults",
@@ -149,6 +149,15 @@ def check_track_ids(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequenc
 def evaluate_dirs(gt_path: str, pred_dir: str, eval_track: bool = True) -> PoseTrackResults:
     """poseval over a GT directory (or one COCO-style GT JSON) and a directory of prediction files named like
     the GT sequences. A missing prediction file is warned about and its frames count as misses."""
+    gt_seqs, preds, paths = read_dirs(gt_path, pred_dir)
+    if eval_track:
+        check_track_ids(gt_seqs, preds, paths)
+    return evaluate(gt_seqs, preds, eval_track=eval_track)
+
+
+def read_dirs(gt_path: str, pred_dir: str):
+    """The GT sequences of `gt_path` and, per sequence, the predicted people of each frame from `pred_dir`
+    (a missing file: warned about, every frame empty) -> (gt_seqs, predictions, prediction file paths)."""
     if not os.path.isdir(pred_dir):
         raise PoseTrackFormatError(f"{pred_dir}: prediction directory does not exist")
     gt_seqs = read_gt(gt_path)
@@ -176,6 +185,4 @@ def evaluate_dirs(gt_path: str, pred_dir: str, eval_track: bool = True) -> PoseT
             preds.append([Poses.empty() for _ in range(len(seq))])
             continue
         preds.append(read_predictions(path, seq))
-    if eval_track:
-        check_track_ids(gt_seqs, preds, paths)
-    return evaluate(gt_seqs, preds, eval_track=eval_track)
+    return gt_seqs, preds, paths
