@@ -30,9 +30,14 @@ def test_main_job_writes_metrics_weights_and_rendering(tmp_path, monkeypatch, ca
         assert set(metrics[key]["groups"]) == {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"}
     assert [p["iteration"] for p in metrics["learning_curve"]] == [2]
     assert metrics["learning_curve"][-1]["ap"] == pytest.approx(metrics["ap"]["total"])
+    # The duplicate report of the NMS-free evaluation: in metrics.json, the curve and the printed summary.
+    dup = metrics["duplicates"]
+    assert dup["ap"] == pytest.approx(metrics["ap"]["total"]) and dup["frames"] == 60
+    assert metrics["learning_curve"][-1]["ap_without_duplicates"] == pytest.approx(dup["ap_without_duplicates"])
     assert (out / "model_final.pth").is_file()
     gif = Image.open(out / "predictions.gif")
     assert gif.n_frames == 2
     assert gif.size[0] > 2 * gif.size[1]  # ground truth and prediction side by side
     printed = capsys.readouterr().out
     assert str(out / "metrics.json") in printed and str(out / "predictions.gif") in printed
+    assert f"{dup['steals']} people taken from their best-scoring prediction" in printed
