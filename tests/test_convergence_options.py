@@ -383,6 +383,7 @@ def test_new_switches_default_off_and_off_in_every_official_config():
         P = load_pavenet_config(str(f)).MODEL.PAVENET
         assert {k: P[k] for k in SWITCHES} == SWITCHES, f
         assert P.COST_CLASS == 2.0, f  # the official matching cost (the demo and *_nmsfree raise it)
+        assert P.FOCAL_GAMMA == 2.0, f  # the official focal gamma (the demo and *_nmsfree lower it)
 
 
 def test_opt_in_recipes_are_the_official_ones_plus_the_switches():
@@ -399,15 +400,18 @@ def test_opt_in_recipes_are_the_official_ones_plus_the_switches():
         assert on.dump() == off.dump(), v  # nothing else differs
 
 
-def test_nmsfree_recipes_are_the_official_ones_with_a_higher_class_cost():
+def test_nmsfree_recipes_are_the_official_ones_with_the_demos_class_cost_and_focal_gamma():
+    demo = load_pavenet_config(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")).MODEL.PAVENET
     variants = sorted((REPO_ROOT / "configs").glob("posetrack1[78]/*_nmsfree.yaml"))
     assert {v.parent.name for v in variants} == {"posetrack17", "posetrack18"}
     for v in variants:
         base = v.with_name(v.name.replace("_nmsfree", ""))
         assert f'_BASE_: "{base.name}"' in v.read_text(), v
         on, off = load_pavenet_config(str(v)), load_pavenet_config(str(base))
-        assert on.MODEL.PAVENET.COST_CLASS == 6.0 and off.MODEL.PAVENET.COST_CLASS == 2.0
-        on.MODEL.PAVENET.COST_CLASS, on.OUTPUT_DIR = off.MODEL.PAVENET.COST_CLASS, off.OUTPUT_DIR
+        for key, official in (("COST_CLASS", 2.0), ("FOCAL_GAMMA", 2.0)):
+            assert off.MODEL.PAVENET[key] == official and on.MODEL.PAVENET[key] == demo[key] != official, (v, key)
+            on.MODEL.PAVENET[key] = off.MODEL.PAVENET[key]
+        on.OUTPUT_DIR = off.OUTPUT_DIR
         assert on.dump() == off.dump(), v  # nothing else differs
 
 
