@@ -20,7 +20,7 @@ poseval reads no person score), which keeps the model's order since every joint 
 joint confidence.
 """
 from dataclasses import asdict, dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -90,8 +90,10 @@ def find_duplicates(gt: Poses, pred: Poses):
     return is_dup, steals, ranking
 
 
-def duplicate_report(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]]) -> DuplicateReport:
-    """The report for `predictions[s][i]` (people predicted in frame i of GT sequence s), as `evaluate`."""
+def duplicate_report(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]],
+                     ap: Optional[float] = None) -> DuplicateReport:
+    """The report for `predictions[s][i]` (people predicted in frame i of GT sequence s), as `evaluate`.
+    `ap`: the AP Total the caller already has for these predictions (else it is evaluated here)."""
     dedup: List[List[Poses]] = []
     frames = gt_people = n_pred = n_dup = steals = ranking = 0
     for seq, pred_frames in zip(gt_seqs, predictions):
@@ -109,7 +111,8 @@ def duplicate_report(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequen
             ranking += r
             kept[i] = pred.take(~is_dup)  # already prepared: the pipeline's preparation leaves it unchanged
         dedup.append(kept)
-    ap = evaluate(gt_seqs, predictions, eval_track=False).to_json()["ap"]["total"]
+    if ap is None:
+        ap = evaluate(gt_seqs, predictions, eval_track=False).to_json()["ap"]["total"]
     ap_dedup = evaluate(gt_seqs, dedup, eval_track=False).to_json()["ap"]["total"]
     return DuplicateReport(frames=frames, gt_people=gt_people, predictions=n_pred, duplicates=n_dup,
                            ranking=ranking, steals=steals, ap=float(ap or 0.0),

@@ -49,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(format_table(results))
     metrics = results.to_json()
     if args.duplicates:
-        report = duplicate_report(gt_seqs, preds)
+        report = duplicate_report(gt_seqs, preds, ap=metrics["ap"]["total"])
         print("duplicates: " + report.summary())
         metrics["duplicates"] = report.to_json()
     if args.json:

@@ -117,7 +117,7 @@ class PoseTrackEvaluator(DatasetEvaluator):
             pred_frames.append(poseval.parse_predictions(pred_dicts[seq.name], path, seq))
         results = poseval.evaluate(gt_seqs, pred_frames, eval_track=eval_track)
         # What duplicate detections cost under poseval's score-free assignment (the NMS-free vs NMS gap).
-        duplicates = duplicate_report(gt_seqs, pred_frames)
+        duplicates = duplicate_report(gt_seqs, pred_frames, ap=results.to_json()["ap"]["total"])
 
         logger.info("PoseTrack evaluation of %s (%d sequences, %d evaluated frames):\n%s\nduplicates: %s",
                     self._dataset_name, results.num_sequences, results.num_frames, poseval.format_table(results),
