@@ -35,6 +35,11 @@ def test_main_job_writes_metrics_weights_and_rendering(tmp_path, monkeypatch, ca
     assert dup["ap"] == pytest.approx(metrics["ap"]["total"]) and dup["frames"] == 60
     assert metrics["learning_curve"][-1]["ap_without_duplicates"] == pytest.approx(dup["ap_without_duplicates"])
     assert (out / "model_final.pth").is_file()
+    # detectron2's per-iteration training events have their own file, not overwritten by the summary above.
+    events = [json.loads(line) for line in (out / "train_metrics.json").read_text().splitlines()]
+    losses = [e for e in events if "loss_cls" in e]
+    assert losses and losses[-1]["iteration"] == 1
+    assert any("posetrack/AP" in e for e in events)  # the evaluation's scalars land there too
     gif = Image.open(out / "predictions.gif")
     assert gif.n_frames == 2
     assert gif.size[0] > 2 * gif.size[1]  # ground truth and prediction side by side

@@ -1,7 +1,8 @@
 """The main job behind tools/run_demo.py (`make demo`): train the tiny PAVE-Net on the synthetic PoseTrack
 videos on CPU with one seed, evaluate it NMS-free (the paper's protocol) and with OKS-NMS, record the
 learning curve, render GT | prediction for one val video as predictions.gif, and write metrics.json (the
-evaluator CLI's schema plus the learning curve, seed and timing). `run_demo_job` is the entry point."""
+evaluator CLI's schema plus the learning curve, seed and timing; the per-iteration training events go to
+train_metrics.json). `run_demo_job` is the entry point."""
 import json
 import os
 import time
@@ -14,6 +15,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import hooks
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
@@ -64,6 +66,13 @@ class DemoTrainer(Trainer):
             if isinstance(h, hooks.EvalHook):
                 ret[i] = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._eval_and_record)
         return ret
+
+    def build_writers(self):
+        # detectron2's default writers, but the training events go to train_metrics.json: the job's own
+        # metrics.json (the evaluation summary, written at the end) would otherwise replace them.
+        out = self.cfg.OUTPUT_DIR
+        return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "train_metrics.json")),
+                TensorboardXWriter(out)]
 
     def _eval_and_record(self):
         results = self.test(self.cfg, self.model)
