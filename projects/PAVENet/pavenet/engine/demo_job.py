@@ -71,6 +71,7 @@ class DemoTrainer(Trainer):
         # detectron2's default writers, but the training events go to train_metrics.json: the job's own
         # metrics.json (the evaluation summary, written at the end) would otherwise replace them.
         out = self.cfg.OUTPUT_DIR
+        os.makedirs(out, exist_ok=True)
         return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "train_metrics.json")),
                 TensorboardXWriter(out)]
 
