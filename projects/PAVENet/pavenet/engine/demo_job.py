@@ -15,7 +15,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import hooks
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.events import JSONWriter
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
@@ -70,10 +70,12 @@ class DemoTrainer(Trainer):
     def build_writers(self):
         # detectron2's default writers, but the training events go to train_metrics.json: the job's own
         # metrics.json (the evaluation summary, written at the end) would otherwise replace them.
-        out = self.cfg.OUTPUT_DIR
-        os.makedirs(out, exist_ok=True)
-        return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "train_metrics.json")),
-                TensorboardXWriter(out)]
+        writers = super().build_writers()
+        for i, w in enumerate(writers):
+            if isinstance(w, JSONWriter):
+                w.close()
+                writers[i] = JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "train_metrics.json"))
+        return writers
 
     def _eval_and_record(self):
         results = self.test(self.cfg, self.model)
