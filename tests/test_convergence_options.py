@@ -1,5 +1,6 @@
-"""Training options beyond the paper (MODEL.PAVENET.OKS_QUALITY_TARGET, ONE_TO_MANY_*, DENOISING_*) on hand-made cases,
-their absence from the official recipe, and the demo's reproducibility (a fixed SEED)."""
+"""Training options beyond the paper (MODEL.PAVENET.OKS_QUALITY_TARGET, ONE_TO_MANY_*, DENOISING_*; EMA_DECAY has
+tests/test_ema.py) on hand-made cases, their absence from the official recipe, and the demo's reproducibility
+(a fixed SEED)."""
 import dataclasses
 import math
 
@@ -21,7 +22,7 @@ from pavenet.modeling.rle import RealNVP
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 K = 15
-SWITCHES = {"OKS_QUALITY_TARGET": False, "ONE_TO_MANY_QUERIES": 0, "DENOISING_GROUPS": 0}
+SWITCHES = {"OKS_QUALITY_TARGET": False, "ONE_TO_MANY_QUERIES": 0, "DENOISING_GROUPS": 0, "EMA_DECAY": 0.0}
 
 
 # ---------------------------------------------------------------- hand-made poses

@@ -23,6 +23,11 @@ detectron2's behaviour, for fine-tuning with a different head on purpose. detect
 files (ImageNet backbones, renamed by detectron2's matching heuristics) are partial by design and keep
 detectron2's behaviour.
 
+Weight average: a checkpoint of a run with `MODEL.PAVENET.EMA_DECAY > 0` holds the raw weights ("model")
+and their moving average ("model_ema", engine/ema.py). A load that only reads weights (inference,
+`--eval-only`, MODEL.WEIGHTS of a new run) takes the average, which is what the run evaluated; a resume,
+which restores the trainer's state too, takes the raw weights and restores the average beside them.
+
 Resuming: a `last_checkpoint` that names a missing or unreadable file is an error naming both files and
 the intact checkpoints that could be used instead; we do not silently fall back to an older one (which
 would repeat training the user may not expect). Only the `--resume` / `resume_or_load` path uses
@@ -93,6 +98,7 @@ class PAVENetCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.weights_mismatch = weights_mismatch
         self._loading = ""
+        self._weights_only = True
 
     # --- loading ---------------------------------------------------------------------------------------
     def load(self, path, *args, **kwargs):
@@ -101,12 +107,20 @@ class PAVENetCheckpointer(DetectionCheckpointer):
             # fvcore would stop on a bare `AssertionError: Checkpoint ... not found!`
             raise WeightsNotFoundError(weights_not_found_message(path))
         self._loading = path or ""
+        checkpointables = kwargs.get("checkpointables", args[0] if args else None)
+        # A training checkpoint's weight average (engine/ema.py) replaces its raw weights when only weights
+        # are loaded (inference, MODEL.WEIGHTS of a new run); a resume (which restores the trainer's state)
+        # continues from the raw weights.
+        self._weights_only = not (self.checkpointables if checkpointables is None else checkpointables)
         try:
             return super().load(path, *args, **kwargs)
         finally:
             self._loading = ""
 
     def _load_model(self, checkpoint):
+        if "model_ema" in checkpoint and self._weights_only:
+            self.logger.info(f"Loading the weight average ('model_ema') of {self._loading or 'the checkpoint'}")
+            checkpoint["model"] = checkpoint.pop("model_ema")["weights"]
         # Checked before anything is copied, so a refused checkpoint leaves the model as it was.
         # Name-matching heuristics (model-zoo .pkl, or `?matching_heuristics=True` on upstream main) load
         # partial backbones on purpose: detectron2's behaviour.

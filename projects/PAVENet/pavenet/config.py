@@ -127,6 +127,10 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.DENOISING_GROUPS = 0
     P.DENOISING_NOISE = 0.3
     P.DENOISING_WEIGHT = 1.0  # loss weight of the denoising queries (relative to the pose layers')
+    # Exponential moving average of the weights (engine/ema.py): evaluated during training, saved as
+    # "model_ema" in every checkpoint and loaded in place of the raw weights for inference; 0 = off.
+    # The average spans ~1 / (1 - EMA_DECAY) iterations.
+    P.EMA_DECAY = 0.0
     P.TEST = CN()
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it

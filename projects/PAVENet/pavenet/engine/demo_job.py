@@ -78,9 +78,10 @@ class DemoTrainer(Trainer):
         return writers
 
     def _eval_and_record(self):
-        results = self.test(self.cfg, self.model)
+        with self.evaluation_weights():  # the weight average when MODEL.PAVENET.EMA_DECAY > 0
+            results = self.test(self.cfg, self.model)
+            self.ap_with_oks_nms = evaluate_with_oks_nms(self.cfg, self.model)
         ap = results.get("posetrack", {}).get("AP", float("nan"))
-        self.ap_with_oks_nms = evaluate_with_oks_nms(self.cfg, self.model)
         self.curve.append({"iteration": min(self.iter + 1, self.max_iter), "ap": ap,
                            "ap_with_oks_nms": self.ap_with_oks_nms["total"],
                            "ap_without_duplicates": results.get("posetrack", {}).get("AP-without-duplicates"),
@@ -173,7 +174,8 @@ def run_demo_job(config_file: str = "configs/synthetic/pavenet_tiny.yaml", outpu
     atomic_write_json(os.path.join(output, "metrics.json"), metrics)
 
     gif = os.path.join(output, "predictions.gif")
-    video, n = render_predictions(cfg, trainer.model, val, gif, render_frames, render_score_thresh)
+    with trainer.evaluation_weights():
+        video, n = render_predictions(cfg, trainer.model, val, gif, render_frames, render_score_thresh)
     print(
         f"\nDone in {(time.time() - t0) / 60:.1f} min (training {train_minutes:.1f} min).\n"
         f"  synthetic-val mAP (poseval AP Total): {metrics['ap']['total']:.1f} NMS-free (the paper's protocol), "

@@ -14,7 +14,7 @@ from unittest import mock
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, create_ddp_model
+from detectron2.engine import DefaultTrainer, create_ddp_model, hooks
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 
@@ -23,6 +23,7 @@ from ..data.build import build_pavenet_test_loader, build_pavenet_train_loader, 
 from ..evaluation.posetrack_evaluator import PoseTrackEvaluator
 from ..evaluation.video_inference import VideoInference, video_mode
 from .amp import AMPTrainer, amp_dtype
+from .ema import EMAHook, ModelEMA
 
 
 def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, Any]]:
@@ -135,8 +136,33 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         self._rng_to_restore = None
+        decay = cfg.MODEL.PAVENET.EMA_DECAY
+        self.model_ema = ModelEMA(decay) if decay > 0 else None  # before build_hooks, which DefaultTrainer calls
         with _pavenet_trainer_parts(cfg):
             super().__init__(cfg)
+        if self.model_ema is not None:
+            self.checkpointer.add_checkpointable("model_ema", self.model_ema)
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        if self.model_ema is not None:
+            # First, so that the checkpointer and the evaluation see this step's average.
+            ret.insert(0, EMAHook(self.model_ema))
+            ret = [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_with_evaluation_weights)
+                   if isinstance(h, hooks.EvalHook) else h for h in ret]
+        return ret
+
+    def evaluation_weights(self):
+        """Context manager: within it `self.model` holds the weights that evaluations and the final checkpoint's
+        users get, i.e. the EMA when MODEL.PAVENET.EMA_DECAY > 0 (engine/ema.py), else the trained weights."""
+        if self.model_ema is None:
+            return contextlib.nullcontext(self.model)
+        return self.model_ema.swapped_into(self.model)
+
+    def _test_with_evaluation_weights(self):
+        with self.evaluation_weights():
+            self._last_eval_results = self.test(self.cfg, self.model)
+        return self._last_eval_results
 
     def state_dict(self):
         ret = super().state_dict()
