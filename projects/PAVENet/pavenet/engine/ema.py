@@ -4,6 +4,8 @@ iterate (`MODEL.PAVENET.EMA_DECAY`, off in the official recipe; docs/MODEL.md).
 Why: the one-to-one scores that make PAVE-Net NMS-free move a lot from one step to the next late in a
 short schedule (which copy of a person wins the matching flips), so the last iterate's duplicates depend
 on where training happened to stop. The average over the last ~1 / (1 - decay) steps is a smoother model.
+Measured on the CPU demo (docs/BENCHMARKS.md) it is well ahead mid-schedule but not after the LR step, so
+the demo and the recipes leave it off.
 
 How it fits the Trainer:
 * `EMAHook` updates the average after every optimizer step, before the checkpointer and the evaluation
@@ -45,6 +47,7 @@ class ModelEMA:
         self.decay = float(decay)
         self.num_updates = 0
         self.weights: Dict[str, torch.Tensor] = {}
+        self._after_load = False
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -53,8 +56,9 @@ class ModelEMA:
         if not self.weights:
             self.weights = {k: v.detach().clone() for k, v in state.items()}
         else:
-            if any(self.weights[k].device != v.device for k, v in state.items()):  # loaded from a CPU checkpoint
+            if self._after_load:  # a checkpoint is read onto the CPU; the model may live on a GPU
                 self.weights = {k: w.to(state[k].device) for k, w in self.weights.items()}
+                self._after_load = False
             for k, v in state.items():
                 if v.dtype.is_floating_point:
                     self.weights[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
@@ -84,6 +88,7 @@ class ModelEMA:
     def load_state_dict(self, state: Dict) -> None:
         self.num_updates = int(state["num_updates"])
         self.weights = {k: v.clone() for k, v in state["weights"].items()}
+        self._after_load = True
 
 
 class EMAHook(HookBase):
