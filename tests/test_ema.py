@@ -45,8 +45,9 @@ def test_average_follows_the_formula_and_the_model_gets_its_weights_back():
     copy = ModelEMA(0.75)
     copy.load_state_dict(ema.state_dict())
     assert copy.num_updates == 4 and all(torch.equal(copy.weights[k], v) for k, v in ema.weights.items())
-    with pytest.raises(ValueError, match="EMA_DECAY"):
-        ModelEMA(1.0)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="EMA_DECAY"):
+            ModelEMA(bad)
 
 
 # ---------------------------------------------------------------- in the Trainer

@@ -26,7 +26,7 @@ from typing import Dict
 import torch
 from detectron2.engine import HookBase
 
-__all__ = ["ModelEMA", "EMAHook", "unwrap_model"]
+__all__ = ["ModelEMA", "EMAHook"]
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -137,7 +137,9 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         self._rng_to_restore = None
         decay = cfg.MODEL.PAVENET.EMA_DECAY
-        self.model_ema = ModelEMA(decay) if decay > 0 else None  # before build_hooks, which DefaultTrainer calls
+        # 0 = off; any other value outside (0, 1) is an error naming the key. Before build_hooks, which
+        # DefaultTrainer.__init__ calls.
+        self.model_ema = ModelEMA(decay) if decay != 0 else None
         with _pavenet_trainer_parts(cfg):
             super().__init__(cfg)
         if self.model_ema is not None:
