@@ -17,6 +17,7 @@ from typing import Dict, List
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from detectron2.layers import ShapeSpec
@@ -47,6 +48,7 @@ class _ChannelsLastMaxPool3x3s2(torch.autograd.Function):
         return pooled.contiguous()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_pooled):
         x, indices = ctx.saved_tensors
         return torch.ops.aten.max_pool2d_with_indices_backward(
