@@ -1,9 +1,9 @@
 """The ResNet stem's CPU max-pool (`ChannelsLastPoolStem`) gives exactly detectron2's `BasicStem` numbers:
-forward, input and weight gradients, with the ties that ReLU zeros create, with and without autograd; and both
-backbone builders use it without changing a parameter name."""
+forward, input and weight gradients, with the ties that ReLU zeros create, with and without autograd; and the
+model puts it into both ResNet backbones without changing a parameter name."""
 import pytest
 import torch
-from detectron2.modeling import build_backbone
+from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import BasicStem
 
 import pavenet.modeling  # noqa: F401  (fills the registries)
@@ -49,10 +49,10 @@ def test_inference_path_is_bit_identical_and_contiguous():
     assert y1.is_contiguous() and torch.equal(y0, y1)
 
 
-def test_both_resnet_builders_use_it_with_unchanged_parameter_names():
+def test_the_model_uses_it_in_both_resnets_with_unchanged_parameter_names():
     for config in ("configs/posetrack17/pavenet_r50_3f_pt17.yaml", "configs/synthetic/pavenet_tiny.yaml"):
-        cfg = load_pavenet_config(str(REPO_ROOT / config), ["MODEL.DEVICE", "cpu"])
-        backbone = use_channels_last_stem_pool(build_backbone(cfg))
+        cfg = load_pavenet_config(str(REPO_ROOT / config), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+        backbone = build_model(cfg).backbone
         assert type(backbone.stem) is ChannelsLastPoolStem, config
         assert all(k.startswith("conv1.") for k in backbone.stem.state_dict()), config
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1))

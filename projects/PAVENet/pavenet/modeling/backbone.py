@@ -77,7 +77,8 @@ class ChannelsLastPoolStem(BasicStem):
 
 
 def use_channels_last_stem_pool(backbone: nn.Module) -> nn.Module:
-    """Give a detectron2 ResNet built by its own builder (R50: `build_resnet_backbone`) the fast CPU stem pool.
+    """Give a detectron2 ResNet (R50's `build_resnet_backbone`, `build_pavenet_tiny_resnet_backbone`) the fast CPU
+    stem pool; `PAVENet.from_config` calls it on every backbone it builds.
 
     Only an exact `BasicStem` is switched (its class, in place: same parameters, same state-dict keys); any other
     backbone or stem is returned untouched.
@@ -280,7 +281,7 @@ def build_pavenet_tiny_resnet_backbone(cfg, input_shape: ShapeSpec):
     blocks = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2]}.get(r.DEPTH)
     if blocks is None:
         raise ValueError(f"build_pavenet_tiny_resnet_backbone: MODEL.RESNETS.DEPTH must be 10 or 18, got {r.DEPTH}")
-    stem = ChannelsLastPoolStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
     stages, cin, cout = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
     max_idx = max({"res2": 2, "res3": 3, "res4": 4, "res5": 5}[f] for f in r.OUT_FEATURES)
     for idx, n in enumerate(blocks[: max_idx - 1]):
