@@ -99,3 +99,48 @@ def test_tied_offset_biases_are_separate_optimizer_entries(shipped):
     biases = [m.bias for m in layer.offset_layers()]
     assert len({b.data_ptr() for b in biases}) == 1
     assert sum(any(e is b for e in entries) for b in biases) == 3
+
+
+def _tiny_model_with_grads(seed: int):
+    from pavenet.engine.demo_job import demo_cfg
+
+    # A weight decay large enough that lr x decay is not lost in float32 (1 - 1e-4 * 1e-4 rounds to 1): then
+    # decaying the tied storage three times before updating it differs from the loop's decay-update order.
+    cfg = demo_cfg(str(REPO_ROOT / "configs/synthetic/pavenet_tiny.yaml"), "", 0, ["SOLVER.WEIGHT_DECAY", "0.05"])
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    gen = torch.Generator().manual_seed(seed + 1)
+    grads = [torch.randn(p.shape, generator=gen) for p in model.parameters()]
+    return cfg, model, grads
+
+
+def test_multi_tensor_step_gives_the_per_parameter_loops_weights():
+    """The optimizer runs PyTorch's multi-tensor (foreach) AdamW and clip also on CPU; the tied offset biases
+    (three Parameters over one storage) sit in groups of their own, in order, so three clipped steps give
+    bit for bit the weights of the per-parameter loop over the plain three lr groups."""
+    cfg, ours, grads = _tiny_model_with_grads(0)
+    _, ref, _ = _tiny_model_with_grads(0)
+    layer = ours.head.transformer.refine_decoder.layers[0].attentions[1]
+    assert len({m.bias.data_ptr() for m in layer.offset_layers()}) == 1, "the demo model ties its offset biases"
+    opt = build_pavenet_optimizer(cfg, ours)
+    groups = build_optimizer_param_groups(cfg, ours)
+    assert [len(g["params"]) for g in groups[-2:]] == [1, 1]  # the 2nd and 3rd entries over the tied storage
+    assert groups[-2]["lr"] == groups[-1]["lr"] == cfg.SOLVER.BASE_LR * cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER
+
+    merged = {}
+    for g in build_optimizer_param_groups(cfg, ref):  # back to one group per lr multiplier
+        key = g["lr"]
+        merged.setdefault(key, dict(g, params=[], names=[]))
+        merged[key]["params"] += g["params"]
+    ref_opt = torch.optim.AdamW(list(merged.values()), lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+                                foreach=False)
+    ref_params = [p for g in ref_opt.param_groups for p in g["params"]]
+    for step in range(3):
+        for model in (ours, ref):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g * (step + 1)
+        opt.step()
+        torch.nn.utils.clip_grad_norm_(ref_params, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, foreach=False)
+        ref_opt.step()
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -30,8 +30,11 @@ def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, 
     """Parameter groups by lr multiplier (docs/REFERENCE.md §10): names containing `backbone` or `sampling_offsets`
     (this includes the per-frame `pre_`/`next_` offsets) get their multiplier, the rest the base lr.
 
-    As in the official recipe, weight decay applies to every parameter (no norm/bias exemptions). Few
-    groups keep AdamW's multi-tensor (foreach) step fast; each group lists its parameters' `names`.
+    As in the official recipe, weight decay applies to every parameter (no norm/bias exemptions). Each group
+    lists its parameters' `names`. Few groups keep the optimizer's multi-tensor (foreach) step fast; only
+    parameters over one storage (the joint decoder's tied offset biases, docs/MODEL.md) go to further groups of
+    the same settings, one per repeat: a multi-tensor step would otherwise decay all of them before it updates
+    any, whereas each must see the storage its predecessor left, as in the official per-parameter updates.
     """
     multipliers = {"base": 1.0, "backbone": cfg.SOLVER.BACKBONE_MULTIPLIER,
                    "sampling_offsets": cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER}
@@ -43,7 +46,19 @@ def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, 
         key = "backbone" if "backbone" in name else "sampling_offsets" if "sampling_offsets" in name else "base"
         groups[key]["params"].append(param)
         groups[key]["names"].append(name)
-    return [g for g in groups.values() if g["params"]]
+    out = []
+    for group in groups.values():
+        rounds: List[Dict[str, Any]] = []  # rounds[i]: every storage's i-th parameter
+        seen: Dict[Any, int] = {}
+        for param, name in zip(group["params"], group["names"]):
+            storage = (param.device, param.untyped_storage().data_ptr()) if param.numel() else id(param)
+            i = seen[storage] = seen.get(storage, -1) + 1
+            if i == len(rounds):
+                rounds.append(dict(group, params=[], names=[]))
+            rounds[i]["params"].append(param)
+            rounds[i]["names"].append(name)
+        out.extend(rounds)
+    return out
 
 
 def _with_full_model_clipping(optim_cls, max_norm: float, norm_type: float):
@@ -52,7 +67,7 @@ def _with_full_model_clipping(optim_cls, max_norm: float, norm_type: float):
     class FullModelClippedOptimizer(optim_cls):
         def step(self, closure=None):
             params = [p for group in self.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type, foreach=True)
             return super().step(closure=closure)
 
     FullModelClippedOptimizer.__name__ = optim_cls.__name__ + "WithFullModelClipping"
@@ -75,7 +90,9 @@ def build_pavenet_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimize
                 f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={clip.CLIP_TYPE!r} is not supported by PAVE-Net; use 'full_model'"
             )
         optim_cls = _with_full_model_clipping(optim_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
-    return optim_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
+    # The multi-tensor step (PyTorch's default on CUDA only) also on CPU: the same weights as the per-parameter
+    # loop (the tied biases' groups keep its order), ~20 ms less per demo step.
+    return optim_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, foreach=True, **kwargs)
 
 
 def _rng_state() -> Dict[str, Any]:
