@@ -127,10 +127,11 @@ def build_pavenet_train_loader(cfg, mapper=None, dataset=None):
     """Infinite loader of lists of `cfg.SOLVER.IMS_PER_BATCH // world_size` mapped clips per rank.
 
     As detectron2's `build_detection_train_loader` (the same sampler, worker seeding, retry of unusable
-    items and aspect-ratio grouping, hence the same clips in the same order), except that with
-    DATALOADER.NUM_WORKERS > 0 each clip leaves its worker as one pickled object (`_PickledClipMapper`)
-    and the workers keep two batches in flight (PyTorch's default of two items per worker is half of the
-    demo's 4-clip batch, so the training step waited for the rest).
+    items and aspect-ratio grouping, hence the same clips in the same order; without grouping and with
+    several workers, detectron2 fills each batch in one worker, we take the workers' clips in turn), except
+    that with DATALOADER.NUM_WORKERS > 0 each clip leaves its worker as one pickled object
+    (`_PickledClipMapper`) and the workers keep two batches in flight (PyTorch's default of two items per
+    worker is half of the demo's 4-clip batch, so the training step waited for the rest).
     """
     names = list(cfg.DATASETS.TRAIN)
     if dataset is None:
