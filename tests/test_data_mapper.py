@@ -1,4 +1,5 @@
 """Clip mapper: one augmentation decision per clip, keypoints moved like the pixels on every frame."""
+import contextlib
 import json
 
 import cv2
@@ -140,16 +141,27 @@ def test_pseudo_clip_aux_frames_rotated(video):
     assert 0.5 < float(d0 / d2) < 2.0
 
 
-def test_loaders_on_synthetic(tmp_path, monkeypatch):
-    from pavenet.data.build import build_pavenet_test_loader, build_pavenet_train_loader
+@contextlib.contextmanager
+def _registered_synthetic(tmp_path, name: str, split: str):
+    """Two train and one val synthetic video (6 frames each), `split` registered as `name`; yields the root."""
     from pavenet.data.synthetic import generate_synthetic_posetrack
 
     root = tmp_path / "syn"
     root.mkdir()
     generate_synthetic_posetrack(str(root), num_train=2, num_val=1, num_frames=6)
-    name = "test_loader_synthetic"
-    register_posetrack(name, str(root / "annotations/val"), str(root))
+    register_posetrack(name, str(root / "annotations" / split), str(root))
     try:
+        yield root
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_loaders_on_synthetic(tmp_path, monkeypatch):
+    from pavenet.data.build import build_pavenet_test_loader, build_pavenet_train_loader
+
+    name = "test_loader_synthetic"
+    with _registered_synthetic(tmp_path, name, "val") as root:
         cfg = _cfg()
         cfg.DATASETS.TRAIN = (name,)
         cfg.SOLVER.IMS_PER_BATCH = 2
@@ -163,9 +175,6 @@ def test_loaders_on_synthetic(tmp_path, monkeypatch):
         assert [b[0]["image_id"] for b in test] == [x["image_id"] for x in labelled]
         cfg.INPUT.PAVENET.TEST_FRAMES = "all"
         assert len(list(build_pavenet_test_loader(cfg, name))) == 6
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 @pytest.mark.parametrize("num_workers,grouping", [(0, True), (1, True), (1, False)])
@@ -177,14 +186,9 @@ def test_train_loader_gives_detectron2s_clips(tmp_path, num_workers, grouping):
     from detectron2.data.samplers import TrainingSampler
 
     from pavenet.data.build import _PickledClipMapper, build_pavenet_train_loader, get_train_clip_dicts
-    from pavenet.data.synthetic import generate_synthetic_posetrack
 
-    root = tmp_path / "syn"
-    root.mkdir()
-    generate_synthetic_posetrack(str(root), num_train=2, num_val=0, num_frames=6)
     name = "test_loader_equal_detectron2"
-    register_posetrack(name, str(root / "annotations/train"), str(root))
-    try:
+    with _registered_synthetic(tmp_path, name, "train"):
         cfg = _cfg()
         cfg.DATASETS.TRAIN = (name,)
         cfg.SOLVER.IMS_PER_BATCH = 3
@@ -216,9 +220,6 @@ def test_train_loader_gives_detectron2s_clips(tmp_path, num_workers, grouping):
                 assert torch.equal(x["instances"].gt_track_ids, y["instances"].gt_track_ids)
         # The draws differ between batches (a loader that repeated one clip would pass the comparison).
         assert len({x["image_id"] for batch in ours for x in batch}) > 3
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 def test_train_batch_must_split_over_processes():
