@@ -46,6 +46,17 @@ def test_benchmark_json(tmp_path):
         # User CPU is the part of the process CPU time spent outside the kernel.
         assert 0 <= b["stream_user_cpu_ms_per_frame"] <= b["stream_cpu_ms_per_frame"] + 1.0  # two clocks
     assert res["stream_ms_per_frame"] == res["backends"][res["msda_impl"]]["stream_ms_per_frame"]
+    # The sampling core alone: one encoder attention over the frame's S tokens, and one pose-decoder
+    # attention of NUM_QUERIES persons x K keypoints over the window's F frames.
+    points, shape = res["core_points_per_call"], res["core_shape"]
+    assert shape["queries"] == res["num_queries"] and shape["frames"] == F
+    assert shape["tokens"] > 0 and shape["keypoints"] == 15
+    assert points["encoder"] == shape["tokens"] * shape["heads"] * shape["levels"] * shape["points"]
+    assert points["pose_decoder"] == shape["queries"] * shape["heads"] * F * shape["levels"] * shape["keypoints"]
+    for b in res["backends"].values():
+        for part, n in points.items():
+            assert b[f"core_{part}_ms_per_call"] > 0
+            assert b[f"core_{part}_ns_per_point"] == pytest.approx(b[f"core_{part}_ms_per_call"] * 1e6 / n)
     if kernel_available():
         k, p = res["backends"]["kernel"], res["backends"]["pytorch"]
         assert res["kernel_over_pytorch"]["train_ms_per_step"] == pytest.approx(k["train_ms_per_step"] / p["train_ms_per_step"])
@@ -66,3 +77,23 @@ def test_cpu_peak_memory_counts_live_tensors():
         return (c * 2).sum()  # peak: a, b, c alive together
 
     assert peak_memory_mb(three_live_then_one, torch.device("cpu")) == pytest.approx(3 * mb, rel=0.01)
+
+
+def test_core_calls_sample_the_same_for_both_backends():
+    """The benchmark's core calls run the same computation on either backend (and on the model's shapes)."""
+    import torch
+
+    from pavenet.benchmark import core_calls
+    from pavenet.inference.predictor import ClipPredictor
+    from pavenet.modeling.msda_backend import kernel_available
+    from test_demo_predictor import _video, tiny_cfg
+
+    if not kernel_available():
+        pytest.skip("torch-ms-deform-attn is not installed: only the PyTorch backend to compare")
+    predictor = ClipPredictor(tiny_cfg())
+    with torch.no_grad():
+        enc, _ = predictor.encode(predictor.prepare(_video(1)[0]))
+        calls, shape = core_calls(predictor.model, enc, predictor.num_frames, 7)
+        assert shape["tokens"] == enc.memory.shape[1] and shape["queries"] == 7
+        for part, (call, _) in calls.items():
+            torch.testing.assert_close(call("kernel"), call("pytorch"), atol=1e-5, rtol=1e-5, msg=part)

@@ -7,6 +7,8 @@
   selection + both decoders on the cached maps);
 * per-frame latency (streaming) with 1 vs 20 people in the frame;
 * GFLOPs per frame (fvcore; unsupported ops such as grid_sample are listed, not counted);
+* the deformable-attention sampling core alone (one encoder attention over a frame, one pose-decoder
+  attention over a window), per backend: ms per call and ns per sampled point;
 * with --train-clips N: a training step (forward + backward + optimizer step on N clips; clips/s and
   peak memory), optionally under AMP (--amp).
 

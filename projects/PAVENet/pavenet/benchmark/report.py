@@ -4,7 +4,7 @@ report (printed and written atomically)."""
 import json
 from typing import Dict, Optional, Tuple
 
-__all__ = ["add_timings", "add_ratios", "write_report"]
+__all__ = ["add_core_points", "add_timings", "add_ratios", "write_report"]
 
 _INFERENCE_KEYS = ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_window")
 
@@ -40,6 +40,20 @@ def add_ratios(res: dict) -> dict:
         o = res["backends"].get(other)
         if p is not None and o is not None:
             res[f"{other}_over_pytorch"] = {key: o[key] / p[key] for key in o if "_ms_" in key and key in p}
+    return res
+
+
+def add_core_points(res: dict, points: Dict[str, int], shape: Dict[str, int]) -> dict:
+    """Record the sampled points of each core call and the shape they come from (`core.core_calls`) and,
+    per backend, the core's nanoseconds per sampled point from its wall and process-CPU times."""
+    res["core_points_per_call"] = dict(points)
+    res["core_shape"] = dict(shape)
+    for b in res["backends"].values():
+        for part, n in points.items():
+            key = f"core_{part}_ms_per_call"
+            if key in b:
+                b[f"core_{part}_ns_per_point"] = b[key] * 1e6 / n
+                b[f"core_{part}_cpu_ns_per_point"] = b[key.replace("ms", "cpu_ms", 1)] * 1e6 / n
     return res
 
 

@@ -13,8 +13,9 @@ from pavenet.config import load_pavenet_config
 from pavenet.inference.predictor import ClipPredictor
 from pavenet.utils.device import fall_back_to_cpu
 
+from .core import core_calls
 from .flops import count_gflops
-from .report import add_ratios, add_timings
+from .report import add_core_points, add_ratios, add_timings
 from .synthetic import synthetic_train_batch, synthetic_video
 from .timing import machine_info, measure, peak_memory_mb
 
@@ -122,16 +123,9 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
         res = {"config": config_file, "height": H, "width": W, "num_frames": F, "video_frames": N,
                "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
                "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES), "msda_impl": model.msda_impl, "backends": {}}
-        train_steps = {}
-        if train_clips:
-            batch = synthetic_train_batch(video, F, train_clips, int(cfg.MODEL.PAVENET.NUM_KEYPOINTS))
-            step = make_train_step(cfg, model, batch, amp)
-            for impl in impls:
-                train_steps[impl] = on(impl, step)
-                on(impl, step)()  # warm-up
-                if device.type == "cuda" or cpu_memory:
-                    res["backends"].setdefault(impl, {})["train_peak_mb"] = peak_memory_mb(train_steps[impl], device)
-            res.update(train_clips_per_step=train_clips, train_amp=bool(amp))
+        # Inference first, training after: a training step leaves the CPU allocator holding memory that
+        # inference would otherwise map afresh (page faults), so inference timed after it would not be what
+        # an inference-only process (the demo) sees.
         with torch.no_grad():
             # Warm-up both paths (allocators, lazy init, cudnn autotune) on the benchmark's frame size.
             for impl in impls:
@@ -151,14 +145,16 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
                 "ms_1_person": (lambda: _consume(predictor.stream(crowd[1])), N),
                 "ms_20_persons": (lambda: _consume(predictor.stream(crowd[20])), N),
             }
-            # Per backend, interleaved in one process: stream, encode, decode (and the train step).
+            # The sampling core alone (what differs between backends), at this model's shapes.
+            core, core_shape = core_calls(model, feats, F, int(cfg.MODEL.PAVENET.NUM_QUERIES))
+            # Per backend, interleaved in one process: stream, encode, decode and the core.
             for impl in impls:
+                for part, (call, _) in core.items():
+                    tasks[f"{impl}/core_{part}_ms_per_call"] = (lambda call=call, impl=impl: call(impl), 1)
                 tasks[f"{impl}/stream_ms_per_frame"] = (on(impl, lambda: _consume(predictor.stream(video))), N)
                 tasks[f"{impl}/encode_ms_per_frame"] = (on(impl, lambda: predictor.encode(image)), 1)
                 tasks[f"{impl}/decode_ms_per_window"] = (on(impl, lambda: model.decode_clip(
                     window, image_size=image_size, output_size=(H, W))), 1)
-                if impl in train_steps:
-                    tasks[f"{impl}/train_ms_per_step"] = (torch.enable_grad()(train_steps[impl]), 1)
             if ort is not None:  # the exported graphs on the same frames, in the same interleaved rounds
                 tasks["onnxruntime/stream_ms_per_frame"] = (lambda: _consume(ort.stream(video)), N)
                 tasks["onnxruntime/encode_ms_per_frame"] = (lambda: ort.encode(image), 1)
@@ -168,10 +164,23 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
             timings = measure(tasks, device, repeats)
             set_msda_impl(model, own, log=False)
             add_ratios(add_timings(res, timings, own, train_clips))
+            add_core_points(res, {part: points for part, (_, points) in core.items()}, core_shape)
             if flops:
                 set_msda_impl(model, "pytorch", log=False)  # fvcore counts grid_sample, not the compiled op
                 res.update(count_gflops(predictor, video[0]))
                 set_msda_impl(model, own, log=False)
+        if train_clips:  # the training step of every backend, interleaved (after a warm-up and the peak memory)
+            batch = synthetic_train_batch(video, F, train_clips, int(cfg.MODEL.PAVENET.NUM_KEYPOINTS))
+            step = make_train_step(cfg, model, batch, amp)
+            train_tasks = {}
+            for impl in impls:
+                train_tasks[f"{impl}/train_ms_per_step"] = (on(impl, step), 1)
+                on(impl, step)()  # warm-up
+                if device.type == "cuda" or cpu_memory:
+                    res["backends"][impl]["train_peak_mb"] = peak_memory_mb(on(impl, step), device)
+            add_ratios(add_timings(res, measure(train_tasks, device, repeats), own, train_clips))
+            set_msda_impl(model, own, log=False)
+            res.update(train_clips_per_step=train_clips, train_amp=bool(amp))
         res["machine"] = machine_info(device)
         res["torch_threads"] = torch.get_num_threads()
         res["device"] = res["machine"].get("gpu", str(device))
