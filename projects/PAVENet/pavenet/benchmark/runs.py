@@ -123,9 +123,9 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
         res = {"config": config_file, "height": H, "width": W, "num_frames": F, "video_frames": N,
                "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
                "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES), "msda_impl": model.msda_impl, "backends": {}}
-        # Inference first, training after: a training step leaves the CPU allocator holding memory that
-        # inference would otherwise map afresh (page faults), so inference timed after it would not be what
-        # an inference-only process (the demo) sees.
+        # Inference first, training after. On CPU, after a training step in the same process the PyTorch
+        # backend's inference stopped page-faulting (docs/BENCHMARKS.md, eighth pass): timed after it,
+        # inference would not be what an inference-only process (the demo) sees.
         with torch.no_grad():
             # Warm-up both paths (allocators, lazy init, cudnn autotune) on the benchmark's frame size.
             for impl in impls:
