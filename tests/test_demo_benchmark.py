@@ -57,6 +57,7 @@ def test_benchmark_json(tmp_path):
         for part, n in points.items():
             assert b[f"core_{part}_ms_per_call"] > 0
             assert b[f"core_{part}_ns_per_point"] == pytest.approx(b[f"core_{part}_ms_per_call"] * 1e6 / n)
+            assert b[f"core_{part}_cpu_ns_per_point"] == pytest.approx(b[f"core_{part}_cpu_ms_per_call"] * 1e6 / n)
     if kernel_available():
         k, p = res["backends"]["kernel"], res["backends"]["pytorch"]
         assert res["kernel_over_pytorch"]["train_ms_per_step"] == pytest.approx(k["train_ms_per_step"] / p["train_ms_per_step"])

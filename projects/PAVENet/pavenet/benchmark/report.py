@@ -50,10 +50,10 @@ def add_core_points(res: dict, points: Dict[str, int], shape: Dict[str, int]) ->
     res["core_shape"] = dict(shape)
     for b in res["backends"].values():
         for part, n in points.items():
-            key = f"core_{part}_ms_per_call"
-            if key in b:
-                b[f"core_{part}_ns_per_point"] = b[key] * 1e6 / n
-                b[f"core_{part}_cpu_ns_per_point"] = b[key.replace("ms", "cpu_ms", 1)] * 1e6 / n
+            wall, cpu, _ = _clock_keys(f"core_{part}_ms_per_call")
+            if wall in b:
+                b[f"core_{part}_ns_per_point"] = b[wall] * 1e6 / n
+                b[f"core_{part}_cpu_ns_per_point"] = b[cpu] * 1e6 / n
     return res
 
 
