@@ -11,7 +11,7 @@ test: setup
 # The main job: train the tiny PAVE-Net on the embedded synthetic videos (CPU), evaluate, render.
 # Seeded (SEED 42 in configs/synthetic/pavenet_tiny.yaml); `make demo SEED=7` draws another run.
 demo: setup
-	$(PY) tools/run_demo.py --output output/demo --eval-period 450 $(if $(SEED),SEED $(SEED))
+	$(PY) tools/quickstart.py --output output/demo --eval-period 450 $(if $(SEED),SEED $(SEED))
 
 clean:
 	rm -rf build output

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import GOLDEN_DIR, REPO_ROOT, SHARED
-from pavenet.conversion.cli import main as convert_main
+from pavenet.apps.convert_official import main as convert_main
 from pavenet.conversion.naming import detect_backbone_type, detect_num_frames
-from pavenet.gpu_check import load_make_weights
+from pavenet.apps.gpu_check import load_make_weights
 
 # (backbone, frames) -> the shipped PoseTrack17 config of that official model.
 SHIPPED_CONFIGS = {

@@ -422,7 +422,7 @@ def _short_demo_training(out, seed):
     from detectron2.engine import HookBase
 
     from pavenet.data.synthetic import ensure_synthetic_dataset
-    from pavenet.engine.demo_job import DemoTrainer, demo_cfg, seed_run
+    from pavenet.apps.quickstart import DemoTrainer, demo_cfg, seed_run
 
     ensure_synthetic_dataset()
     cfg = demo_cfg(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"), str(out), eval_period=0,
@@ -444,7 +444,7 @@ def _short_demo_training(out, seed):
 def test_two_short_demo_trainings_with_one_seed_are_identical(tmp_path, monkeypatch):
     torch.set_num_threads(2)  # as `make demo` on a 2-core machine (restored by the fixture)
     monkeypatch.chdir(REPO_ROOT)  # the synthetic data lives under $DETECTRON2_DATASETS (default: ./datasets)
-    from pavenet.engine.demo_job import DemoTrainer
+    from pavenet.apps.quickstart import DemoTrainer
 
     # detectron2's EvalHook evaluates after the last iteration whatever the period; the demo's two full
     # evaluations of the synthetic val set (NMS-free and OKS-NMS) took ~95% of this test's time and do

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pavenet.conversion.cli import main as cli_main
+from pavenet.apps.convert_official import main as cli_main
 from pavenet.conversion.official import convert_official_state_dict, convert_official_state_dict_with_report
 from test_convert_official import expected_name, expected_value, f5_keys, fake_state_dict, petr_keys, read_keys
 

@@ -19,7 +19,7 @@ from pavenet.checkpoint_io import (
     load_official_checkpoint,
     save_converted_checkpoint,
 )
-from pavenet.conversion.cli import main as cli_main
+from pavenet.apps.convert_official import main as cli_main
 from pavenet.conversion.naming import detect_num_frames, rename_official_key
 from pavenet.conversion.official import convert_official_state_dict, convert_official_state_dict_with_report
 from pavenet.conversion.report import ConversionError

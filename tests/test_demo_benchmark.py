@@ -1,4 +1,4 @@
-"""tools/benchmark.py (a thin CLI over `pavenet.benchmark`) on a tiny random-weight model: the JSON keys and
+"""tools/benchmark.py (a thin CLI over `pavenet.apps.benchmark`) on a tiny random-weight model: the JSON keys and
 what the FLOP count must satisfy."""
 import json
 
@@ -67,7 +67,7 @@ def test_cpu_peak_memory_counts_live_tensors():
     """--cpu-memory's measure: the peak of live tensor bytes during the call, frees included."""
     import torch
 
-    from pavenet.benchmark import peak_memory_mb
+    from pavenet.apps.benchmark import peak_memory_mb
 
     mb = 1000 * 1000 * 4 / 2 ** 20  # one float32 1000x1000 tensor
 
@@ -84,7 +84,7 @@ def test_core_calls_sample_the_same_for_both_backends():
     """The benchmark's core calls run the same computation on either backend (and on the model's shapes)."""
     import torch
 
-    from pavenet.benchmark import core_calls
+    from pavenet.apps.benchmark import core_calls
     from pavenet.inference.predictor import ClipPredictor
     from pavenet.modeling.msda_backend import kernel_available
     from test_demo_predictor import _video, tiny_cfg

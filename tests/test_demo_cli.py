@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pavenet.demo.outputs import video_frame_count
+from pavenet.apps.demo.outputs import video_frame_count
 
 from test_demo_predictor import FALLBACK_TINY, TINY_YAML
 
@@ -148,7 +148,7 @@ def test_outputs_checked_before_the_model_is_built(demo_tool, tmp_path, sample_d
 
     monkeypatch.setattr(demo_tool, "VideoPoseDemo", never)
     (tmp_path / "taken").write_text("x")
-    from pavenet.demo.outputs import DemoOutputError
+    from pavenet.apps.demo.outputs import DemoOutputError
 
     with pytest.raises(DemoOutputError, match=r"--save-json .*taken/p\.json: cannot be created"):
         demo_tool.main(args + ["--video-input", video, "--save-json", str(tmp_path / "taken" / "p.json")])
@@ -166,8 +166,8 @@ def test_frames_failing_half_way_leave_no_output(tmp_path, cfg_args):
     """A source that breaks after two frames (e.g. a camera or file that disappears): no video, frame
     folder or JSON at the final paths."""
     from pavenet.config import load_pavenet_config
-    from pavenet.demo.frames import FrameSource
-    from pavenet.demo.runner import VideoPoseDemo, run_demo
+    from pavenet.inference.frames import FrameSource
+    from pavenet.apps.demo.runner import VideoPoseDemo, run_demo
 
     args, opts = cfg_args
 

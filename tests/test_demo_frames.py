@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pavenet.demo.frames import ImageListSource, VideoFileSource, open_frame_source
-from pavenet.demo.outputs import VideoWriter, atomic_dir, atomic_path, video_frame_count
+from pavenet.inference.frames import ImageListSource, VideoFileSource, open_frame_source
+from pavenet.apps.demo.outputs import VideoWriter, atomic_dir, atomic_path, video_frame_count
 from pavenet.inference.predictor import sliding_windows
 
 
@@ -171,7 +171,7 @@ def test_image_inputs_are_checked_before_any_frame_is_decoded(tmp_path):
 
 
 def test_output_paths_are_checked_before_any_work(tmp_path):
-    from pavenet.demo.outputs import DemoOutputError, check_output_path
+    from pavenet.apps.demo.outputs import DemoOutputError, check_output_path
 
     a_file = tmp_path / "results"
     a_file.write_text("I am a file")

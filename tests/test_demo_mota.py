@@ -11,9 +11,9 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from pavenet.data.synthetic import generate_synthetic_posetrack, render_video
-from pavenet.demo.frames import ImageListSource
+from pavenet.inference.frames import ImageListSource
 from pavenet.inference.predictor import sliding_windows
-from pavenet.demo.runner import VideoPoseDemo, run_demo
+from pavenet.apps.demo.runner import VideoPoseDemo, run_demo
 from pavenet.evaluation.poseval import evaluate_dirs
 
 W, H, N, SEED = 160, 120, 16, 0

@@ -102,7 +102,7 @@ def test_tied_offset_biases_are_separate_optimizer_entries(shipped):
 
 
 def _tiny_model_with_grads(seed: int):
-    from pavenet.engine.demo_job import demo_cfg
+    from pavenet.apps.quickstart import demo_cfg
 
     # A weight decay large enough that lr x decay is not lost in float32 (1 - 1e-4 * 1e-4 rounds to 1): then
     # decaying the tied storage three times before updating it differs from the loop's decay-update order.

@@ -249,7 +249,7 @@ def test_r50_at_the_small_export_size(golden_onnx):
 
 def test_benchmark_times_onnxruntime_beside_pytorch(tiny):
     cfg, out = tiny
-    from pavenet.benchmark import run_benchmark
+    from pavenet.apps.benchmark import run_benchmark
 
     res = run_benchmark(str(TINY_YAML), [*[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS],
                         height=64, width=96, frames=3, repeats=1, threads=1, flops=False, backends="pytorch",

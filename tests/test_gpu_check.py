@@ -1,4 +1,4 @@
-"""The GPU check's verdict (pavenet.gpu_check, tools/gpu_check.py): both backends must match the golden
+"""The GPU check's verdict (pavenet.apps.gpu_check, tools/gpu_check.py): both backends must match the golden
 outputs and each other within the CPU golden test's tolerances; inputs it cannot run on are clear errors."""
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pavenet.gpu_check import GOLDEN_CASE, GpuCheckError, check_kernel, compare_runs
+from pavenet.apps.gpu_check import GOLDEN_CASE, GpuCheckError, check_kernel, compare_runs
 
 
 def _run(memory, det):

@@ -22,7 +22,7 @@ ONNX Runtime on the same frames, interleaved with the others ("backends"/"onnxru
   python tools/benchmark.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml \
       --height 384 --width 640 --train-clips 1 --json out/bench.json [--opts MODEL.DEVICE cuda]
 
-The logic lives in `pavenet.benchmark` (`run_benchmark`); this script parses the arguments.
+The logic lives in `pavenet.apps.benchmark` (`run_benchmark`); this script parses the arguments.
 
 Random weights unless MODEL.WEIGHTS is set: the cost does not depend on the weights (fixed query count
 and top-k), so the numbers hold for trained models.
@@ -31,7 +31,7 @@ import argparse
 import logging
 import sys
 
-from pavenet.benchmark import run_benchmark, write_report
+from pavenet.apps.benchmark import run_benchmark, write_report
 
 
 def get_parser():

@@ -8,7 +8,7 @@ See `python tools/convert_official_ckpt.py -h` and docs/MODEL_ZOO.md.
 """
 import sys
 
-from pavenet.conversion.cli import main
+from pavenet.apps.convert_official import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,8 +17,8 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
-from pavenet.demo.frames import open_frame_source
-from pavenet.demo.runner import VideoPoseDemo, demo_config, plan_outputs, run_demo
+from pavenet.inference.frames import open_frame_source
+from pavenet.apps.demo.runner import VideoPoseDemo, demo_config, plan_outputs, run_demo
 from pavenet.export import BACKENDS, build_predictor
 
 

@@ -7,14 +7,14 @@ official outputs; write the differences as JSON. `scripts/gpu_check.sh` runs thi
 
 GOLDEN holds `make_weights.py` and `r50_f3_seed2026/{input,outputs}.npz` (the files tests/test_golden.py
 reads; see its PAVENET_GOLDEN_DIR / PAVENET_SHARED_DIR); KEYS.txt the official R50 F=3 state-dict keys.
-The check itself is `pavenet.gpu_check.check_kernel`.
+The check itself is `pavenet.apps.gpu_check.check_kernel`.
 """
 import argparse
 import json
 import sys
 from pathlib import Path
 
-from pavenet.gpu_check import GpuCheckError, check_kernel
+from pavenet.apps.gpu_check import GpuCheckError, check_kernel
 from pavenet.utils.atomic import atomic_write_json
 
 

@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 from detectron2.structures import Instances
 
-from ..config import load_pavenet_config
-from ..evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
-from .frames import FrameSource
+from ...config import load_pavenet_config
+from ...evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
+from ...inference.frames import FrameSource
 from .outputs import VIDEO_EXTENSIONS, DemoOutputError, VideoWriter, atomic_dir, atomic_path, check_output_path
-from ..inference.predictor import ClipPredictor
-from ..inference.tracker import PoseTracker
-from ..utils.device import fall_back_to_cpu
-from .visualization import TrackVisualizer, demo_metadata
+from ...inference.predictor import ClipPredictor
+from ...inference.tracker import PoseTracker
+from ...utils.device import fall_back_to_cpu
+from ...utils.visualization import TrackVisualizer, demo_metadata
 
 __all__ = ["VideoPoseDemo", "demo_config", "run_demo", "plan_outputs", "posetrack_image_entries"]
 

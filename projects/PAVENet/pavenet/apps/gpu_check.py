@@ -17,11 +17,11 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from . import modeling  # noqa: F401  (registers PAVENet)
-from .checkpoint import PAVENetCheckpointer
-from .config import add_pavenet_config
-from .conversion.cli import main as convert_main
-from .utils.device import cuda_unavailable
+from .. import modeling  # noqa: F401  (registers PAVENet)
+from ..checkpoint import PAVENetCheckpointer
+from ..config import add_pavenet_config
+from .convert_official import main as convert_main
+from ..utils.device import cuda_unavailable
 
 __all__ = ["GOLDEN_CASE", "GpuCheckError", "load_make_weights", "convert_golden_weights", "run_golden_case", "compare_runs",
            "check_kernel"]

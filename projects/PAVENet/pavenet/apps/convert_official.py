@@ -17,9 +17,9 @@ from typing import List, Optional
 import torch
 
 from ..checkpoint_io import CheckpointReadError, load_official_checkpoint, save_converted_checkpoint
-from .naming import detect_backbone_type, detect_num_keypoints
-from .official import convert_official_state_dict_with_report, strip_wrappers
-from .report import ConversionError
+from ..conversion.naming import detect_backbone_type, detect_num_keypoints
+from ..conversion.official import convert_official_state_dict_with_report, strip_wrappers
+from ..conversion.report import ConversionError
 
 logger = logging.getLogger("pavenet.convert")
 

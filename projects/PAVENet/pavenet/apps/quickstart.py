@@ -1,4 +1,4 @@
-"""The main job behind tools/run_demo.py (`make demo`): train the tiny PAVE-Net on the synthetic PoseTrack
+"""The main job behind tools/quickstart.py (`make demo`): train the tiny PAVE-Net on the synthetic PoseTrack
 videos on CPU with one seed, evaluate it NMS-free (the paper's protocol) and with OKS-NMS, record the
 learning curve, render GT | prediction for one val video as predictions.gif, and write metrics.json (the
 evaluator CLI's schema plus the learning curve, seed and timing; the per-iteration training events go to
@@ -26,8 +26,8 @@ from ..config import load_pavenet_config
 from ..data.dataset_mapper import PoseTrackClipDatasetMapper
 from ..data.synthetic import ensure_synthetic_dataset
 from ..utils.atomic import atomic_path, atomic_write_json
-from .hooks import ProgressBarHook
-from .trainer import Trainer
+from ..engine.hooks import ProgressBarHook
+from ..engine.trainer import Trainer
 
 __all__ = ["OKS_NMS_THRESH", "DemoTrainer", "demo_cfg", "evaluate_with_oks_nms", "render_predictions",
            "run_demo_job", "seed_run"]

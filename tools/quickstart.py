@@ -5,12 +5,12 @@ evaluate it with the PoseTrack metrics, and render its predictions beside the gr
 No download: the synthetic dataset is generated on first use. Outputs (under --output, default
 output/demo): model_final.pth, metrics.json (the evaluator CLI's schema plus the learning curve),
 predictions.gif (GT | prediction for the frames of one val video), and the training log.
-The job lives in `pavenet.engine.demo_job` (`run_demo_job`); this script parses the arguments.
+The job lives in `pavenet.apps.quickstart` (`run_demo_job`); this script parses the arguments.
 """
 import argparse
 
 from pavenet.config import ConfigError
-from pavenet.engine.demo_job import run_demo_job
+from pavenet.apps.quickstart import run_demo_job
 
 
 def get_parser():

@@ -21,7 +21,7 @@ from .timing import machine_info, measure, peak_memory_mb
 
 __all__ = ["benchmark_cfg", "backends_to_run", "make_train_step", "ort_predictor", "run_benchmark"]
 
-logger = logging.getLogger("pavenet.benchmark")
+logger = logging.getLogger("pavenet.apps.benchmark")
 
 
 def benchmark_cfg(config_file: str, opts: Sequence = (), height: int = 384, width: int = 640):

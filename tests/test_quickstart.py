@@ -1,4 +1,4 @@
-"""The main job (tools/run_demo.py, `make demo`) end to end on a 2-iteration schedule: it trains, writes
+"""The main job (tools/quickstart.py, `make demo`) end to end on a 2-iteration schedule: it trains, writes
 metrics.json in the evaluator CLI's schema with the learning curve, the weights and the GIF, and says where."""
 import json
 import sys
@@ -13,14 +13,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_main_job_writes_metrics_weights_and_rendering(tmp_path, monkeypatch, capsys):
-    run_demo = _load_tool("run_demo")
+    quickstart = _load_tool("quickstart")
     out = tmp_path / "demo"
     monkeypatch.chdir(REPO_ROOT)  # the synthetic data lives under $DETECTRON2_DATASETS (default: ./datasets)
     monkeypatch.setattr(sys, "argv", [
-        "run_demo.py", "--output", str(out), "--render-frames", "2", "--threads", "1",
+        "quickstart.py", "--output", str(out), "--render-frames", "2", "--threads", "1",
         "SOLVER.MAX_ITER", "2", "DATALOADER.NUM_WORKERS", "0",
     ])
-    run_demo.main()
+    quickstart.main()
 
     with open(out / "metrics.json") as f:
         metrics = json.load(f)

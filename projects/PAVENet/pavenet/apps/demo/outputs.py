@@ -10,8 +10,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from ..utils.atomic import atomic_dir, atomic_path
-from .frames import read_video_frames
+from ...utils.atomic import atomic_dir, atomic_path
+from ...inference.frames import read_video_frames
 
 __all__ = [  # atomic_* re-exported for the demo
     "atomic_path", "atomic_dir", "check_output_path", "DemoOutputError", "VideoWriter", "VIDEO_EXTENSIONS"]
