@@ -422,10 +422,10 @@ def _short_demo_training(out, seed):
     from detectron2.engine import HookBase
 
     from pavenet.data.synthetic import ensure_synthetic_dataset
-    from pavenet.apps.quickstart import DemoTrainer, demo_cfg, seed_run
+    from pavenet.apps.quickstart import QuickstartTrainer, quickstart_cfg, seed_run
 
     ensure_synthetic_dataset()
-    cfg = demo_cfg(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"), str(out), eval_period=0,
+    cfg = quickstart_cfg(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"), str(out), eval_period=0,
                    opts=["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 1, "SEED", seed])
     seed_run(cfg)
     losses = []
@@ -434,7 +434,7 @@ def _short_demo_training(out, seed):
         def after_step(self):
             losses.append(self.trainer.storage.history("total_loss").latest())
 
-    trainer = DemoTrainer(cfg)
+    trainer = QuickstartTrainer(cfg)
     trainer.register_hooks([Record()])
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -444,12 +444,12 @@ def _short_demo_training(out, seed):
 def test_two_short_demo_trainings_with_one_seed_are_identical(tmp_path, monkeypatch):
     torch.set_num_threads(2)  # as `make demo` on a 2-core machine (restored by the fixture)
     monkeypatch.chdir(REPO_ROOT)  # the synthetic data lives under $DETECTRON2_DATASETS (default: ./datasets)
-    from pavenet.apps.quickstart import DemoTrainer
+    from pavenet.apps.quickstart import QuickstartTrainer
 
     # detectron2's EvalHook evaluates after the last iteration whatever the period; the demo's two full
     # evaluations of the synthetic val set (NMS-free and OKS-NMS) took ~95% of this test's time and do
     # not touch the seeded training it checks.
-    monkeypatch.setattr(DemoTrainer, "_eval_and_record", lambda self: {})
+    monkeypatch.setattr(QuickstartTrainer, "_eval_and_record", lambda self: {})
     assert load_pavenet_config(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")).SEED == 42
     torch.manual_seed(123)  # whatever the process did before (different here), the run's seed decides
     l1, w1 = _short_demo_training(tmp_path / "a", 42)

@@ -102,11 +102,11 @@ def test_tied_offset_biases_are_separate_optimizer_entries(shipped):
 
 
 def _tiny_model_with_grads(seed: int):
-    from pavenet.apps.quickstart import demo_cfg
+    from pavenet.apps.quickstart import quickstart_cfg
 
     # A weight decay large enough that lr x decay is not lost in float32 (1 - 1e-4 * 1e-4 rounds to 1): then
     # decaying the tied storage three times before updating it differs from the loop's decay-update order.
-    cfg = demo_cfg(str(REPO_ROOT / "configs/synthetic/pavenet_tiny.yaml"), "", 0, ["SOLVER.WEIGHT_DECAY", "0.05"])
+    cfg = quickstart_cfg(str(REPO_ROOT / "configs/synthetic/pavenet_tiny.yaml"), "", 0, ["SOLVER.WEIGHT_DECAY", "0.05"])
     torch.manual_seed(seed)
     model = build_model(cfg)
     gen = torch.Generator().manual_seed(seed + 1)

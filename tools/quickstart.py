@@ -5,12 +5,12 @@ evaluate it with the PoseTrack metrics, and render its predictions beside the gr
 No download: the synthetic dataset is generated on first use. Outputs (under --output, default
 output/demo): model_final.pth, metrics.json (the evaluator CLI's schema plus the learning curve),
 predictions.gif (GT | prediction for the frames of one val video), and the training log.
-The job lives in `pavenet.apps.quickstart` (`run_demo_job`); this script parses the arguments.
+The job lives in `pavenet.apps.quickstart` (`run_quickstart`); this script parses the arguments.
 """
 import argparse
 
 from pavenet.config import ConfigError
-from pavenet.apps.quickstart import run_demo_job
+from pavenet.apps.quickstart import run_quickstart
 
 
 def get_parser():
@@ -27,7 +27,7 @@ def get_parser():
 
 def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
-    return run_demo_job(args.config_file, args.output, eval_period=args.eval_period, render_frames=args.render_frames,
+    return run_quickstart(args.config_file, args.output, eval_period=args.eval_period, render_frames=args.render_frames,
                         render_score_thresh=args.render_score_thresh, threads=args.threads, opts=args.opts)
 
 

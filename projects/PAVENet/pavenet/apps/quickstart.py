@@ -2,7 +2,7 @@
 videos on CPU with one seed, evaluate it NMS-free (the paper's protocol) and with OKS-NMS, record the
 learning curve, render GT | prediction for one val video as predictions.gif, and write metrics.json (the
 evaluator CLI's schema plus the learning curve, seed and timing; the per-iteration training events go to
-train_metrics.json). `run_demo_job` is the entry point."""
+train_metrics.json). `run_quickstart` is the entry point."""
 import json
 import os
 import time
@@ -29,14 +29,14 @@ from ..utils.atomic import atomic_path, atomic_write_json
 from ..engine.hooks import ProgressBarHook
 from ..engine.trainer import Trainer
 
-__all__ = ["OKS_NMS_THRESH", "DemoTrainer", "demo_cfg", "evaluate_with_oks_nms", "render_predictions",
-           "run_demo_job", "seed_run"]
+__all__ = ["OKS_NMS_THRESH", "QuickstartTrainer", "quickstart_cfg", "evaluate_with_oks_nms", "render_predictions",
+           "run_quickstart", "seed_run"]
 
 OKS_NMS_THRESH = 0.45  # the official experimental head's OKS-NMS
 
 
-def demo_cfg(config_file: str, output: str, eval_period: int = 0, opts: Sequence = ()):
-    """The frozen demo config: `config_file` + `opts`, on CPU, writing under `output`, evaluating every
+def quickstart_cfg(config_file: str, output: str, eval_period: int = 0, opts: Sequence = ()):
+    """The frozen quickstart config: `config_file` + `opts`, on CPU, writing under `output`, evaluating every
     `eval_period` iterations (0: at the end only)."""
     cfg = load_pavenet_config(config_file, ["OUTPUT_DIR", output, "MODEL.DEVICE", "cpu",
                                             "TEST.EVAL_PERIOD", eval_period, *opts])
@@ -51,7 +51,7 @@ def seed_run(cfg):
     seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)
 
 
-class DemoTrainer(Trainer):
+class QuickstartTrainer(Trainer):
     """The package Trainer plus a progress bar and a record of (iteration, AP) for the learning curve."""
 
     def __init__(self, cfg):
@@ -138,7 +138,7 @@ def render_predictions(cfg, model, dataset_name: str, out_path: str, max_frames:
     return video, len(panels)
 
 
-def run_demo_job(config_file: str = "configs/synthetic/pavenet_tiny.yaml", output: str = "output/demo",
+def run_quickstart(config_file: str = "configs/synthetic/pavenet_tiny.yaml", output: str = "output/demo",
                  eval_period: int = 0, render_frames: int = 24, render_score_thresh: float = 0.3,
                  threads: int = 0, opts: Sequence = ()) -> dict:
     """Train, evaluate and render (see the module docstring); writes model_final.pth, metrics.json,
@@ -150,11 +150,11 @@ def run_demo_job(config_file: str = "configs/synthetic/pavenet_tiny.yaml", outpu
         torch.set_num_threads(threads)
     root = ensure_synthetic_dataset()
     print(f"synthetic PoseTrack data: {root}")
-    cfg = demo_cfg(config_file, output, eval_period, opts)
+    cfg = quickstart_cfg(config_file, output, eval_period, opts)
     seed_run(cfg)
 
     t0 = time.time()
-    trainer = DemoTrainer(cfg)
+    trainer = QuickstartTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     train_minutes = (time.time() - t0) / 60
