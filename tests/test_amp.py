@@ -101,3 +101,33 @@ def test_eval_under_autocast_is_close_to_float32(msda_impl):
     # A wrong pairing (or no autocast effect at all) would not pass: the rows differ between queries.
     assert float((a[0, :, :2] - a[1, :, :2]).abs().max()) > 1.0
     assert xy_diff > 0, "autocast changed nothing: the comparison is vacuous"
+
+
+def test_amp_checkpoint_round_trips_the_whole_training_state(tmp_path, synthetic_root):  # noqa: F811
+    """A resumed AMP run gets back the iteration, optimizer, scheduler, RNG and GradScaler state on both
+    detectron2 versions (v0.6's DefaultTrainer saves none of the inner loop's state). The fp16 GradScaler is
+    CUDA-only in our AMP trainer; torch's CPU GradScaler, whose state_dict has the same fields, stands in."""
+    from pavenet.engine import Trainer
+
+    cfg = _tiny_cfg(tmp_path, 2, synthetic_root)
+    cfg.merge_from_list(["SOLVER.AMP.ENABLED", True, "SOLVER.IMS_PER_BATCH", 2, "INPUT.MIN_SIZE_TRAIN", (96,),
+                         "INPUT.MAX_SIZE_TRAIN", 128, "SOLVER.CHECKPOINT_PERIOD", 100])
+    first = Trainer(cfg)
+    first._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    first.resume_or_load(resume=False)
+    first.train()  # 2 steps through the scaler, then model_final (the last checkpoint)
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert saved["trainer"]["_trainer"]["grad_scaler"]["growth_interval"] == 7
+
+    second = Trainer(cfg)
+    assert isinstance(second._trainer, AMPTrainer)
+    second._trainer.grad_scaler = torch.amp.GradScaler("cpu")  # defaults: scale 65536, growth interval 2000
+    second.resume_or_load(resume=True)
+    assert second.start_iter == 2 and second.iter == 1
+    assert second._trainer.grad_scaler.state_dict() == first._trainer.grad_scaler.state_dict()
+    assert second.scheduler.state_dict() == first.scheduler.state_dict()
+    opt_a, opt_b = first.optimizer.state_dict(), second.optimizer.state_dict()
+    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
+    for k, state in opt_a["state"].items():
+        assert all(torch.equal(v, opt_b["state"][k][n]) for n, v in state.items()), k
+    assert torch.equal(torch.get_rng_state(), saved["trainer"]["rng"]["torch"])

@@ -3,19 +3,19 @@
 `SOLVER.IMS_PER_BATCH` counts clips (each clip is F frames) across all processes.
 """
 import contextlib
-import functools
 import logging
 import os
 import random
+import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List
-from unittest import mock
 
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, create_ddp_model, hooks
-from detectron2.engine import defaults as d2_defaults
+import detectron2.utils.comm as comm
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 
 from ..checkpoint import PAVENetCheckpointer
@@ -112,55 +112,65 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-@contextlib.contextmanager
-def _pavenet_trainer_parts(cfg):
-    """While `DefaultTrainer.__init__` runs (its own body, v0.6 or main), it builds three parts by name from
-    `detectron2.engine.defaults`; PAVE-Net needs its own version of each, so those names point at ours:
+def build_ddp_model(cfg, model: torch.nn.Module) -> torch.nn.Module:
+    """detectron2's `create_ddp_model` (a no-op in one process); on the CPU without `device_ids`, which DDP
+    rejects for CPU modules and detectron2 would set to the local rank (gloo multi-process training on CPUs)."""
+    kwargs = {"broadcast_buffers": False}
+    if torch.device(cfg.MODEL.DEVICE).type == "cpu":
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
 
-    * `create_ddp_model`: on the CPU, DDP without `device_ids` (detectron2 passes the local rank, which DDP
-      rejects for CPU modules; gloo multi-process training on CPUs needs this);
-    * `AMPTrainer`: `pavenet.engine.amp.AMPTrainer` (bf16 on the CPU; detectron2 v0.6's asserts CUDA);
-    * `DetectionCheckpointer`: `PAVENetCheckpointer` (weights_only-safe loading, atomic saving, and
-      MODEL.PAVENET.WEIGHTS_MISMATCH for weights that do not fit the model).
 
-    `mock.patch.object` fails loudly if detectron2 ever stops building a part under that name.
-    """
-    def ddp(model, **kwargs):
-        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
-            kwargs["device_ids"] = None
-        return create_ddp_model(model, **kwargs)
-
-    def amp_trainer(model, data_loader, optimizer):
+def build_train_loop(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+    """detectron2's SimpleTrainer, or with SOLVER.AMP.ENABLED our AMPTrainer (bf16 on the CPU, fp16 + GradScaler
+    on CUDA; detectron2 v0.6's asserts CUDA). Its `state_dict` holds the optimizer and any GradScaler."""
+    if cfg.SOLVER.AMP.ENABLED:
         return AMPTrainer(model, data_loader, optimizer, torch.device(cfg.MODEL.DEVICE).type, amp_dtype(cfg))
-
-    with mock.patch.object(d2_defaults, "create_ddp_model", ddp), \
-            mock.patch.object(d2_defaults, "AMPTrainer", amp_trainer), \
-            mock.patch.object(d2_defaults, "DetectionCheckpointer", functools.partial(
-                PAVENetCheckpointer, weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)):
-        yield
+    return SimpleTrainer(model, data_loader, optimizer)
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with PAVE-Net's loaders, optimizer and evaluator, and exact resume.
+    """detectron2's DefaultTrainer with PAVE-Net's parts, and a checkpoint of the whole training state.
 
-    detectron2 v0.6's DefaultTrainer does not checkpoint the optimizer (main does, under `_trainer`),
-    so we save it ourselves, together with the RNG states. With `DATALOADER.NUM_WORKERS == 0` a resumed
-    run also replays the data stream to where it stopped, so it reaches the same weights as an
+    The parts are built here from detectron2's public API rather than by `DefaultTrainer.__init__`, which
+    builds a CUDA-only DDP wrapper, AMP trainer and checkpointer by fixed names: `build_ddp_model` (CPU
+    gloo training), `build_train_loop` (bf16 AMP on the CPU) and `PAVENetCheckpointer` (weights_only-safe
+    loading, atomic saving, MODEL.PAVENET.WEIGHTS_MISMATCH). Every other DefaultTrainer method (hooks,
+    `train`, `test`, `resume_or_load`, `auto_scale_workers`) is detectron2's own.
+
+    Checkpoints carry the model, the scheduler and hooks (detectron2), the iteration, the inner loop's
+    state (optimizer, AMP GradScaler) under `_trainer` as detectron2 main saves it (v0.6 saves neither),
+    the Python / NumPy / torch RNG states and, with EMA, `model_ema`. With `DATALOADER.NUM_WORKERS == 0` a
+    resumed run also replays the data stream to where it stopped, so it reaches the same weights as an
     uninterrupted run; with worker processes the resumed run reads the sampler's stream from its start
     again (the same stream for a fixed SEED, a new one for SEED < 0), so its data order differs from an
     uninterrupted run's.
     """
 
     def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         self._rng_to_restore = None
         decay = cfg.MODEL.PAVENET.EMA_DECAY
-        # 0 = off; any other value outside (0, 1) is an error naming the key. Before build_hooks, which
-        # DefaultTrainer.__init__ calls.
+        # 0 = off; any other value outside (0, 1) is an error naming the key. Before build_hooks.
         self.model_ema = ModelEMA(decay) if decay != 0 else None
-        with _pavenet_trainer_parts(cfg):
-            super().__init__(cfg)
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = build_ddp_model(cfg, model)
+        self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = PAVENetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                                weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
         if self.model_ema is not None:
             self.checkpointer.add_checkpointable("model_ema", self.model_ema)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
         ret = super().build_hooks()
@@ -184,15 +194,17 @@ class Trainer(DefaultTrainer):
         return self._last_eval_results
 
     def state_dict(self):
-        ret = super().state_dict()
-        ret["optimizer"] = self.optimizer.state_dict()
+        ret = TrainerBase.state_dict(self)  # iteration and hooks, on both detectron2 versions
+        ret["_trainer"] = self._trainer.state_dict()  # optimizer and, with fp16 AMP, the GradScaler
         ret["rng"] = _rng_state()
         return ret
 
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if "optimizer" in state_dict:
-            self.optimizer.load_state_dict(state_dict["optimizer"])
+        TrainerBase.load_state_dict(self, state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        elif "optimizer" in state_dict:  # checkpoints written before the inner loop's state was saved whole
+            self._trainer.optimizer.load_state_dict(state_dict["optimizer"])
         self._rng_to_restore = state_dict.get("rng")
 
     def resume_or_load(self, resume=True):
