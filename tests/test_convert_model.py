@@ -92,7 +92,7 @@ def test_cli_output_loads_with_the_checkpointer(tmp_path, official_keys, r50_mod
     dst = tmp_path / "pavenet_r50_d2.pth"
     assert cli_main(["--src", str(tmp_path / "official.pth"), "--dst", str(dst)]) == 0
     assert built["cfg"].MODEL.PAVENET.NUM_FRAMES == 3 and built["cfg"].MODEL.PAVENET.NUM_KEYPOINTS == 15
-    assert built["cfg"].MODEL.BACKBONE.NAME == "build_resnet_backbone"
+    assert built["cfg"].MODEL.BACKBONE.NAME == "build_pavenet_resnet_backbone"
 
     # no missing / unexpected keys, no shape mismatches: the file holds exactly the model's tensors
     saved = torch.load(dst, map_location="cpu", weights_only=True)["model"]

@@ -44,7 +44,7 @@ def add_pavenet_config(cfg: CN) -> CN:
     cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
     cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
     cfg.INPUT.FORMAT = "RGB"
-    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.BACKBONE.NAME = "build_pavenet_resnet_backbone"
     cfg.MODEL.BACKBONE.FREEZE_AT = 2  # stem + res2 frozen (mmdet frozen_stages=1)
     cfg.MODEL.RESNETS.DEPTH = 50
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
