@@ -13,6 +13,8 @@ SHARED = Path(os.environ.get("PAVENET_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SAMPLE_DIR = Path(os.environ.get("PAVENET_POSETRACK18_SAMPLE", SHARED / "data" / "posetrack18_sample"))
 GOLDEN_DIR = Path(os.environ.get("PAVENET_GOLDEN_DIR", SHARED / "golden"))
 OFFICIAL_KEYS = SHARED / "docs" / "official_r50_f3_state_dict_keys.txt"
+# The recipe every shipped config inherits (add_pavenet_config alone keeps detectron2's defaults).
+BASE_CONFIG = REPO_ROOT / "configs" / "Base-PAVENet.yaml"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pavenet.data.preview import write_clip_previews
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", default="", metavar="FILE")
+    p.add_argument("--config-file", default="configs/Base-PAVENet.yaml", metavar="FILE")
     p.add_argument("--dataset", default="posetrack_synthetic_train", help="registered dataset name")
     p.add_argument("--num", type=int, default=4, help="number of clips to render")
     p.add_argument("--output", default="output/visualize_data", help="output folder for PNGs")
