@@ -7,12 +7,12 @@ added here may appear in YAML. Defaults follow the official final config (docs/R
 """
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["BASE_CONFIG", "ConfigError", "add_pavenet_config", "get_config_file", "load_pavenet_config"]
+__all__ = ["BASE_CONFIG", "ConfigError", "add_pavenet_config", "frozen_config", "get_config_file", "load_pavenet_config"]
 
 BASE_CONFIG = "Base-PAVENet.yaml"
 
@@ -50,6 +50,23 @@ def load_pavenet_config(config_file: str = "", opts: Sequence = ()) -> CN:
     except Exception as e:
         raise ConfigError(f"config overrides {list(opts)}: {type(e).__name__}: {e}") from e
     return cfg
+
+
+def frozen_config(config_file: str, opts: Sequence = (),
+                  adjust: Optional[Callable[[CN], None]] = None) -> Tuple[CN, Optional[str]]:
+    """The config a program runs with: `load_pavenet_config(config_file, opts)`, then `adjust(cfg)` (the
+    program's own settings), MODEL.DEVICE "cuda" -> "cpu" on a machine without CUDA, frozen.
+
+    Returns (cfg, the device fallback's warning or None), for the caller to log once its logger is set up.
+    """
+    from .utils.device import fall_back_to_cpu
+
+    cfg = load_pavenet_config(config_file, opts)
+    if adjust is not None:
+        adjust(cfg)
+    device_warning = fall_back_to_cpu(cfg)
+    cfg.freeze()
+    return cfg, device_warning
 
 
 def add_pavenet_config(cfg: CN) -> CN:

@@ -9,9 +9,8 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from pavenet.config import load_pavenet_config
+from pavenet.config import frozen_config
 from pavenet.inference.predictor import ClipPredictor
-from pavenet.utils.device import fall_back_to_cpu
 
 from .core import core_calls
 from .flops import count_gflops
@@ -27,14 +26,13 @@ logger = logging.getLogger("pavenet.apps.benchmark")
 def benchmark_cfg(config_file: str, opts: Sequence = (), height: int = 384, width: int = 640):
     """The frozen config of `config_file` + `opts`, fed frames at exactly height x width (on the CPU when
     it asks for CUDA that is not there)."""
-    cfg = load_pavenet_config(config_file, list(opts))
-    # Feed frames at exactly H x W: the test resize keeps that size.
-    cfg.INPUT.MIN_SIZE_TEST = min(height, width)
-    cfg.INPUT.MAX_SIZE_TEST = max(height, width)
-    device_warning = fall_back_to_cpu(cfg)
+    def exact_size(cfg):  # the test resize keeps H x W
+        cfg.INPUT.MIN_SIZE_TEST = min(height, width)
+        cfg.INPUT.MAX_SIZE_TEST = max(height, width)
+
+    cfg, device_warning = frozen_config(config_file, opts, exact_size)
     if device_warning:
         logging.getLogger("pavenet").warning(device_warning)
-    cfg.freeze()
     return cfg
 
 

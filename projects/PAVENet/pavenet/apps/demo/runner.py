@@ -12,13 +12,12 @@ import cv2
 import numpy as np
 from detectron2.structures import Instances
 
-from ...config import load_pavenet_config
+from ...config import frozen_config
 from ...evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
 from ...inference.frames import FrameSource
 from .outputs import VIDEO_EXTENSIONS, DemoOutputError, VideoWriter, atomic_dir, atomic_path, check_output_path
 from ...inference.predictor import ClipPredictor
 from ...inference.tracker import PoseTracker
-from ...utils.device import fall_back_to_cpu
 from ...utils.visualization import TrackVisualizer, demo_metadata
 
 __all__ = ["VideoPoseDemo", "demo_config", "run_demo", "plan_outputs", "posetrack_image_entries"]
@@ -31,13 +30,13 @@ _POSETRACK_SOURCES = {"mpii": 1, "bonn": 2, "mpiinew": 3}
 def demo_config(config_file: str, opts: Sequence[str] = (), confidence_threshold: Optional[float] = None):
     """The demo's frozen config: the file plus KEY VALUE overrides; `confidence_threshold` sets
     MODEL.PAVENET.TEST.SCORE_THRESH; a CUDA device on a machine without one falls back to the CPU (warned)."""
-    cfg = load_pavenet_config(config_file, list(opts))
-    if confidence_threshold is not None:
-        cfg.MODEL.PAVENET.TEST.SCORE_THRESH = confidence_threshold
-    device_warning = fall_back_to_cpu(cfg)
+    def adjust(cfg):
+        if confidence_threshold is not None:
+            cfg.MODEL.PAVENET.TEST.SCORE_THRESH = confidence_threshold
+
+    cfg, device_warning = frozen_config(config_file, opts, adjust)
     if device_warning:
         logging.getLogger("pavenet").warning(device_warning)
-    cfg.freeze()
     return cfg
 
 
