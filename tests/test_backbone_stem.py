@@ -9,7 +9,7 @@ from detectron2.modeling.backbone.resnet import BasicStem
 
 import pavenet.modeling  # noqa: F401  (fills the registries)
 from pavenet.config import load_pavenet_config
-from pavenet.modeling.backbone import ChannelsLastPoolStem
+from pavenet.modeling.backbone import ChannelsLastPoolStem, build_pavenet_resnet_backbone
 
 from conftest import REPO_ROOT
 
@@ -65,6 +65,12 @@ def test_both_resnet_builders_construct_it_with_detectron2s_parameter_names():
     assert type(reference.stem) is BasicStem
     ref_sd, our_sd = reference.state_dict(), ours.state_dict()
     assert {k: v.shape for k, v in ref_sd.items()} == {k: v.shape for k, v in our_sd.items()}
+    torch.manual_seed(3)
+    reference, after_reference = build_resnet_backbone(cfg, ShapeSpec(channels=3)), torch.rand(4)
+    torch.manual_seed(3)
+    ours, after_ours = build_pavenet_resnet_backbone(cfg, ShapeSpec(channels=3)), torch.rand(4)
+    assert torch.equal(after_reference, after_ours)  # the rest of a seeded model starts from the same draws
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in reference.state_dict().items())
     assert [n for n, p in reference.named_parameters() if p.requires_grad] == \
         [n for n, p in ours.named_parameters() if p.requires_grad]
     assert ours.output_shape() == reference.output_shape()

@@ -78,13 +78,15 @@ class ChannelsLastPoolStem(BasicStem):
 
 @BACKBONE_REGISTRY.register()
 def build_pavenet_resnet_backbone(cfg, input_shape: ShapeSpec):
-    """detectron2's ResNet (`build_resnet_backbone`: every MODEL.RESNETS option, same state-dict keys) with
-    `ChannelsLastPoolStem` as its stem. The stages are detectron2's; the stem is ours from the start."""
+    """detectron2's ResNet (`build_resnet_backbone`: every MODEL.RESNETS option, same state-dict keys, same
+    initial weights for a seed) with `ChannelsLastPoolStem` as its stem."""
     from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
     reference = build_resnet_backbone(cfg, input_shape)
-    stem = ChannelsLastPoolStem(in_channels=input_shape.channels, out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
-                                norm=cfg.MODEL.RESNETS.NORM)
+    with torch.random.fork_rng(devices=[]):  # detectron2's initial weights, and its RNG state after the build
+        stem = ChannelsLastPoolStem(in_channels=input_shape.channels,
+                                    out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=cfg.MODEL.RESNETS.NORM)
+    stem.load_state_dict(reference.stem.state_dict())
     stages = [list(getattr(reference, name)) for name in reference.stage_names]
     return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
 
