@@ -122,7 +122,7 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
                "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
                "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES), "msda_impl": model.msda_impl, "backends": {}}
         # Inference first, training after. On CPU, after a training step in the same process the PyTorch
-        # backend's inference stopped page-faulting (docs/BENCHMARKS.md, eighth pass): timed after it,
+        # backend's inference stops page-faulting (docs/BENCHMARKS.md, "Sampling core"): timed after it,
         # inference would not be what an inference-only process (the demo) sees.
         with torch.no_grad():
             # Warm-up both paths (allocators, lazy init, cudnn autotune) on the benchmark's frame size.
