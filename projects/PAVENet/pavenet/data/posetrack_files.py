@@ -1,16 +1,16 @@
 """The one reader of PoseTrack JSON files and the structural checks every reader of them shares.
 
 Both the dataset loader (`data.datasets.posetrack`, training and inference items) and the evaluator's
-readers (`evaluation.readers`, GT and prediction files) read PoseTrack files through `load_json` and check
-their top-level fields with `check_posetrack18_lists` / `check_entries`, so a file is refused the same way
-whichever entry point reads it. Every error is a `PoseTrackFormatError` (a ValueError) naming the file.
+readers (`evaluation.readers`, GT and prediction files) read PoseTrack files through `load_json`, check
+their top-level fields and ids with `check_posetrack18_lists` and their numbers with `finite_numbers`, so a
+file is refused the same way whichever entry point reads it. Every error is a `PoseTrackFormatError` (a ValueError) naming the file.
 """
 import json
 import math
 from typing import List, Optional
 
-__all__ = ["PoseTrackFormatError", "load_json", "check_posetrack18_lists", "check_entries", "finite_numbers",
-           "is_entry_id"]
+__all__ = ["PoseTrackFormatError", "load_json", "check_posetrack18_lists", "check_entries", "check_image_ids",
+           "finite_numbers", "is_entry_id"]
 
 
 class PoseTrackFormatError(ValueError):
@@ -43,6 +43,28 @@ def check_posetrack18_lists(data, path: str) -> None:
                 f"{path}: expected PoseTrack18 'images' and 'annotations' lists (got fields {sorted(data)}): field "
                 f"'{field}' {what} (a sequence without people has \"annotations\": [])")
         check_entries(data[field], path, field)
+    check_image_ids(data["images"], data["annotations"], path)
+
+
+def check_image_ids(images, annotations, path: str) -> None:
+    """Image ids are unique and every annotation's `image_id` names an image of the file: an annotation
+    that names none would silently drop a person, a repeated id would give one person to two frames."""
+    seen = set()
+    for i, im in enumerate(images):
+        if "id" not in im:
+            raise PoseTrackFormatError(f"{path}: images[{i}] has no field 'id'")
+        if not is_entry_id(im["id"]):
+            raise PoseTrackFormatError(f"{path}: images[{i}]: field 'id' = {im['id']!r}, expected an integer or "
+                                       "a string")
+        if im["id"] in seen:
+            raise PoseTrackFormatError(f"{path}: images[{i}]: id {im['id']!r} is used by an earlier image too")
+        seen.add(im["id"])
+    for i, ann in enumerate(annotations):
+        if "image_id" not in ann:
+            raise PoseTrackFormatError(f"{path}: annotations[{i}] has no field 'image_id'")
+        if not is_entry_id(ann["image_id"]) or ann["image_id"] not in seen:
+            raise PoseTrackFormatError(f"{path}: annotations[{i}]: field 'image_id' = {ann['image_id']!r} names no "
+                                       "image of the file (field 'images')")
 
 
 def check_entries(entries, path: str, field: str) -> None:

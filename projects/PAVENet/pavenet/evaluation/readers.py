@@ -132,7 +132,10 @@ def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np
                 poses.head[pi] = (hb[0], hb[1], hb[0] + hb[2], hb[1] + hb[3])
         frames.append(poses)
         polys = []
-        if "ignore_regions_x" in im and "ignore_regions_y" in im:
+        if ("ignore_regions_x" in im) != ("ignore_regions_y" in im):
+            raise PoseTrackFormatError(f"{path}: image {im['id']} has only one of the fields 'ignore_regions_x' and "
+                                       "'ignore_regions_y'")
+        if "ignore_regions_x" in im:
             regions_x, regions_y = im["ignore_regions_x"], im["ignore_regions_y"]
             if not isinstance(regions_x, list) or not isinstance(regions_y, list) or len(regions_x) != len(regions_y):
                 raise PoseTrackFormatError(f"{path}: image {im['id']}: fields 'ignore_regions_x' / 'ignore_regions_y' "
