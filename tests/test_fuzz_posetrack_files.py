@@ -134,59 +134,59 @@ def _without_image_ids(dicts):
     return [{k: v for k, v in d.items() if k != "image_id"} for d in dicts]
 
 
-def _mutation(ref, draw_which, data):
-    path = draw_which(st.sampled_from(sorted(set(_paths(data)), key=str)))
-    op = draw_which(st.sampled_from(OPS))
-    cut = draw_which(st.integers(0, 10 ** 6))
-    return path, op, _mutate(data, path, op, cut)
-
-
-def _write_case(ref, which, name, text):
-    """Copies of the reference GT and predictions with file `name` of `which` ("gt" / "pred") replaced."""
+def _draw_case(ref, draw, which):
+    """Draw a file of `which` ("gt" / "pred") and a mutation of it; write the reference GT and predictions
+    with that file mutated. Returns (what was done, gt dir, pred dir, mutated file), or None where the
+    drawn mutation does not apply."""
+    name = draw(st.sampled_from(ref["files"]))
+    data = ref["gt" if which == "gt" else "preds"][name]
+    path = draw(st.sampled_from(sorted(set(_paths(data)), key=str)))
+    op = draw(st.sampled_from(OPS))
+    text = _mutate(data, path, op, draw(st.integers(0, 10 ** 6)))
+    if text is None:
+        return None
     case = ref["root"] / "case"
     shutil.rmtree(case, ignore_errors=True)
     for kind, src in (("gt", ref["gt"]), ("pred", ref["preds"])):
         (case / kind).mkdir(parents=True)
-        for f, data in src.items():
-            (case / kind / f).write_text(text if (kind, f) == (which, name) else json.dumps(data))
-    return case / "gt", case / "pred", case / which / name
+        for f, content in src.items():
+            (case / kind / f).write_text(text if (kind, f) == (which, name) else json.dumps(content))
+    return (op, path), case / "gt", case / "pred", case / which / name
+
+
+def _check(what, read, equal, mutated):
+    """`read()` gives a result `equal` accepts, or a PoseTrackFormatError naming `mutated`."""
+    try:
+        got = read()
+    except PoseTrackFormatError as e:
+        assert str(mutated) in str(e), f"{what}: the error does not name the file: {e}"
+        return
+    assert equal(got), f"{what}: silently read a different result"
 
 
 @FUZZ
 @given(st.data())
 def test_mutated_gt_files_give_the_reference_or_an_error_naming_the_file(reference, data):
-    name = data.draw(st.sampled_from(reference["files"]))
-    path, op, text = _mutation(reference, data.draw, reference["gt"][name])
-    if text is None:
+    case = _draw_case(reference, data.draw, "gt")
+    if case is None:
         return
-    gt_dir, pred_dir, mutated = _write_case(reference, "gt", name, text)
-    same_ids = op != "renumber"
-    readings = {
-        "loader": (lambda: load_posetrack_video_dicts(str(gt_dir), str(reference["sample_dir"])),
-                   lambda got: (got == reference["loaded"]) if same_ids
-                   else _without_image_ids(got) == _without_image_ids(reference["loaded"])),
-        "evaluator": (lambda: _metrics(gt_dir, pred_dir), lambda got: got == reference["metrics"]),
-    }
-    for reader, (read, equal) in readings.items():
-        try:
-            got = read()
-        except PoseTrackFormatError as e:
-            assert str(mutated) in str(e), f"{reader}, {op} at {path}: error does not name the file: {e}"
-            continue
-        assert equal(got), f"{reader}, {op} at {path}: silently read a different result"
+    (op, path), gt_dir, pred_dir, mutated = case
+    if op == "renumber":  # the ids change, nothing else
+        same = lambda got: _without_image_ids(got) == _without_image_ids(reference["loaded"])  # noqa: E731
+    else:
+        same = lambda got: got == reference["loaded"]  # noqa: E731
+    _check(f"loader, {op} at {path}", lambda: load_posetrack_video_dicts(str(gt_dir), str(reference["sample_dir"])),
+           same, mutated)
+    _check(f"evaluator, {op} at {path}", lambda: _metrics(gt_dir, pred_dir), lambda got: got == reference["metrics"],
+           mutated)
 
 
 @FUZZ
 @given(st.data())
 def test_mutated_prediction_files_give_the_reference_or_an_error_naming_the_file(reference, data):
-    name = data.draw(st.sampled_from(reference["files"]))
-    path, op, text = _mutation(reference, data.draw, reference["preds"][name])
-    if text is None:
+    case = _draw_case(reference, data.draw, "pred")
+    if case is None:
         return
-    gt_dir, pred_dir, mutated = _write_case(reference, "pred", name, text)
-    try:
-        got = _metrics(gt_dir, pred_dir)
-    except PoseTrackFormatError as e:
-        assert str(mutated) in str(e), f"{op} at {path}: error does not name the file: {e}"
-        return
-    assert got == reference["metrics"], f"{op} at {path}: silently scored a different result"
+    (op, path), gt_dir, pred_dir, mutated = case
+    _check(f"evaluator, {op} at {path}", lambda: _metrics(gt_dir, pred_dir), lambda got: got == reference["metrics"],
+           mutated)
