@@ -22,6 +22,6 @@ setup(
         "iopath",
         "tqdm",
     ],
-    extras_require={"dev": ["pytest"], "swin": ["timm>=1.0"],  # timm 1.0 added always_partition
+    extras_require={"dev": ["pytest", "hypothesis"], "swin": ["timm>=1.0"],  # timm 1.0 added always_partition
                     "deploy": ["onnx>=1.16", "onnxruntime>=1.17"]},  # GridSample at opset 16+, docs/DEPLOY.md
 )

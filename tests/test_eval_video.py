@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import Boxes, Instances
 
-from conftest import BASE_CONFIG, REPO_ROOT, run_gloo_workers
+from conftest import BASE_CONFIG, load_tiny_cfg, run_gloo_workers
 from pavenet.config import load_pavenet_config
 from pavenet.data.build import VideoInferenceLoader, get_test_clip_dicts
 from pavenet.data.clip_sampler import clip_frame_indices, clips_from_frames, frames_for_clips
@@ -22,15 +22,14 @@ from pavenet.evaluation.video_inference import VideoInference
 from test_demo_predictor import _count_encoded_frames
 from test_eval_evaluator import _people, _write_gt
 
-TINY = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(dataset, out_dir, *opts):
     # Small test frames keep the random tiny model fast; the comparison does not depend on the size.
-    return load_pavenet_config(TINY, [
-        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
+    return load_tiny_cfg(*[
+        "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
         "DATASETS.TEST", (dataset,), "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(out_dir), *opts])
 
 

@@ -15,6 +15,7 @@ import os
 import pavenet  # noqa: F401  (registers datasets)
 from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.data.datasets.posetrack import register_posetrack
+from pavenet.data.posetrack_files import PoseTrackFormatError
 from pavenet.data.preview import write_clip_previews
 
 
@@ -41,5 +42,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except ConfigError as e:  # a bad --config-file / override: one line naming it, no traceback
+    except (ConfigError, PoseTrackFormatError) as e:  # a bad config or dataset file: one line naming it
         raise SystemExit(f"error: {e}")

@@ -2,7 +2,11 @@
 
 Importing the package registers the meta-architecture, the backbones and the built-in datasets.
 """
-from . import data, modeling  # noqa: F401  (registration on import)
-from .config import ConfigError, add_pavenet_config, load_pavenet_config
+from .utils.dependency_warnings import filter_dependency_warnings
+
+filter_dependency_warnings()  # before detectron2 (and fvcore, torch's cpp_extension) is first imported
+
+from . import data, modeling  # noqa: E402, F401  (registration on import)
+from .config import ConfigError, add_pavenet_config, load_pavenet_config  # noqa: E402
 
 __all__ = ["ConfigError", "add_pavenet_config", "load_pavenet_config"]

@@ -11,11 +11,12 @@ import torch
 
 from pavenet.config import frozen_config
 from pavenet.inference.predictor import ClipPredictor
+from pavenet.utils.cli_numbers import check_int
 
 from .core import core_calls
 from .flops import count_gflops
 from .report import add_core_points, add_ratios, add_timings
-from .synthetic import synthetic_train_batch, synthetic_video
+from .synthetic import MIN_SIDE, synthetic_train_batch, synthetic_video
 from .timing import machine_info, measure, peak_memory_mb
 
 __all__ = ["benchmark_cfg", "backends_to_run", "make_train_step", "ort_predictor", "run_benchmark"]
@@ -44,8 +45,11 @@ def backends_to_run(arg: str) -> List[str]:
         return ["pytorch"] + (["kernel"] if kernel_available() else [])
     names = [b.strip() for b in arg.split(",") if b.strip()]
     for b in names:
-        if resolve_msda_impl(b) != b:  # "auto" is not a backend; "kernel" raises if it is missing
-            raise ValueError(f"--backends: {b!r} is not a backend (pytorch, kernel)")
+        if b not in ("pytorch", "kernel"):
+            raise ValueError(f"--backends: {b!r} is not a backend; expected 'all' or a comma list of pytorch, kernel")
+        resolve_msda_impl(b)  # "kernel" raises if it is not installed
+    if not names:
+        raise ValueError(f"--backends {arg!r} names no backend; expected 'all' or a comma list of pytorch, kernel")
     return names
 
 
@@ -98,6 +102,11 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
     of docs/BENCHMARKS.md). `backends`: see `backends_to_run`; backend "onnxruntime" also times the
     graphs in `onnx_dir` (default: the model exported to a temporary folder); `train_clips` > 0 also
     times a training step on that many clips (`amp`: under AMP; `cpu_memory`: its peak memory on CPU)."""
+    for option, value, minimum in (("--height", height, MIN_SIDE), ("--width", width, MIN_SIDE),
+                                   ("--frames", frames, 1), ("--repeats", repeats, 1), ("--threads", threads, 0),
+                                   ("--train-clips", train_clips, 0)):
+        check_int(value, option, minimum)  # before the model is built: no Infinity / NaN in the report
+    impls = backends_to_run(backends)
     with tempfile.TemporaryDirectory(prefix="pavenet_bench_onnx_") as tmp:
         from pavenet.modeling.msda_backend import set_msda_impl
 
@@ -107,7 +116,6 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
         predictor = ClipPredictor(cfg)
         model, device, F = predictor.model, predictor.device, predictor.num_frames
         H, W, N = height, width, frames
-        impls = backends_to_run(backends)
         video = synthetic_video(5, N, H, W, seed=1)
         ort = ort_predictor(cfg, model, onnx_dir, H, W, tmp) if backend == "onnxruntime" else None
         logger.info("model built; %d-frame %dx%d video, F=%d, device %s, backends %s", N, H, W, F, device, impls)
