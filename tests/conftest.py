@@ -18,6 +18,9 @@ SHARED = Path(os.environ.get("PAVENET_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SAMPLE_DIR = Path(os.environ.get("PAVENET_POSETRACK18_SAMPLE", SHARED / "data" / "posetrack18_sample"))
 GOLDEN_DIR = Path(os.environ.get("PAVENET_GOLDEN_DIR", SHARED / "golden"))
 OFFICIAL_KEYS = SHARED / "docs" / "official_r50_f3_state_dict_keys.txt"
+# Official golden cases of the other shipped models (R50 F=5, Swin-L F=3): a folder apart from GOLDEN_DIR,
+# with its own weight maker and key lists; tests/golden_cases.py skips them with this path when absent.
+GOLDEN_VARIANTS_DIR = Path(os.environ.get("PAVENET_GOLDEN_VARIANTS_DIR", SHARED / "golden_variants"))
 # The recipe every shipped config inherits (add_pavenet_config alone keeps detectron2's defaults).
 BASE_CONFIG = REPO_ROOT / "configs" / "Base-PAVENet.yaml"
 
