@@ -1,0 +1,81 @@
+"""The training step's cost: the FFN's backward does no layout copies, and the golden-case training-step
+benchmark (tools/benchmark.py --golden-train, `pavenet.benchmark.train_golden`) times forward and backward
+per backend on the very computation the golden training test checks."""
+import json
+
+import pytest
+import torch
+
+from conftest import GOLDEN_DIR, OFFICIAL_KEYS
+from pavenet.modeling.transformer import FFN
+from test_demo_cli import _load_tool
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TRAIN_CASE = GOLDEN_DIR / "train_r50_f3_seed2026"
+R50_YAML = "configs/posetrack17/pavenet_r50_3f_pt17.yaml"
+
+
+def _graph_nodes(t: torch.Tensor):
+    seen, stack, names = set(), [t.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.append(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def test_ffn_backward_has_no_copy_back_and_the_same_numbers_as_an_in_place_relu():
+    torch.manual_seed(0)
+    ffn = FFN(16, 32, 0.0).train()
+    x = torch.randn(2, 5, 16, requires_grad=True)  # batched (B, N, C): Linear returns a view of its 2-D product
+    out = ffn(x)
+    nodes = _graph_nodes(out)
+    assert "ReluBackward0" in nodes
+    assert not {"CopySlices", "AsStridedBackward0"} & set(nodes), nodes
+    out.square().sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in ffn.parameters()]
+
+    ffn.zero_grad()
+    x.grad = None
+    ffn.layers[0][1].inplace = True  # what the FFN must not do: the copy-back path, same values
+    ref = ffn(x)
+    assert "CopySlices" in _graph_nodes(ref)  # the check above sees the copy-back when it is there
+    ref.square().sum().backward()
+    assert torch.equal(out, ref)
+    for got, want in zip(grads, [x.grad] + [p.grad for p in ffn.parameters()]):
+        assert torch.equal(got, want)
+
+
+def test_golden_train_benchmark_bad_inputs_are_clear_errors(tmp_path):
+    bench = _load_tool("benchmark")
+    with pytest.raises(ValueError, match="--official-keys"):
+        bench.main(["--config-file", R50_YAML, "--golden-train", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="input.npz"):
+        bench.main(["--config-file", R50_YAML, "--golden-train", str(tmp_path), "--official-keys",
+                    str(tmp_path / "keys.txt")])
+
+
+def test_golden_train_benchmark_times_forward_and_backward_and_checks_the_loss(tmp_path):
+    if not (TRAIN_CASE / "outputs.npz").is_file() or not OFFICIAL_KEYS.is_file():
+        pytest.skip(f"golden training case {TRAIN_CASE} or key list {OFFICIAL_KEYS} not found (PAVENET_GOLDEN_DIR)")
+    from pavenet.modeling.msda_backend import kernel_available
+
+    backend = "kernel" if kernel_available() else "pytorch"
+    out = tmp_path / "train_golden.json"
+    res = _load_tool("benchmark").main([
+        "--config-file", R50_YAML, "--threads", "1", "--repeats", "1", "--backends", backend,
+        "--golden-train", str(TRAIN_CASE), "--official-keys", str(OFFICIAL_KEYS), "--json", str(out),
+        "--opts", "MODEL.DEVICE", "cpu"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert res["case"] == TRAIN_CASE.name and res["clip_shape"] == [3, 3, 256, 320] and res["num_gt"] == 3
+    row = res["backends"][backend]
+    assert abs(row["total_loss"] - res["official_total_loss"]) <= 1e-4 * res["official_total_loss"]
+    for clock in ("ms", "cpu_ms", "user_cpu_ms"):
+        assert row[f"forward_{clock}"] > 0 and row[f"backward_{clock}"] > 0
+        # one round: the step is its forward plus its backward
+        assert row[f"step_{clock}"] == pytest.approx(row[f"forward_{clock}"] + row[f"backward_{clock}"])
+    assert res["torch_threads"] == 1 and res["machine"]["device"] == "cpu"
