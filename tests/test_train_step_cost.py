@@ -79,3 +79,23 @@ def test_golden_train_benchmark_times_forward_and_backward_and_checks_the_loss(t
         # one round: the step is its forward plus its backward
         assert row[f"step_{clock}"] == pytest.approx(row[f"forward_{clock}"] + row[f"backward_{clock}"])
     assert res["torch_threads"] == 1 and res["machine"]["device"] == "cpu"
+
+
+def test_unpadded_memory_is_not_copied_and_padded_tokens_are_still_zeroed():
+    from pavenet.modeling.ms_deform_attn import MSDeformAttn, _zero_padded
+
+    x = torch.randn(2, 6, 4)
+    none_padded = torch.zeros(2, 6, dtype=torch.bool)
+    assert _zero_padded(x, none_padded) is x and _zero_padded(x, None) is x
+    padded = none_padded.clone()
+    padded[1, 4:] = True
+    out = _zero_padded(x, padded)
+    assert not out[1, 4:].any() and torch.equal(out[~padded], x[~padded])
+    # The attention gives the same output with an all-False mask as with none (the skipped fill changed nothing).
+    torch.manual_seed(0)
+    attn = MSDeformAttn(16, 2, 1, 2, 0.0)
+    torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.1)
+    q, v = torch.randn(1, 6, 16), torch.randn(1, 6, 16)
+    ref, shapes = torch.rand(1, 6, 1, 2), torch.tensor([[2, 3]])
+    assert torch.equal(attn(q, None, v, ref, shapes, torch.zeros(1, 6, dtype=torch.bool)),
+                       attn(q, None, v, ref, shapes, None))
