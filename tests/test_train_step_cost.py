@@ -99,3 +99,19 @@ def test_unpadded_memory_is_not_copied_and_padded_tokens_are_still_zeroed():
     ref, shapes = torch.rand(1, 6, 1, 2), torch.tensor([[2, 3]])
     assert torch.equal(attn(q, None, v, ref, shapes, torch.zeros(1, 6, dtype=torch.bool)),
                        attn(q, None, v, ref, shapes, None))
+
+
+def test_joint_attention_of_one_clip_does_not_slice_the_memory():
+    """With one clip (B = 1) the persons' value maps are the clip's whole memory: no slice, whose backward
+    would zero-fill and copy the whole memory gradient; same output as without value_index."""
+    from pavenet.modeling.ms_deform_attn import MultiFrameDeformAttn
+
+    torch.manual_seed(0)
+    attn = MultiFrameDeformAttn(3, 16, 2, 1, 2, 0.0)
+    memory = torch.randn(1, 3, 6, 16, requires_grad=True)  # (B, F, S, C)
+    q = torch.randn(2, 4, 16)  # 2 persons x 4 joint queries, both of clip 0
+    ref, shapes = torch.rand(2, 3, 4, 1, 2), torch.tensor([[2, 3]])
+    out = attn(q, None, memory, ref, shapes, value_index=torch.zeros(2, dtype=torch.long))
+    assert "SliceBackward0" not in _graph_nodes(out)
+    per_person = attn(q, None, memory.expand(2, -1, -1, -1), ref, shapes)  # value_index None: clip n = person n
+    torch.testing.assert_close(out, per_person, rtol=0, atol=1e-6)

@@ -308,7 +308,10 @@ class MultiFrameDeformAttn(_MultiFrameBase):
             for b in torch.unique(value_index).tolist():
                 rows = (value_index == b).nonzero()[:, 0]
                 nb = rows.numel()
-                vb = [x[b:b + 1] for x in v] if isinstance(v, list) else v[b:b + 1]
+                if (v[0] if isinstance(v, list) else v).shape[0] == 1:
+                    vb = v  # one clip: no slice, whose backward would zero-fill and copy the whole memory gradient
+                else:
+                    vb = [x[b:b + 1] for x in v] if isinstance(v, list) else v[b:b + 1]
                 o = multi_frame_deform_attn(vb, spatial_shapes, locs[rows].flatten(0, 1)[None],
                                             logits[rows].flatten(0, 1)[None], self.msda_impl)
                 out = out.index_copy(0, rows, o.view(nb, q, -1))
