@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances, Keypoints
 
 import pavenet.modeling  # noqa: F401  (registers PAVENet)
+from pavenet.apps.benchmark.train_golden import deterministic_training, golden_train_batch
 from pavenet.checkpoint import PAVENetCheckpointer
 from pavenet.config import load_pavenet_config
 from pavenet.conversion.naming import rename_official_key
@@ -36,23 +36,6 @@ OFFICIAL_LOSS_NAMES = {
     "loss_kpt_refine_d0": "d0.loss_kpt_refine", "loss_kpt_refine_d1": "d1.loss_kpt_refine",
 }
 JOINT_BIAS = "head.transformer.refine_decoder.layers.{}.attentions.1.{}sampling_offsets.bias"
-
-
-def _case_inputs(case, model):
-    """The stored clip as the uint8 frames a user feeds (checked to normalise bit-exactly to the stored
-    tensor) and the key-frame ground truth as the clip mapper's Instances."""
-    inp = np.load(case / "input.npz")
-    img = torch.from_numpy(inp["img"][0])  # (F, 3, H, W), normalised RGB
-    mean, std = model.pixel_mean.cpu(), model.pixel_std.cpu()
-    frames = (img * std + mean).round().clamp(0, 255).to(torch.uint8)
-    assert torch.equal((frames.float() - mean) / std, img), "stored frames are not uint8 images"
-    k = model.head.num_keypoints
-    inst = Instances(tuple(img.shape[-2:]))
-    inst.gt_keypoints = Keypoints(torch.from_numpy(inp["gt_keypoints"]).view(-1, k, 3))
-    inst.gt_areas = torch.from_numpy(inp["gt_areas"])
-    inst.gt_boxes = Boxes(torch.from_numpy(inp["gt_bboxes"]))
-    inst.gt_classes = torch.from_numpy(inp["gt_labels"])
-    return {"images": frames, "instances": inst}
 
 
 def _record_matches(model):
@@ -95,14 +78,9 @@ def trained(request, tmp_path_factory):
     PAVENetCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
     for layer in model.head.transformer.refine_decoder.layers:  # the load kept the one storage
         assert len({m.bias.data_ptr() for m in layer.attentions[1].offset_layers()}) == 1
-    model.train()
-    for m in model.modules():  # the case's deterministic settings: dropout off (nn.MultiheadAttention's too)
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        elif isinstance(m, torch.nn.MultiheadAttention):
-            m.dropout = 0.0
+    deterministic_training(model)  # the case's settings: dropout off (nn.MultiheadAttention's too)
     matches = _record_matches(model)
-    losses = model([_case_inputs(case, model)])
+    losses = model([golden_train_batch(case, model)])
     total = sum(losses.values())
     total.backward()
     # Every name, also where one Parameter sits under several (JOINT_OFFSET_BIAS "shared_parameter").

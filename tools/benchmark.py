@@ -12,6 +12,13 @@
 * with --train-clips N: a training step (forward + backward + optimizer step on N clips; clips/s and
   peak memory), optionally under AMP (--amp).
 
+With --golden-train CASE_DIR it times instead the training step on a golden training case (the official
+model's seeded weights, clip and ground truth; `pavenet.apps.benchmark.train_golden`): forward and backward apart,
+per backend, each backend's loss checked against the official one:
+
+  python tools/benchmark.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml --threads 1 \
+      --golden-train GOLDEN/train_r50_f3_seed2026 --official-keys KEYS.txt --json out/train_golden.json
+
 Stream, encode, decode and the training step are timed for every deformable-attention backend
 (--backends: PyTorch and the compiled kernel) on the same model, interleaved in one process; the
 results are under "backends" with the ratios in "kernel_over_pytorch". With --backend onnxruntime the
@@ -32,6 +39,7 @@ import logging
 import sys
 
 from pavenet.apps.benchmark import run_benchmark, write_report
+from pavenet.apps.benchmark.train_golden import run_golden_train_benchmark
 
 
 def get_parser():
@@ -55,6 +63,9 @@ def get_parser():
     p.add_argument("--cpu-memory", action="store_true",
                    help="on CPU, also measure the training step's peak memory (profiler: ~20x one step's time)")
     p.add_argument("--amp", action="store_true", help="the training step under SOLVER.AMP (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--golden-train", metavar="CASE_DIR",
+                   help="time the training step on this golden training case instead (forward / backward per backend)")
+    p.add_argument("--official-keys", metavar="KEYS.txt", help="with --golden-train: the official checkpoint's keys")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return p
@@ -63,6 +74,13 @@ def get_parser():
 def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.golden_train:
+        if not args.official_keys:
+            raise ValueError("--golden-train needs --official-keys (the official checkpoint's state-dict key list)")
+        res = run_golden_train_benchmark(args.config_file, args.golden_train, args.official_keys, repeats=args.repeats,
+                                         threads=args.threads, backends=args.backends, amp=args.amp, opts=args.opts)
+        write_report(res, args.json)
+        return res
     res = run_benchmark(
         args.config_file, args.opts, height=args.height, width=args.width, frames=args.frames, repeats=args.repeats,
         threads=args.threads, flops=not args.no_flops, backends=args.backends, backend=args.backend,

@@ -19,6 +19,7 @@ from detectron2.modeling import build_model
 from .. import modeling  # noqa: F401  (registers PAVENet)
 from ..checkpoint import PAVENetCheckpointer
 from ..config import get_config_file, load_pavenet_config
+from ..conversion.naming import detect_num_frames
 from .convert_official import main as convert_main
 from ..utils.device import cuda_unavailable
 
@@ -41,11 +42,17 @@ def load_make_weights(golden_dir: Path):
     return mod
 
 
-def convert_golden_weights(golden_dir: Path, keys_file: Path, tmp: Path, seed: int = 2026) -> Path:
-    """Seeded official checkpoint -> tools/convert_official_ckpt.py's conversion -> `tmp`/ours.pth."""
+def convert_golden_weights(golden_dir: Path, keys_file: Path, tmp: Path, seed: int = 2026,
+                           config_file: str = "") -> Path:
+    """Seeded official checkpoint -> tools/convert_official_ckpt.py's conversion (for `config_file`'s model
+    when given) -> `tmp`/ours.pth."""
     mw = load_make_weights(golden_dir)
-    torch.save({"state_dict": mw.make_state_dict(mw.read_keys(str(keys_file)), seed)}, tmp / "official.pth")
-    if convert_main(["--src", str(tmp / "official.pth"), "--dst", str(tmp / "ours.pth")]) != 0:
+    official = mw.make_state_dict(mw.read_keys(str(keys_file)), seed)
+    torch.save({"state_dict": official}, tmp / "official.pth")
+    target = []
+    if config_file:
+        target = ["--config-file", str(config_file), "--num-frames", str(detect_num_frames(official))]
+    if convert_main(["--src", str(tmp / "official.pth"), "--dst", str(tmp / "ours.pth"), *target]) != 0:
         raise GpuCheckError("conversion of the golden weights failed (see the log above)")
     return tmp / "ours.pth"
 

@@ -63,6 +63,19 @@ def _ring_offset_bias(num_heads: int, num_levels: int, num_points: int) -> torch
     return grid.view(-1)
 
 
+def _zero_padded(x: torch.Tensor, padding_mask) -> torch.Tensor:
+    """x (..., S, C) with the tokens that padding_mask (..., S) marks as padded set to 0.
+
+    On the CPU a mask without any padded token returns x itself: the fill would copy the whole memory (and
+    its gradient in backward) for nothing, and clips without padding are the common case. Same values; on
+    other devices (no host sync per layer) and while tracing (the branch would be baked in) it always fills."""
+    if padding_mask is None:
+        return x
+    if x.device.type == "cpu" and not torch.jit.is_tracing() and not bool(padding_mask.any()):
+        return x
+    return x.masked_fill(padding_mask[..., None], 0.0)
+
+
 def _xavier(linear: nn.Linear) -> None:
     nn.init.xavier_uniform_(linear.weight)
     nn.init.zeros_(linear.bias)
@@ -103,9 +116,7 @@ class MSDeformAttn(nn.Module):
         n, q, _ = query.shape
         h, lvl, p = self.num_heads, self.num_levels, self.num_points
         x = query + query_pos if query_pos is not None else query
-        v = self.value_proj(value)
-        if padding_mask is not None:  # standard MSDA: padded tokens zeroed after the projection
-            v = v.masked_fill(padding_mask[..., None], 0.0)
+        v = _zero_padded(self.value_proj(value), padding_mask)  # standard MSDA: zeroed after the projection
         v = v.view(n, v.shape[1], h, -1)
         offsets = self.sampling_offsets(x).view(n, q, h, lvl, p, 2)
         weights = self.attention_weights(x).view(n, q, h, lvl * p).softmax(-1).view(n, q, h, lvl, p)
@@ -152,11 +163,11 @@ class _MultiFrameBase(nn.Module):
 
         Training projects the clip's (N, F, S, C) memory in the forward; in eval the head calls this once
         per frame (N, S, C) and passes the cached maps to the forward as a list (`PAVENetHead.encode`)."""
-        if padding_mask is not None and self.value_fill_before_proj:
-            values = values.masked_fill(padding_mask[..., None], 0.0)
+        if self.value_fill_before_proj:
+            values = _zero_padded(values, padding_mask)
         v = self.value_proj(values)
-        if padding_mask is not None and not self.value_fill_before_proj:
-            v = v.masked_fill(padding_mask[..., None], 0.0)
+        if not self.value_fill_before_proj:
+            v = _zero_padded(v, padding_mask)
         return v.view(*v.shape[:-1], self.num_heads, -1)
 
     def _values(self, values, padding_mask):
@@ -297,7 +308,10 @@ class MultiFrameDeformAttn(_MultiFrameBase):
             for b in torch.unique(value_index).tolist():
                 rows = (value_index == b).nonzero()[:, 0]
                 nb = rows.numel()
-                vb = [x[b:b + 1] for x in v] if isinstance(v, list) else v[b:b + 1]
+                if (v[0] if isinstance(v, list) else v).shape[0] == 1:
+                    vb = v  # one clip: no slice, whose backward would zero-fill and copy the whole memory gradient
+                else:
+                    vb = [x[b:b + 1] for x in v] if isinstance(v, list) else v[b:b + 1]
                 o = multi_frame_deform_attn(vb, spatial_shapes, locs[rows].flatten(0, 1)[None],
                                             logits[rows].flatten(0, 1)[None], self.msda_impl)
                 out = out.index_copy(0, rows, o.view(nb, q, -1))
