@@ -46,8 +46,11 @@ def get_parser():
     p.add_argument("--backends", default="all",
                    help="deformable-attention backends to time side by side: 'all' (pytorch, and kernel if "
                         "installed) or a comma list of pytorch,kernel")
-    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
-                   help="onnxruntime: also time the exported ONNX graphs in ONNX Runtime beside PyTorch")
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime", "onnxruntime-int8"], default="pytorch",
+                   help="onnxruntime: also time the exported ONNX graphs in ONNX Runtime beside PyTorch; "
+                        "onnxruntime-int8: the fp32 and the int8 graphs")
+    p.add_argument("--allow-graph-mismatch", action="store_true",
+                   help="--onnx-dir graphs from other weights or config keys: warn instead of failing")
     p.add_argument("--onnx-dir", help="with --backend onnxruntime: graphs exported from this config (default: "
                                       "export the benchmark's model to a temporary folder)")
     p.add_argument("--train-clips", type=int, default=0,
@@ -67,6 +70,7 @@ def main(argv=None) -> dict:
         args.config_file, args.opts, height=args.height, width=args.width, frames=args.frames, repeats=args.repeats,
         threads=args.threads, flops=not args.no_flops, backends=args.backends, backend=args.backend,
         onnx_dir=args.onnx_dir, train_clips=args.train_clips, cpu_memory=args.cpu_memory, amp=args.amp,
+        on_mismatch="warn" if args.allow_graph_mismatch else "error",
     )
     write_report(res, args.json)
     return res
