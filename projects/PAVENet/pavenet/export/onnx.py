@@ -31,6 +31,7 @@ from torch import nn
 
 from ..modeling.head import EncodedFrames
 from ..modeling.msda_backend import set_msda_impl
+from ..modeling.ms_deform_attn import MSDeformAttn
 from ..modeling.msda_export import EXPORT_SAMPLERS
 from ..utils.atomic import atomic_path
 from .graph_check import recorded_config, weights_record
@@ -50,11 +51,15 @@ ENCODER_INPUTS = ("image",)
 ENCODER_OUTPUTS = ("memory", "padding_mask", "spatial_shapes", "level_start_index", "valid_ratios", "values")
 DECODER_INPUTS = ("memory", "padding_mask", "spatial_shapes", "valid_ratios", "values")
 DECODER_OUTPUTS = ("keypoints", "scores", "sigmas", "frame_keypoints", "query_index")
-# GridSample needs opset 16; 17 adds LayerNormalization (one node instead of a decomposition).
+# GridSample needs opset 16; 17 adds LayerNormalization (one node instead of a decomposition); DeformConv 19.
 OPSET = 17
-# How the deformable sampling is written into the graphs: "levels" (default: each level's samples weighted
-# and summed as they come) or "stacked" (the PyTorch core as it is: all levels stacked, then summed).
-SAMPLINGS = ("levels", "stacked")
+# How the deformable sampling is written into the graphs (modeling/msda_export.py), all standard ONNX:
+# "deformconv" (default): the spatial encoder's attention as DeformConv (opset 19), the decoders' as
+#     "levels"; for runtimes with DeformConv-19 (ONNX Runtime >= 1.16 on CPU);
+# "levels": GridSample per level, each level's samples weighted and summed as they come (opset 17);
+# "stacked": the PyTorch core as it is, all levels' samples stacked, then weighted and summed (opset 17).
+SAMPLINGS = ("deformconv", "levels", "stacked")
+_SAMPLING_OPSET = {"deformconv": 19}
 
 
 class EncoderGraph(nn.Module):
@@ -121,7 +126,8 @@ def _export_mode(model: nn.Module, sampling: str = SAMPLINGS[0]):
     if sampling in EXPORT_SAMPLERS:
         for m in model.modules():
             if hasattr(m, "msda_impl"):
-                m.msda_impl = sampling
+                # DeformConv only where the queries are the map's tokens (the spatial encoder).
+                m.msda_impl = sampling if sampling != "deformconv" or isinstance(m, MSDeformAttn) else "levels"
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -140,6 +146,7 @@ def _export_mode(model: nn.Module, sampling: str = SAMPLINGS[0]):
 
 def _export_one(module: nn.Module, args: tuple, path: str, input_names: Sequence[str],
                 output_names: Sequence[str], dynamic_axes: Dict[str, Dict[int, str]], metadata: Dict[str, str]):
+    opset = _SAMPLING_OPSET.get(metadata.get("pavenet.sampling"), OPSET)
     import onnx
 
     with atomic_path(path) as tmp:
@@ -148,7 +155,7 @@ def _export_one(module: nn.Module, args: tuple, path: str, input_names: Sequence
         # every image size. torch.export (dynamo=True, the default since torch 2.9) turns sizes read from
         # the spatial_shapes tensor into unbacked symbols that the per-level reshapes of the grid_sample
         # path cannot be guarded on, and fails on the data-dependent joint-decoder batching.
-        torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET, input_names=list(input_names),
+        torch.onnx.export(module, args, tmp, dynamo=False, opset_version=opset, input_names=list(input_names),
                           output_names=list(output_names), dynamic_axes=dynamic_axes, do_constant_folding=True)
         graph = onnx.load(tmp)
         onnx.checker.check_model(graph)

@@ -76,6 +76,7 @@ class OrtClipModel:
                            for p in check_graph_record(path, sess.get_modelmeta().custom_metadata_map, cfg,
                                                        on_mismatch)]
         self._decoder_inputs = [i.name for i in self.decoder.get_inputs()]
+        self._buffers: Dict[str, np.ndarray] = {}
         self._post = dict(num_frames=self.num_frames, coord_reweight=bool(P.TEST.COORD_REWEIGHT),
                           oks_nms_thresh=float(P.TEST.OKS_NMS_THRESH), oks_sigmas=oks_sigmas_for(self.num_keypoints),
                           score_thresh=float(P.TEST.SCORE_THRESH))
@@ -154,9 +155,19 @@ class OrtClipModel:
             if not np.array_equal(f["spatial_shapes"], shapes):
                 raise ValueError("decode_clip: frames were encoded at different sizes "
                                  f"({f['spatial_shapes'].tolist()} vs {shapes.tolist()})")
-        feed = {name: shapes if name == "spatial_shapes" else np.concatenate([f[name] for f in frames])
+        feed = {name: shapes if name == "spatial_shapes" else self._joined(name, [f[name] for f in frames])
                 for name in self._decoder_inputs}
         return dict(zip(DECODER_OUTPUTS, self.decoder.run(list(DECODER_OUTPUTS), feed)))
+
+    def _joined(self, name: str, parts: List[np.ndarray]) -> np.ndarray:
+        """The F frames' `name` joined on the first axis, into a buffer kept per input and reused while
+        the frame size stays: the value maps of a window are ~80 MB at 384 x 640, and a fresh array
+        per window costs as much in page faults as the copy itself."""
+        shape = (sum(p.shape[0] for p in parts),) + parts[0].shape[1:]
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != parts[0].dtype:
+            buf = self._buffers[name] = np.empty(shape, parts[0].dtype)
+        return np.concatenate(parts, out=buf)
 
     def decode_clip(self, frames: List[EncodedFrame], image_size: Tuple[int, int],
                     output_size: Optional[Tuple[int, int]] = None) -> Instances:

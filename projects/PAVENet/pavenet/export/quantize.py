@@ -20,7 +20,8 @@ import numpy as np
 from ..utils.atomic import atomic_path
 from .onnx import DECODER_FILE, ENCODER_FILE
 
-__all__ = ["ENCODER_INT8_FILE", "DECODER_INT8_FILE", "graph_files", "calibration_images", "quantize_graphs"]
+__all__ = ["ENCODER_INT8_FILE", "DECODER_INT8_FILE", "graph_files", "calibration_images", "quantize_graphs",
+           "keypoint_drift"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +129,39 @@ def quantize_graphs(onnx_dir: str, calibration: List[np.ndarray], source: str = 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def keypoint_drift(reference, test, images: Iterable) -> Dict[str, float]:
+    """How far `test`'s poses are from `reference`'s (two backends with `encode_frame` / `decode_rows`,
+    e.g. the fp32 and the int8 `OrtClipModel`) on a video: images are the prepared frames (3, h, w) in
+    order; every frame is a key frame once (border windows replicate, as the predictor does).
+
+    Rows are paired by decoder query (`query_index`): "topk_overlap" is the fraction of the reference's
+    k rows that the test also returns; the drift statistics (pixels of the network input, key frame)
+    cover the paired rows' keypoints: "median_px", "p95_px", "max_px"; "score_max_abs" their scores."""
+    from ..inference.predictor import sliding_windows
+
+    encoded = [(reference.encode_frame(im)[0], test.encode_frame(im)) for im in images]
+    if not encoded:
+        raise ValueError("keypoint_drift: no frames")
+    h, w = encoded[0][1][1]
+    drifts, scores, overlap, rows = [], [], 0, 0
+    for _, window in sliding_windows(encoded, reference.num_frames):
+        ref = reference.decode_rows([r for r, _ in window])
+        got = test.decode_rows([t[0] for _, t in window])
+        pos = {int(q): i for i, q in enumerate(got["query_index"])}
+        for i, q in enumerate(ref["query_index"]):
+            rows += 1
+            if int(q) not in pos:
+                continue
+            overlap += 1
+            j = pos[int(q)]
+            d = (got["keypoints"][j] - ref["keypoints"][i]) * np.array([w, h], dtype=np.float32)
+            drifts.append(np.hypot(d[:, 0], d[:, 1]))
+            scores.append(abs(float(got["scores"][j]) - float(ref["scores"][i])))
+    px = np.concatenate(drifts) if drifts else np.zeros(0)
+    return {"frames": len(encoded), "rows": rows, "topk_overlap": overlap / max(rows, 1),
+            "median_px": float(np.median(px)) if px.size else float("nan"),
+            "p95_px": float(np.percentile(px, 95)) if px.size else float("nan"),
+            "max_px": float(px.max()) if px.size else float("nan"),
+            "score_max_abs": max(scores) if scores else float("nan")}
