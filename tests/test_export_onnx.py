@@ -35,6 +35,16 @@ def _first_clip(rows):
     """`PAVENet.decode_rows` is batched (B clips); the graphs decode one: its rows."""
     return {k: v[0] for k, v in rows.items() if k in ("keypoints", "sigmas", "scores", "frame_keypoints", "query_index")}
 
+def _random_clip_rows(torch_pred, backend, hw, seed):
+    """A random F=3 clip of size hw through both: (the graphs' rows, PyTorch's rows)."""
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (3, *hw), generator=g, dtype=torch.uint8) for _ in range(3)]
+    with torch.no_grad():
+        feats = [torch_pred.backend.encode_frame(im)[0] for im in images]
+        rows = _first_clip(torch_pred.model.decode_rows(type(feats[0]).cat(feats)))
+    return backend.decode_rows([backend.encode_frame(im)[0] for im in images]), rows
+
+
 def _export_tool():
     spec = importlib.util.spec_from_file_location("tools_export_model", REPO / "tools" / "deploy" / "export_model.py")
     mod = importlib.util.module_from_spec(spec)
@@ -243,12 +253,7 @@ def test_golden_clip_same_topk_and_detections(golden_onnx):
 def test_r50_at_the_small_export_size(golden_onnx):
     """The R50 graphs at their tracing size on a random clip: same top-k order and keypoints as PyTorch."""
     _, torch_pred, backend = golden_onnx
-    g = torch.Generator().manual_seed(3)
-    images = [torch.randint(0, 256, (3, 128, 192), generator=g, dtype=torch.uint8) for _ in range(3)]
-    with torch.no_grad():
-        feats = [torch_pred.backend.encode_frame(im)[0] for im in images]
-        rows = _first_clip(torch_pred.model.decode_rows(type(feats[0]).cat(feats)))
-    out = backend.decode_rows([backend.encode_frame(im)[0] for im in images])
+    out, rows = _random_clip_rows(torch_pred, backend, (128, 192), seed=3)
     assert np.array_equal(out["query_index"], rows["query_index"].numpy())
     assert np.abs((out["keypoints"] - rows["keypoints"].numpy()) * [192, 128]).max() < 1e-2
 
@@ -308,13 +313,7 @@ def test_standard_opset17_samplings_match_pytorch(tiny, sampling, tmp_path):
     enc = onnx.load(str(tmp_path / ENCODER_FILE))
     assert max(o.version for o in enc.opset_import) == 17
     assert "GridSample" in {n.op_type for n in enc.graph.node} and "DeformConv" not in {n.op_type for n in enc.graph.node}
-    backend = OrtClipModel(str(tmp_path), cfg, threads=1)
-    g = torch.Generator().manual_seed(5)
-    images = [torch.randint(0, 256, (3, 72, 128), generator=g, dtype=torch.uint8) for _ in range(3)]
-    with torch.no_grad():
-        ref = [torch_pred.backend.encode_frame(im)[0] for im in images]
-        rows = _first_clip(torch_pred.model.decode_rows(type(ref[0]).cat(ref)))
-    out = backend.decode_rows([backend.encode_frame(im)[0] for im in images])
+    out, rows = _random_clip_rows(torch_pred, OrtClipModel(str(tmp_path), cfg, threads=1), (72, 128), seed=5)
     assert np.array_equal(out["query_index"], rows["query_index"].numpy())
     assert np.abs((out["keypoints"] - rows["keypoints"].numpy()) * [128, 72]).max() < 1e-3
 

@@ -15,14 +15,18 @@ ORT_BACKENDS = {"onnxruntime": "fp32", "onnxruntime-int8": "int8"}
 BACKENDS = ("pytorch",) + tuple(ORT_BACKENDS)
 
 
-def build_predictor(cfg, backend: str = "pytorch", onnx_dir=None, threads: int = 0, on_mismatch: str = "error"):
-    """A `ClipPredictor` on the chosen backend: "pytorch" (build the model, load MODEL.WEIGHTS),
-    "onnxruntime" (the fp32 graphs in `onnx_dir`, exported from the same config and weights) or
-    "onnxruntime-int8" (the int8 graphs there). on_mismatch: see `OrtClipModel`."""
+def build_predictor(cfg, backend: str = "pytorch", onnx_dir=None, threads: int = 0, on_mismatch: str = "error",
+                    compile_encoder: bool = False):
+    """A `ClipPredictor` on the chosen backend: "pytorch" (build the model, load MODEL.WEIGHTS; with
+    compile_encoder its encoder through torch.compile), "onnxruntime" (the fp32 graphs in `onnx_dir`,
+    exported from the same config and weights) or "onnxruntime-int8" (the int8 graphs there).
+    on_mismatch: see `OrtClipModel`."""
     from ..inference.predictor import ClipPredictor
 
+    if compile_encoder and backend != "pytorch":
+        raise ValueError(f"compile_encoder applies to the pytorch backend, not {backend!r}")
     if backend == "pytorch":
-        return ClipPredictor(cfg)
+        return ClipPredictor(cfg, compile_encoder=compile_encoder)
     if backend in ORT_BACKENDS:
         return ClipPredictor(cfg, backend=OrtClipModel(onnx_dir, cfg, threads=threads, on_mismatch=on_mismatch,
                                                        precision=ORT_BACKENDS[backend]))

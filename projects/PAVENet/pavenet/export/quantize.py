@@ -136,32 +136,33 @@ def keypoint_drift(reference, test, images: Iterable) -> Dict[str, float]:
     e.g. the fp32 and the int8 `OrtClipModel`) on a video: images are the prepared frames (3, h, w) in
     order; every frame is a key frame once (border windows replicate, as the predictor does).
 
-    Rows are paired by decoder query (`query_index`): "topk_overlap" is the fraction of the reference's
-    k rows that the test also returns; the drift statistics (pixels of the network input, key frame)
-    cover the paired rows' keypoints: "median_px", "p95_px", "max_px"; "score_max_abs" their scores."""
+    Each reference row (in score order) is paired with the closest unpaired test row (mean joint distance),
+    so a re-ordered or re-selected but equal pose counts as no drift. Returns the drift of the paired rows'
+    keypoints in pixels of the network input (key frame): "median_px", "p95_px", "max_px", and of their
+    scores, "score_max_abs"; "topk_overlap": the fraction of the reference's k rows (decoder queries)
+    that the test also returns."""
     from ..inference.predictor import sliding_windows
 
     encoded = [(reference.encode_frame(im)[0], test.encode_frame(im)) for im in images]
     if not encoded:
         raise ValueError("keypoint_drift: no frames")
     h, w = encoded[0][1][1]
+    scale = np.array([w, h], dtype=np.float64)
     drifts, scores, overlap, rows = [], [], 0, 0
     for _, window in sliding_windows(encoded, reference.num_frames):
         ref = reference.decode_rows([r for r, _ in window])
         got = test.decode_rows([t[0] for _, t in window])
-        pos = {int(q): i for i, q in enumerate(got["query_index"])}
-        for i, q in enumerate(ref["query_index"]):
-            rows += 1
-            if int(q) not in pos:
-                continue
-            overlap += 1
-            j = pos[int(q)]
-            d = (got["keypoints"][j] - ref["keypoints"][i]) * np.array([w, h], dtype=np.float32)
-            drifts.append(np.hypot(d[:, 0], d[:, 1]))
+        overlap += len(set(ref["query_index"].tolist()) & set(got["query_index"].tolist()))
+        rows += len(ref["query_index"])
+        a, b = ref["keypoints"] * scale, got["keypoints"] * scale  # (k, K, 2) pixels
+        dist = np.linalg.norm(a[:, None] - b[None], axis=-1)  # (k, k, K)
+        free = np.ones(len(b), dtype=bool)
+        for i in range(len(a)):
+            j = int(np.argmin(np.where(free, dist[i].mean(-1), np.inf)))
+            free[j] = False
+            drifts.append(dist[i, j])
             scores.append(abs(float(got["scores"][j]) - float(ref["scores"][i])))
-    px = np.concatenate(drifts) if drifts else np.zeros(0)
+    px = np.concatenate(drifts)
     return {"frames": len(encoded), "rows": rows, "topk_overlap": overlap / max(rows, 1),
-            "median_px": float(np.median(px)) if px.size else float("nan"),
-            "p95_px": float(np.percentile(px, 95)) if px.size else float("nan"),
-            "max_px": float(px.max()) if px.size else float("nan"),
-            "score_max_abs": max(scores) if scores else float("nan")}
+            "median_px": float(np.median(px)), "p95_px": float(np.percentile(px, 95)), "max_px": float(px.max()),
+            "score_max_abs": max(scores)}
