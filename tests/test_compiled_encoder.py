@@ -16,9 +16,14 @@ def test_compiled_encoder_equals_eager():
     compiled = ClipPredictor(tiny_cfg(), model=eager.model, compile_encoder=True)
     g = torch.Generator().manual_seed(1)
     images = [torch.randint(0, 256, (3, 64, 96), generator=g, dtype=torch.uint8) for _ in range(3)]
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
     with torch.no_grad():
         ref = [eager.encode(im)[0] for im in images]
+        assert counters["stats"]["unique_graphs"] == graphs  # the eager predictor compiles nothing
         got = [compiled.encode(im)[0] for im in images]
+        assert counters["stats"]["unique_graphs"] > graphs  # the compiled one went through dynamo
         for r, c in zip(ref, got):
             assert (c.memory - r.memory).abs().max() < 1e-4
             assert torch.equal(c.padding_mask, r.padding_mask) and torch.equal(c.spatial_shapes, r.spatial_shapes)
