@@ -40,7 +40,7 @@ def add_ratios(res: dict) -> dict:
         for other in ("kernel", "onnxruntime", "onnxruntime_int8"):
             o = res["backends"].get(other)
             if p is not None and o is not None and other != base:
-                res[f"{other}_over_{base}"] = {key: o[key] / p[key] for key in o if "_ms_" in key and key in p}
+                res[f"{other}_over_{base}"] = {key: o[key] / p[key] for key in o if "_ms_" in key and p.get(key)}
     return res
 
 

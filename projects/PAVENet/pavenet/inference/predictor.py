@@ -88,15 +88,16 @@ class TorchClipModel:
         self.model = model.eval()
         self.num_frames = int(num_frames)
         self.device = next(model.parameters()).device
-        self._encode = self.model.encode_frames
+        self._compiled = None
         if compile_encoder:  # opt-in: torch.compile with frozen weights (pavenet.inference.compiled)
             from .compiled import compiled_encoder
 
-            self._encode = compiled_encoder(self.model)
+            self._compiled = compiled_encoder(self.model)
 
     def encode_frame(self, image: torch.Tensor):
         images, image_size = self.model.preprocess_frames(image[None].to(self.device))
-        return self._encode(images), image_size
+        encode = self._compiled or self.model.encode_frames
+        return encode(images), image_size
 
     def decode_clip(self, frames: Sequence[Any], image_size, output_size) -> Instances:
         # The F one-frame encodings (with their cached decoder value maps) as a list: no concatenation.
