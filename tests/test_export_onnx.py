@@ -87,7 +87,8 @@ def test_graphs_are_standard_onnx_with_dynamic_sizes(tiny):
         assert meta["pavenet.num_frames"] == "3" and meta["pavenet.num_keypoints"] == "15"
         assert meta["pavenet.sampling"] == "deformconv" and meta["pavenet.precision"] == "fp32"
         assert len(meta["pavenet.weights_sha256"]) == 64 and meta["pavenet.weights"] == "tiny.pth"
-        assert json.loads(meta["pavenet.config"])["MODEL.PAVENET.NUM_QUERIES"] == int(tiny_cfg().MODEL.PAVENET.NUM_QUERIES)
+        recorded = json.loads(meta["pavenet.config"])
+        assert recorded["MODEL.PAVENET.NUM_QUERIES"] == int(tiny_cfg().MODEL.PAVENET.NUM_QUERIES)
     # The spatial encoder samples with DeformConv, the decoders with GridSample.
     enc_ops, dec_ops = {n.op_type for n in enc.graph.node}, {n.op_type for n in dec.graph.node}
     assert "DeformConv" in enc_ops and "GridSample" not in enc_ops
@@ -312,7 +313,8 @@ def test_standard_opset17_samplings_match_pytorch(tiny, sampling, tmp_path):
     export_onnx(torch_pred.model, cfg, str(tmp_path), *EXPORT_HW, sampling=sampling)
     enc = onnx.load(str(tmp_path / ENCODER_FILE))
     assert max(o.version for o in enc.opset_import) == 17
-    assert "GridSample" in {n.op_type for n in enc.graph.node} and "DeformConv" not in {n.op_type for n in enc.graph.node}
+    ops = {n.op_type for n in enc.graph.node}
+    assert "GridSample" in ops and "DeformConv" not in ops
     out, rows = _random_clip_rows(torch_pred, OrtClipModel(str(tmp_path), cfg, threads=1), (72, 128), seed=5)
     assert np.array_equal(out["query_index"], rows["query_index"].numpy())
     assert np.abs((out["keypoints"] - rows["keypoints"].numpy()) * [128, 72]).max() < 1e-3
@@ -369,7 +371,8 @@ def tiny_int8(tiny, tmp_path_factory):
         "--config-file", str(TINY_YAML), "--output", str(out), "--height", str(EXPORT_HW[0]), "--width",
         str(EXPORT_HW[1]), "--int8", str(sample_dir / SAMPLE_VIDEO), "--int8-frames", "4",
         "--opts", *[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS])
-    assert paths["encoder_int8"] == str(out / ENCODER_INT8_FILE) and paths["decoder_int8"] == str(out / DECODER_INT8_FILE)
+    assert paths["encoder_int8"] == str(out / ENCODER_INT8_FILE)
+    assert paths["decoder_int8"] == str(out / DECODER_INT8_FILE)
     assert sorted(os.listdir(out)) == sorted([ENCODER_FILE, DECODER_FILE, ENCODER_INT8_FILE, DECODER_INT8_FILE])
     return cfg, out
 
