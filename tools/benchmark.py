@@ -17,7 +17,9 @@ Stream, encode, decode and the training step are timed for every deformable-atte
 results are under "backends" with the ratios in "kernel_over_pytorch". With --backend onnxruntime the
 same model is also exported to ONNX (or --onnx-dir is loaded) and its stream / encode / decode run in
 ONNX Runtime on the same frames, interleaved with the others ("backends"/"onnxruntime",
-"onnxruntime_over_pytorch"; ONNX Runtime gets as many intra-op threads as torch).
+"onnxruntime_over_pytorch", "onnxruntime_over_kernel"; ONNX Runtime gets as many intra-op threads as torch).
+--backend onnxruntime-int8 adds the int8 graphs ("onnxruntime_int8"; exported ones are calibrated on the
+benchmark's video).
 
   python tools/benchmark.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml \
       --height 384 --width 640 --train-clips 1 --json out/bench.json [--opts MODEL.DEVICE cuda]
