@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from pavenet.config import load_pavenet_config
-from pavenet.export import (DECODER_FILE, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_OUTPUTS, OrtClipModel,
-                            build_predictor)
+from pavenet.export import (DECODER_FILE, DECODER_INT8_FILE, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INT8_FILE,
+                            ENCODER_OUTPUTS, GraphMismatchError, OrtClipModel, build_predictor, export_onnx)
+from pavenet.export.quantize import keypoint_drift
 from pavenet.inference.predictor import ClipPredictor
 
-from conftest import GOLDEN_DIR
+from conftest import GOLDEN_DIR, SAMPLE_DIR
 from golden_cases import case_dirs, convert_case_weights
 from test_demo_cli import REPO, SAMPLE_VIDEO, _load_tool
 from test_demo_predictor import FAST_OPTS, TINY_YAML, _video, tiny_cfg
@@ -33,6 +34,16 @@ EXPORT_HW = (64, 96)  # tracing size of the tiny model; the tests run other size
 def _first_clip(rows):
     """`PAVENet.decode_rows` is batched (B clips); the graphs decode one: its rows."""
     return {k: v[0] for k, v in rows.items() if k in ("keypoints", "sigmas", "scores", "frame_keypoints", "query_index")}
+
+def _random_clip_rows(torch_pred, backend, hw, seed):
+    """A random F=3 clip of size hw through both: (the graphs' rows, PyTorch's rows)."""
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (3, *hw), generator=g, dtype=torch.uint8) for _ in range(3)]
+    with torch.no_grad():
+        feats = [torch_pred.backend.encode_frame(im)[0] for im in images]
+        rows = _first_clip(torch_pred.model.decode_rows(type(feats[0]).cat(feats)))
+    return backend.decode_rows([backend.encode_frame(im)[0] for im in images]), rows
+
 
 def _export_tool():
     spec = importlib.util.spec_from_file_location("tools_export_model", REPO / "tools" / "deploy" / "export_model.py")
@@ -71,11 +82,17 @@ def test_graphs_are_standard_onnx_with_dynamic_sizes(tiny):
     enc, dec = onnx.load(str(out / ENCODER_FILE)), onnx.load(str(out / DECODER_FILE))
     for g in (enc, dec):
         assert {o.domain for o in g.opset_import} <= {"", "ai.onnx"}  # no custom ops
-        assert max(o.version for o in g.opset_import) >= 16
+        assert max(o.version for o in g.opset_import) == 19  # DeformConv
         meta = {p.key: p.value for p in g.metadata_props}
         assert meta["pavenet.num_frames"] == "3" and meta["pavenet.num_keypoints"] == "15"
-    assert "GridSample" in {n.op_type for n in enc.graph.node}
-    assert "GridSample" in {n.op_type for n in dec.graph.node}
+        assert meta["pavenet.sampling"] == "deformconv" and meta["pavenet.precision"] == "fp32"
+        assert len(meta["pavenet.weights_sha256"]) == 64 and meta["pavenet.weights"] == "tiny.pth"
+        recorded = json.loads(meta["pavenet.config"])
+        assert recorded["MODEL.PAVENET.NUM_QUERIES"] == int(tiny_cfg().MODEL.PAVENET.NUM_QUERIES)
+    # The spatial encoder samples with DeformConv, the decoders with GridSample.
+    enc_ops, dec_ops = {n.op_type for n in enc.graph.node}, {n.op_type for n in dec.graph.node}
+    assert "DeformConv" in enc_ops and "GridSample" not in enc_ops
+    assert "GridSample" in dec_ops and "DeformConv" not in dec_ops
     dims = [d.dim_param or d.dim_value for d in enc.graph.input[0].type.tensor_type.shape.dim]
     assert dims[:2] == [1, 3] and all(isinstance(d, str) for d in dims[2:])  # H, W dynamic
     assert [o.name for o in enc.graph.output] == list(ENCODER_OUTPUTS)
@@ -237,12 +254,7 @@ def test_golden_clip_same_topk_and_detections(golden_onnx):
 def test_r50_at_the_small_export_size(golden_onnx):
     """The R50 graphs at their tracing size on a random clip: same top-k order and keypoints as PyTorch."""
     _, torch_pred, backend = golden_onnx
-    g = torch.Generator().manual_seed(3)
-    images = [torch.randint(0, 256, (3, 128, 192), generator=g, dtype=torch.uint8) for _ in range(3)]
-    with torch.no_grad():
-        feats = [torch_pred.backend.encode_frame(im)[0] for im in images]
-        rows = _first_clip(torch_pred.model.decode_rows(type(feats[0]).cat(feats)))
-    out = backend.decode_rows([backend.encode_frame(im)[0] for im in images])
+    out, rows = _random_clip_rows(torch_pred, backend, (128, 192), seed=3)
     assert np.array_equal(out["query_index"], rows["query_index"].numpy())
     assert np.abs((out["keypoints"] - rows["keypoints"].numpy()) * [192, 128]).max() < 1e-2
 
@@ -290,3 +302,120 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
     assert model.msda_impl == impl and all(getattr(m, "msda_impl", impl) == impl for m in model.modules())
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert not changed, changed[:5]
+
+
+@pytest.mark.parametrize("sampling", ["levels", "stacked"])
+def test_standard_opset17_samplings_match_pytorch(tiny, sampling, tmp_path):
+    """The other export formulations (GridSample only, opset 17: for runtimes without DeformConv-19) give
+    the PyTorch rows too; and DeformConv-free graphs are what they say."""
+    cfg, _ = tiny
+    torch_pred = ClipPredictor(cfg)
+    export_onnx(torch_pred.model, cfg, str(tmp_path), *EXPORT_HW, sampling=sampling)
+    enc = onnx.load(str(tmp_path / ENCODER_FILE))
+    assert max(o.version for o in enc.opset_import) == 17
+    ops = {n.op_type for n in enc.graph.node}
+    assert "GridSample" in ops and "DeformConv" not in ops
+    out, rows = _random_clip_rows(torch_pred, OrtClipModel(str(tmp_path), cfg, threads=1), (72, 128), seed=5)
+    assert np.array_equal(out["query_index"], rows["query_index"].numpy())
+    assert np.abs((out["keypoints"] - rows["keypoints"].numpy()) * [128, 72]).max() < 1e-3
+
+
+def test_graphs_of_other_weights_or_config_are_refused(tiny, tmp_path):
+    """The recorded weights (by content) and architecture keys must be what the config asks for: an
+    error names both sides; with on_mismatch="warn" the graphs run and the differences are listed."""
+    cfg, out = tiny
+    other = tmp_path / "other.pth"
+    model = ClipPredictor(cfg).model
+    torch.save({"model": {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}}, other)
+    with pytest.raises(GraphMismatchError, match=r"MODEL.WEIGHTS: the graphs hold 'tiny.pth' \(sha256 [0-9a-f]{12}\), "
+                                                 r"the config asks for '.*other.pth' \(sha256 [0-9a-f]{12}\)"):
+        OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", str(other)))
+    # The same content under another name is the same weights.
+    renamed = tmp_path / "renamed.pth"
+    shutil.copy(cfg.MODEL.WEIGHTS, renamed)
+    assert OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", str(renamed))).mismatches == []
+    with pytest.raises(GraphMismatchError, match=r"MODEL.PAVENET.NUM_QUERIES: the graphs have \d+, the config 7"):
+        OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "MODEL.PAVENET.NUM_QUERIES", 7))
+    warned = OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", str(other)), on_mismatch="warn")
+    assert len(warned.mismatches) == 2 and all("MODEL.WEIGHTS" in m for m in warned.mismatches)  # both graphs
+
+
+def test_demo_cli_mismatch_is_one_error_line(tiny, sample_dir, tmp_path):
+    """tools/demo.py with graphs of other weights: exit status 2 and a single `error:` line naming both."""
+    import subprocess
+    import sys
+
+    cfg, out = tiny
+    other = tmp_path / "other.pth"
+    torch.save({"model": {}}, other)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "projects" / "PAVENet"))
+    cmd = [sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", str(TINY_YAML), "--video-input",
+           str(sample_dir / SAMPLE_VIDEO), "--save-json", str(tmp_path / "x.json"), "--backend", "onnxruntime",
+           "--onnx-dir", str(out), "--opts", *[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", str(other)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 2, res.stderr[-2000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "'tiny.pth'" in errors[0] and "other.pth" in errors[0], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny, tmp_path_factory):
+    """The tiny model exported through the CLI with --int8, calibrated on the real sample video."""
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real PoseTrack18 sample not found at {SAMPLE_DIR} (set PAVENET_POSETRACK18_SAMPLE)")
+    sample_dir = SAMPLE_DIR
+    cfg, _ = tiny
+    out = tmp_path_factory.mktemp("tiny_int8")
+    paths = _export_tool().main([
+        "--config-file", str(TINY_YAML), "--output", str(out), "--height", str(EXPORT_HW[0]), "--width",
+        str(EXPORT_HW[1]), "--int8", str(sample_dir / SAMPLE_VIDEO), "--int8-frames", "4",
+        "--opts", *[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS])
+    assert paths["encoder_int8"] == str(out / ENCODER_INT8_FILE)
+    assert paths["decoder_int8"] == str(out / DECODER_INT8_FILE)
+    assert sorted(os.listdir(out)) == sorted([ENCODER_FILE, DECODER_FILE, ENCODER_INT8_FILE, DECODER_INT8_FILE])
+    return cfg, out
+
+
+def test_int8_graphs_are_quantised_and_close_to_fp32(tiny_int8, sample_dir):
+    cfg, out = tiny_int8
+    enc, dec = onnx.load(str(out / ENCODER_INT8_FILE)), onnx.load(str(out / DECODER_INT8_FILE))
+    enc_ops, dec_ops = {n.op_type for n in enc.graph.node}, {n.op_type for n in dec.graph.node}
+    assert "QuantizeLinear" in enc_ops and "DequantizeLinear" in enc_ops  # QDQ convolutions
+    assert "DynamicQuantizeLinear" in enc_ops | dec_ops or "DynamicQuantizeMatMul" in enc_ops | dec_ops
+    meta = {p.key: p.value for p in enc.metadata_props}
+    assert meta["pavenet.precision"] == "int8" and meta["pavenet.calibration_frames"] == "4"
+    assert meta["pavenet.weights"] == "tiny.pth"  # the fp32 record is kept: the mismatch check applies too
+    fp32 = OrtClipModel(str(out), cfg, threads=1)
+    int8 = OrtClipModel(str(out), cfg, threads=1, precision="int8")
+    frames = ClipPredictor(cfg, backend=fp32)
+    prepare = frames._make_prepare()
+    from pavenet.demo.frames import read_video_frames
+
+    images = [prepare(f) for f in read_video_frames(str(sample_dir / SAMPLE_VIDEO))]
+    drift = keypoint_drift(fp32, int8, images)
+    same = keypoint_drift(fp32, fp32, images)
+    assert same["max_px"] == 0 and same["topk_overlap"] == 1
+    # A random tiny model's scores are nearly tied, so int8 re-ranks some rows (measured: 78% of the top-k
+    # kept, median drift 8.7 px on the 64-px-high input); a graph that lost the model would keep ~none.
+    assert drift["frames"] == 5 and 0 < drift["max_px"], drift
+    assert drift["topk_overlap"] >= 0.5 and drift["median_px"] < 16, drift
+
+
+def test_demo_and_benchmark_take_the_int8_backend(tiny_int8, sample_dir, tmp_path):
+    cfg, out = tiny_int8
+    demo = _load_tool("demo")
+    opts = [str(v) for v in FAST_OPTS] + ["MODEL.WEIGHTS", cfg.MODEL.WEIGHTS]
+    summary = demo.main(["--config-file", str(TINY_YAML), "--no-progress", "--confidence-threshold", "0",
+                         "--video-input", str(sample_dir / SAMPLE_VIDEO), "--save-json", str(tmp_path / "int8.json"),
+                         "--backend", "onnxruntime-int8", "--onnx-dir", str(out), "--opts", *opts])
+    assert summary["num_frames"] == 5
+    assert len(json.loads((tmp_path / "int8.json").read_text())["annotations"]) > 0
+    from pavenet.benchmark import run_benchmark
+
+    res = run_benchmark(str(TINY_YAML), opts, height=64, width=96, frames=3, repeats=1, threads=1, flops=False,
+                        backends="pytorch", backend="onnxruntime-int8", onnx_dir=str(out))
+    assert set(res["backends"]) == {"pytorch", "onnxruntime", "onnxruntime_int8"}
+    q = res["backends"]["onnxruntime_int8"]
+    assert res["onnxruntime_int8_over_pytorch"]["stream_ms_per_frame"] == pytest.approx(
+        q["stream_ms_per_frame"] / res["backends"]["pytorch"]["stream_ms_per_frame"])

@@ -24,7 +24,9 @@ Stream, encode, decode and the training step are timed for every deformable-atte
 results are under "backends" with the ratios in "kernel_over_pytorch". With --backend onnxruntime the
 same model is also exported to ONNX (or --onnx-dir is loaded) and its stream / encode / decode run in
 ONNX Runtime on the same frames, interleaved with the others ("backends"/"onnxruntime",
-"onnxruntime_over_pytorch"; ONNX Runtime gets as many intra-op threads as torch).
+"onnxruntime_over_pytorch", "onnxruntime_over_kernel"; ONNX Runtime gets as many intra-op threads as torch).
+--backend onnxruntime-int8 adds the int8 graphs ("onnxruntime_int8"; exported ones are calibrated on the
+benchmark's video).
 
   python tools/benchmark.py --config-file configs/posetrack17/pavenet_r50_3f_pt17.yaml \
       --height 384 --width 640 --train-clips 1 --json out/bench.json [--opts MODEL.DEVICE cuda]
@@ -54,8 +56,11 @@ def get_parser():
     p.add_argument("--backends", default="all",
                    help="deformable-attention backends to time side by side: 'all' (pytorch, and kernel if "
                         "installed) or a comma list of pytorch,kernel")
-    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
-                   help="onnxruntime: also time the exported ONNX graphs in ONNX Runtime beside PyTorch")
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime", "onnxruntime-int8"], default="pytorch",
+                   help="onnxruntime: also time the exported ONNX graphs in ONNX Runtime beside PyTorch; "
+                        "onnxruntime-int8: the fp32 and the int8 graphs")
+    p.add_argument("--allow-graph-mismatch", action="store_true",
+                   help="--onnx-dir graphs from other weights or config keys: warn instead of failing")
     p.add_argument("--onnx-dir", help="with --backend onnxruntime: graphs exported from this config (default: "
                                       "export the benchmark's model to a temporary folder)")
     p.add_argument("--train-clips", type=int, default=0,
@@ -85,6 +90,7 @@ def main(argv=None) -> dict:
         args.config_file, args.opts, height=args.height, width=args.width, frames=args.frames, repeats=args.repeats,
         threads=args.threads, flops=not args.no_flops, backends=args.backends, backend=args.backend,
         onnx_dir=args.onnx_dir, train_clips=args.train_clips, cpu_memory=args.cpu_memory, amp=args.amp,
+        on_mismatch="warn" if args.allow_graph_mismatch else "error",
     )
     write_report(res, args.json)
     return res

@@ -40,8 +40,14 @@ def get_parser():
     parser.add_argument("--mode", choices=["stream", "window"], default="stream",
                         help="stream: encode each frame once (cached); window: full forward per window")
     parser.add_argument("--backend", choices=BACKENDS, default="pytorch",
-                        help="pytorch: the model; onnxruntime: the exported graphs in --onnx-dir (same config)")
-    parser.add_argument("--onnx-dir", help="with --backend onnxruntime: the folder of encoder.onnx and decoder.onnx")
+                        help="pytorch: the model; onnxruntime / onnxruntime-int8: the fp32 / int8 graphs in "
+                             "--onnx-dir (exported from the same config and weights)")
+    parser.add_argument("--onnx-dir", help="with an onnxruntime backend: the folder of tools/deploy/export_model.py")
+    parser.add_argument("--compile-encoder", action="store_true",
+                        help="pytorch backend: the per-frame encoder through torch.compile with frozen weights "
+                             "(faster per frame; the first frame compiles for minutes)")
+    parser.add_argument("--allow-graph-mismatch", action="store_true",
+                        help="run graphs exported from other weights or config keys with a warning, not an error")
     parser.add_argument("--track-patience", type=int, default=2, help="windows a missing person keeps its id")
     parser.add_argument("--track-match-thresh", type=float, default=0.3, help="minimum OKS to continue a track")
     parser.add_argument("--no-progress", action="store_true")
@@ -54,14 +60,16 @@ def main(argv=None) -> dict:
     setup_logger(name="pavenet")
     logger = logging.getLogger("pavenet")
     logger.info("Arguments: %s", args)
-    if args.backend == "onnxruntime" and not args.onnx_dir:
-        raise SystemExit("--backend onnxruntime needs --onnx-dir (written by tools/deploy/export_model.py)")
+    if args.backend != "pytorch" and not args.onnx_dir:
+        raise SystemExit(f"--backend {args.backend} needs --onnx-dir (written by tools/deploy/export_model.py)")
     # Inputs and outputs first: a missing / unreadable / empty input or an unwritable output fails before
     # the model is built.
     source = open_frame_source(args.video_input, args.input, args.webcam)
     plan_outputs(source.name, args.output, args.save_frames, args.save_json, args.save_coco, args.gt_json)
     cfg = demo_config(args.config_file, args.opts, args.confidence_threshold)
-    predictor = build_predictor(cfg, args.backend, args.onnx_dir)
+    predictor = build_predictor(cfg, args.backend, args.onnx_dir,
+                                on_mismatch="warn" if args.allow_graph_mismatch else "error",
+                                compile_encoder=args.compile_encoder)
     demo = VideoPoseDemo(cfg, mode=args.mode, track_patience=args.track_patience,
                          track_match_thresh=args.track_match_thresh, keypoint_thresh=args.keypoint_threshold,
                          predictor=predictor)

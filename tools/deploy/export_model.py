@@ -7,16 +7,21 @@ DIR/decoder.onnx (the F encodings of a clip -> the key frame's top-k persons). d
 
 The graphs take any frame size; --height/--width only set the example frame used for tracing. Each file
 appears only when complete. Run them with `tools/demo.py --backend onnxruntime --onnx-dir DIR`.
+
+With --int8 FRAMES it also writes DIR/encoder.int8.onnx and DIR/decoder.int8.onnx (convolutions
+calibrated on FRAMES: a video, an image folder or a glob; linear layers quantised dynamically), for
+`--backend onnxruntime-int8`.
 """
 import argparse
 import json
 import logging
+import os
 import sys
 
 from detectron2.utils.logger import setup_logger
 
 from pavenet.config import load_pavenet_config
-from pavenet.export import export_from_config
+from pavenet.export import SAMPLINGS, export_from_config
 
 
 def get_parser():
@@ -26,6 +31,11 @@ def get_parser():
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--height", type=int, help="example frame height for tracing (default: from INPUT.MIN_SIZE_TEST)")
     p.add_argument("--width", type=int, help="example frame width for tracing")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=SAMPLINGS[0],
+                   help="how the deformable sampling is written with standard ONNX ops (docs/DEPLOY.md)")
+    p.add_argument("--int8", metavar="FRAMES",
+                   help="also write int8 graphs, calibrated on these frames (a video, an image folder or a glob)")
+    p.add_argument("--int8-frames", type=int, default=16, help="at most this many calibration frames, spread evenly")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return p
 
@@ -37,7 +47,10 @@ def main(argv=None) -> dict:
         raise ValueError("give both --height and --width, or neither")
     cfg = load_pavenet_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu"])
     cfg.freeze()
-    paths = export_from_config(cfg, args.output, args.height, args.width)
+    if args.int8 and not os.path.exists(args.int8) and not any(c in args.int8 for c in "*?["):
+        raise FileNotFoundError(f"--int8: calibration frames not found: {args.int8}")
+    paths = export_from_config(cfg, args.output, args.height, args.width, args.sampling, int8=args.int8,
+                               int8_frames=args.int8_frames)
     logging.getLogger("pavenet").info("Exported %s", json.dumps(paths))
     return paths
 

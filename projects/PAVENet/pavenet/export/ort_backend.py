@@ -17,7 +17,9 @@ from detectron2.structures import Instances
 
 from ..data.keypoint_meta import oks_sigmas_for
 from ..modeling.meta_arch import postprocess_detections
-from .onnx import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS, ENCODER_OUTPUTS
+from .graph_check import check_graph_record
+from .onnx import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS
+from .quantize import graph_files
 
 __all__ = ["OrtClipModel"]
 
@@ -42,9 +44,13 @@ class OrtClipModel:
             against the graphs; TEST.* drive the post-processing).
         threads: ONNX Runtime intra-op threads (0: its default).
         providers: ONNX Runtime execution providers (default: CPU).
+        on_mismatch: graphs whose recorded weights or config keys differ from `cfg`'s: "error" (raise
+            `GraphMismatchError` naming both) or "warn" (log and run them).
+        precision: "fp32" (encoder.onnx, decoder.onnx) or "int8" (encoder.int8.onnx, decoder.int8.onnx).
     """
 
-    def __init__(self, onnx_dir: str, cfg, threads: int = 0, providers: Optional[Sequence[str]] = None):
+    def __init__(self, onnx_dir: str, cfg, threads: int = 0, providers: Optional[Sequence[str]] = None,
+                 on_mismatch: str = "error", precision: str = "fp32"):
         ort = _import_ort()
         if not onnx_dir or not os.path.isdir(onnx_dir):
             raise FileNotFoundError(f"ONNX directory not found: {onnx_dir!r} "
@@ -59,12 +65,18 @@ class OrtClipModel:
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = list(providers or ["CPUExecutionProvider"])
-        self.encoder_path = os.path.join(onnx_dir, ENCODER_FILE)
-        self.decoder_path = os.path.join(onnx_dir, DECODER_FILE)
+        files = graph_files(precision)
+        self.precision = precision
+        self.encoder_path = os.path.join(onnx_dir, files["encoder"])
+        self.decoder_path = os.path.join(onnx_dir, files["decoder"])
         self.encoder = self._session(ort, self.encoder_path, opts, providers, ENCODER_INPUTS, ENCODER_OUTPUTS)
         self.decoder = self._session(ort, self.decoder_path, opts, providers, DECODER_INPUTS, DECODER_OUTPUTS)
         self._check_graphs(cfg)
+        self.mismatches = [p for path, sess in ((self.encoder_path, self.encoder), (self.decoder_path, self.decoder))
+                           for p in check_graph_record(path, sess.get_modelmeta().custom_metadata_map, cfg,
+                                                       on_mismatch)]
         self._decoder_inputs = [i.name for i in self.decoder.get_inputs()]
+        self._buffers: Dict[str, np.ndarray] = {}
         self._post = dict(num_frames=self.num_frames, coord_reweight=bool(P.TEST.COORD_REWEIGHT),
                           oks_nms_thresh=float(P.TEST.OKS_NMS_THRESH), oks_sigmas=oks_sigmas_for(self.num_keypoints),
                           score_thresh=float(P.TEST.SCORE_THRESH))
@@ -72,7 +84,9 @@ class OrtClipModel:
     @staticmethod
     def _session(ort, path, opts, providers, inputs, outputs):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"ONNX graph not found: {path} (export both graphs with tools/deploy/export_model.py)")
+            int8 = " --int8 FRAMES" if ".int8." in os.path.basename(path) else ""
+            raise FileNotFoundError(f"ONNX graph not found: {path} (export both graphs with "
+                                    f"tools/deploy/export_model.py{int8})")
         try:
             sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable / invalid files
@@ -141,9 +155,19 @@ class OrtClipModel:
             if not np.array_equal(f["spatial_shapes"], shapes):
                 raise ValueError("decode_clip: frames were encoded at different sizes "
                                  f"({f['spatial_shapes'].tolist()} vs {shapes.tolist()})")
-        feed = {name: shapes if name == "spatial_shapes" else np.concatenate([f[name] for f in frames])
+        feed = {name: shapes if name == "spatial_shapes" else self._joined(name, [f[name] for f in frames])
                 for name in self._decoder_inputs}
         return dict(zip(DECODER_OUTPUTS, self.decoder.run(list(DECODER_OUTPUTS), feed)))
+
+    def _joined(self, name: str, parts: List[np.ndarray]) -> np.ndarray:
+        """The F frames' `name` joined on the first axis, into a buffer kept per input and reused while
+        the frame size stays: the value maps of a window are ~80 MB at 384 x 640, and a fresh array
+        per window costs as much in page faults as the copy itself."""
+        shape = (sum(p.shape[0] for p in parts),) + parts[0].shape[1:]
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != parts[0].dtype:
+            buf = self._buffers[name] = np.empty(shape, parts[0].dtype)
+        return np.concatenate(parts, out=buf)
 
     def decode_clip(self, frames: List[EncodedFrame], image_size: Tuple[int, int],
                     output_size: Optional[Tuple[int, int]] = None) -> Instances:

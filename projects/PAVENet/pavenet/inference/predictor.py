@@ -55,14 +55,20 @@ class TorchClipModel:
     of one clip (t-T..t+T), un-padded input (h, w), output (height, width) -> key-frame Instances (CPU).
     """
 
-    def __init__(self, model: torch.nn.Module, num_frames: int):
+    def __init__(self, model: torch.nn.Module, num_frames: int, compile_encoder: bool = False):
         self.model = model.eval()
         self.num_frames = int(num_frames)
         self.device = next(model.parameters()).device
+        self._compiled = None
+        if compile_encoder:  # opt-in: torch.compile with frozen weights (pavenet.inference.compiled)
+            from .compiled import compiled_encoder
+
+            self._compiled = compiled_encoder(self.model)
 
     def encode_frame(self, image: torch.Tensor):
         images, image_size = self.model.preprocess_frames(image[None].to(self.device))
-        return self.model.encode_frames(images), image_size
+        encode = self._compiled or self.model.encode_frames
+        return encode(images), image_size
 
     def decode_clip(self, frames: Sequence[Any], image_size, output_size) -> Instances:
         # The F one-frame encodings (with their cached decoder value maps) as a list: no concatenation.
@@ -77,9 +83,11 @@ class ClipPredictor:
         model: optional already-built model (in eval mode), e.g. to share it between predictors.
         backend: optional backend with `encode_frame` / `decode_clip` (e.g. `pavenet.export.OrtClipModel`);
             then no PyTorch model is built and `self.model` is None.
+        compile_encoder: encode frames through `torch.compile` with frozen weights (`inference.compiled`;
+            PyTorch backend only, opt-in: the first frame of each size compiles).
     """
 
-    def __init__(self, cfg, model: Optional[torch.nn.Module] = None, backend=None):
+    def __init__(self, cfg, model: Optional[torch.nn.Module] = None, backend=None, compile_encoder: bool = False):
         self.cfg = cfg.clone()
         if backend is None:
             if model is None:
@@ -87,7 +95,7 @@ class ClipPredictor:
                 model = build_model(self.cfg)
                 if self.cfg.MODEL.WEIGHTS:
                     _checkpointer(model, self.cfg).load(self.cfg.MODEL.WEIGHTS)
-            backend = TorchClipModel(model, self.cfg.MODEL.PAVENET.NUM_FRAMES)
+            backend = TorchClipModel(model, self.cfg.MODEL.PAVENET.NUM_FRAMES, compile_encoder)
         elif model is not None:
             raise ValueError("ClipPredictor: pass a model or a backend, not both")
         self.backend = backend

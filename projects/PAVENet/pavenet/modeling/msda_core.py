@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .msda_backend import kernel_op, resolve_msda_impl
+from .msda_export import EXPORT_SAMPLERS
 
 __all__ = ["Shapes", "level_shapes", "ms_deform_attn_core", "multi_frame_deform_attn"]
 
@@ -83,8 +84,11 @@ def ms_deform_attn_core(
         if level_start_index is None:
             level_start_index = _level_start_index(shapes)
         return op(values[0], shapes, level_start_index, sampling_locations, attention_weights)
-    if impl != "pytorch":
-        raise ValueError(f"ms_deform_attn_core: impl must be 'pytorch' or 'kernel', got {impl!r}")
+    # The ONNX exporter may pick another arrangement of the same sums (msda_export).
+    sampler = _grid_sample_sum if impl == "pytorch" else EXPORT_SAMPLERS.get(impl)
+    if sampler is None:
+        raise ValueError(f"ms_deform_attn_core: impl must be 'pytorch', 'kernel' or an export formulation "
+                         f"{sorted(EXPORT_SAMPLERS)}, got {impl!r}")
     shapes = level_shapes(spatial_shapes)
     num_levels = sampling_locations.shape[3]
     if num_levels != len(shapes):
@@ -99,7 +103,7 @@ def ms_deform_attn_core(
         level_values = []
         for v, (l0, l1) in zip(values, _level_groups(values, shapes)):
             level_values.extend(v.split([hh * ww for hh, ww in shapes[l0:l1]], dim=1))
-    return _grid_sample_sum(level_values, shapes, sampling_locations, attention_weights)
+    return sampler(level_values, shapes, sampling_locations, attention_weights)
 
 
 def _level_groups(values: Sequence[torch.Tensor], shapes: List[Tuple[int, int]]) -> List[Tuple[int, int]]:

@@ -35,11 +35,12 @@ def add_ratios(res: dict) -> dict:
     if res.get("stream_ms_per_frame") is not None:
         res["stream_over_window"] = res["stream_ms_per_frame"] / res["window_ms_per_frame"]
         res["stream_over_window_cpu"] = res["stream_cpu_ms_per_frame"] / res["window_cpu_ms_per_frame"]
-    p = res["backends"].get("pytorch")
-    for other in ("kernel", "onnxruntime"):
-        o = res["backends"].get(other)
-        if p is not None and o is not None:
-            res[f"{other}_over_pytorch"] = {key: o[key] / p[key] for key in o if "_ms_" in key and key in p}
+    for base in ("pytorch", "kernel"):  # the PyTorch sampling, and the compiled kernel (the default path)
+        p = res["backends"].get(base)
+        for other in ("kernel", "onnxruntime", "onnxruntime_int8"):
+            o = res["backends"].get(other)
+            if p is not None and o is not None and other != base:
+                res[f"{other}_over_{base}"] = {key: o[key] / p[key] for key in o if "_ms_" in key and p.get(key)}
     return res
 
 

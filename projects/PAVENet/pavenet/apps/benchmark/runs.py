@@ -4,9 +4,11 @@ deformable-attention backend side by side (and the exported ONNX graphs in ONNX 
 `run_benchmark` is the entry point behind tools/benchmark.py."""
 import itertools
 import logging
+import os
 import tempfile
 from typing import Callable, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from pavenet.config import frozen_config
@@ -79,14 +81,20 @@ def make_train_step(cfg, model, batch, amp: bool) -> Callable[[], None]:
     return step
 
 
-def ort_predictor(cfg, model, onnx_dir: Optional[str], height: int, width: int, tmp: str) -> ClipPredictor:
-    """A ClipPredictor on ONNX Runtime: the graphs in `onnx_dir`, or `model` exported into `tmp`."""
-    from pavenet.export import OrtClipModel, export_onnx
+def ort_predictor(cfg, model, onnx_dir: Optional[str], height: int, width: int, tmp: str, precision: str = "fp32",
+                  calibration=(), on_mismatch: str = "error") -> ClipPredictor:
+    """A ClipPredictor on ONNX Runtime: the graphs in `onnx_dir`, or `model` exported into `tmp` (int8:
+    quantised there too, calibrated on `calibration`, encoder inputs (1, 3, h, w) float32)."""
+    from pavenet.export import DECODER_FILE, ENCODER_INT8_FILE, OrtClipModel, export_onnx, quantize_graphs
 
     if not onnx_dir:
         onnx_dir = tmp
-        export_onnx(model, cfg, onnx_dir, height, width)
-    return ClipPredictor(cfg, backend=OrtClipModel(onnx_dir, cfg, threads=torch.get_num_threads()))
+        if not os.path.isfile(os.path.join(tmp, DECODER_FILE)):
+            export_onnx(model, cfg, onnx_dir, height, width)
+        if precision == "int8" and not os.path.isfile(os.path.join(tmp, ENCODER_INT8_FILE)):
+            quantize_graphs(onnx_dir, list(calibration), "benchmark video")
+    return ClipPredictor(cfg, backend=OrtClipModel(onnx_dir, cfg, threads=torch.get_num_threads(),
+                                                   on_mismatch=on_mismatch, precision=precision))
 
 
 def _consume(gen):
@@ -97,10 +105,11 @@ def _consume(gen):
 def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, width: int = 640, frames: int = 6,
                   repeats: int = 3, threads: int = 0, flops: bool = True, backends: str = "all",
                   backend: str = "pytorch", onnx_dir: Optional[str] = None, train_clips: int = 0,
-                  cpu_memory: bool = False, amp: bool = False) -> dict:
+                  cpu_memory: bool = False, amp: bool = False, on_mismatch: str = "error") -> dict:
     """Time PAVE-Net on a `frames`-long synthetic height x width video; returns the result dict (the keys
     of docs/BENCHMARKS.md). `backends`: see `backends_to_run`; backend "onnxruntime" also times the
-    graphs in `onnx_dir` (default: the model exported to a temporary folder); `train_clips` > 0 also
+    graphs in `onnx_dir` (default: the model exported to a temporary folder) and "onnxruntime-int8" its int8
+    graphs as well (exported ones calibrated on the benchmark's video); `train_clips` > 0 also
     times a training step on that many clips (`amp`: under AMP; `cpu_memory`: its peak memory on CPU)."""
     for option, value, minimum in (("--height", height, MIN_SIDE), ("--width", width, MIN_SIDE),
                                    ("--frames", frames, 1), ("--repeats", repeats, 1), ("--threads", threads, 0),
@@ -117,7 +126,11 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
         model, device, F = predictor.model, predictor.device, predictor.num_frames
         H, W, N = height, width, frames
         video = synthetic_video(5, N, H, W, seed=1)
-        ort = ort_predictor(cfg, model, onnx_dir, H, W, tmp) if backend == "onnxruntime" else None
+        ort = ort_predictor(cfg, model, onnx_dir, H, W, tmp, on_mismatch=on_mismatch) if backend != "pytorch" else None
+        int8 = None
+        if backend == "onnxruntime-int8":
+            calibration = [predictor.prepare(f).numpy()[None].astype(np.float32) for f in video]
+            int8 = ort_predictor(cfg, model, onnx_dir, H, W, tmp, "int8", calibration, on_mismatch)
         logger.info("model built; %d-frame %dx%d video, F=%d, device %s, backends %s", N, H, W, F, device, impls)
 
         def on(impl, fn):  # the same model, switched to one backend for this call
@@ -144,6 +157,9 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
             if ort is not None:
                 _consume(ort.stream(video[:F]))
                 ort_window = [ort.encode(image)[0]] * F
+            if int8 is not None:
+                _consume(int8.stream(video[:F]))
+                int8_window = [int8.encode(image)[0]] * F
             crowd = {n: synthetic_video(n, N, H, W, seed=2) for n in (1, 20)}
             # With the model's own backend (MSDA_IMPL): window mode and the people count.
             tasks = {
@@ -166,6 +182,11 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
                 tasks["onnxruntime/encode_ms_per_frame"] = (lambda: ort.encode(image), 1)
                 tasks["onnxruntime/decode_ms_per_window"] = (
                     lambda: ort.backend.decode_clip(ort_window, image_size, (H, W)), 1)
+            if int8 is not None:
+                tasks["onnxruntime_int8/stream_ms_per_frame"] = (lambda: _consume(int8.stream(video)), N)
+                tasks["onnxruntime_int8/encode_ms_per_frame"] = (lambda: int8.encode(image), 1)
+                tasks["onnxruntime_int8/decode_ms_per_window"] = (
+                    lambda: int8.backend.decode_clip(int8_window, image_size, (H, W)), 1)
             own = model.msda_impl
             timings = measure(tasks, device, repeats)
             set_msda_impl(model, own, log=False)
