@@ -1,5 +1,5 @@
 # Newcomer entry points: `make test` and `make demo` set the environment up themselves.
-.PHONY: setup test demo clean
+.PHONY: setup test demo lint format clean
 PY := .venv/bin/python
 
 setup:
@@ -12,6 +12,15 @@ test: setup
 # Seeded (SEED 42 in configs/synthetic/pavenet_tiny.yaml); `make demo SEED=7` draws another run.
 demo: setup
 	$(PY) tools/quickstart.py --output output/demo --eval-period 450 $(if $(SEED),SEED $(SEED))
+
+# Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites the files.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 clean:
 	rm -rf build output

@@ -390,7 +390,7 @@ def test_int8_graphs_are_quantised_and_close_to_fp32(tiny_int8, sample_dir):
     int8 = OrtClipModel(str(out), cfg, threads=1, precision="int8")
     frames = ClipPredictor(cfg, backend=fp32)
     prepare = frames._make_prepare()
-    from pavenet.demo.frames import read_video_frames
+    from pavenet.inference.frames import read_video_frames
 
     images = [prepare(f) for f in read_video_frames(str(sample_dir / SAMPLE_VIDEO))]
     drift = keypoint_drift(fp32, int8, images)
@@ -411,7 +411,7 @@ def test_demo_and_benchmark_take_the_int8_backend(tiny_int8, sample_dir, tmp_pat
                          "--backend", "onnxruntime-int8", "--onnx-dir", str(out), "--opts", *opts])
     assert summary["num_frames"] == 5
     assert len(json.loads((tmp_path / "int8.json").read_text())["annotations"]) > 0
-    from pavenet.benchmark import run_benchmark
+    from pavenet.apps.benchmark import run_benchmark
 
     res = run_benchmark(str(TINY_YAML), opts, height=64, width=96, frames=3, repeats=1, threads=1, flops=False,
                         backends="pytorch", backend="onnxruntime-int8", onnx_dir=str(out))
