@@ -42,7 +42,7 @@ def calibration_images(path: str, prepare: Callable[[np.ndarray], "object"], max
     """Up to `max_frames` frames of `path` (a video file, an image folder or a glob: the demo's frame
     sources), spread evenly over it, each through `prepare` (the test resize, BGR -> INPUT.FORMAT,
     (3, h, w)) -> encoder inputs (1, 3, h, w) float32."""
-    from ..demo.frames import open_frame_source
+    from ..inference.frames import open_frame_source
 
     if max_frames < 1:
         raise ValueError(f"the calibration needs at least one frame, got max_frames={max_frames}")
