@@ -1,7 +1,8 @@
 """Deployment: the streaming split of PAVE-Net as two ONNX graphs, and an ONNX Runtime backend for the
 streaming predictor (docs/DEPLOY.md). `onnx` / `onnxruntime` are imported only when used."""
 from .onnx import (DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS, ENCODER_OUTPUTS,
-                   SAMPLINGS, export_from_config, export_onnx)
+                   SAMPLINGS, export_onnx)
+from .from_config import export_from_config
 from .graph_check import GraphMismatchError
 from .ort_backend import OrtClipModel
 from .quantize import DECODER_INT8_FILE, ENCODER_INT8_FILE, quantize_graphs

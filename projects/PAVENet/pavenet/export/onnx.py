@@ -39,7 +39,6 @@ from .graph_check import recorded_config, weights_record
 __all__ = [
     "ENCODER_FILE", "DECODER_FILE", "ENCODER_INPUTS", "ENCODER_OUTPUTS", "DECODER_INPUTS", "DECODER_OUTPUTS",
     "OPSET", "SAMPLINGS", "EncoderGraph", "DecoderGraph", "export_onnx", "graph_metadata", "default_export_size",
-    "export_from_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -211,22 +210,3 @@ def default_export_size(cfg) -> Tuple[int, int]:
     """A small example size for tracing: the test resize of a 3:4 frame, capped at 256 x 320."""
     short = min(int(cfg.INPUT.MIN_SIZE_TEST), 256)
     return short, int(round(short * 4 / 3 / 32)) * 32 or 32
-
-
-def export_from_config(cfg, output_dir: str, height: Optional[int] = None, width: Optional[int] = None,
-                       sampling: str = SAMPLINGS[0], int8: Optional[str] = None, int8_frames: int = 16):
-    """Build the model of `cfg`, load MODEL.WEIGHTS (if set) and export it (tools/deploy/export_model.py).
-    int8: also write the int8 graphs, calibrated on up to `int8_frames` frames of this video / image
-    folder / glob (`quantize.quantize_graphs`); their paths are added as "encoder_int8", "decoder_int8"."""
-    from ..inference.predictor import ClipPredictor
-    from .quantize import calibration_images, quantize_graphs
-
-    predictor = ClipPredictor(cfg)
-    # Frames are read (and checked) before the export: a bad calibration path fails early.
-    images = calibration_images(int8, predictor.prepare, int8_frames) if int8 else None
-    if height is None or width is None:
-        height, width = default_export_size(cfg)
-    paths = export_onnx(predictor.model, cfg, output_dir, height, width, sampling)
-    if images is not None:
-        paths.update({f"{k}_int8": v for k, v in quantize_graphs(output_dir, images, int8).items()})
-    return paths
