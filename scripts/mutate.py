@@ -1,27 +1,33 @@
 """`make mutate`: mutation testing of the modules that carry the project's claims (docs/TESTING.md).
 
-For each module of the [pavenet.mutate] section of setup.cfg (path = its fast tests), mutmut 2 makes one
-small change at a time (an operator, a constant, a comparison), runs those tests, and counts the change as
-killed when a test fails. It runs on a copy of the tree under build/mutate (mutmut 2 edits files in place),
-with a fresh result cache per module; survivors' diffs go to build/mutate/report/<module>.txt.
+mutmut makes one small change at a time in a module (an operator, a constant, a comparison, a dropped
+argument) and runs the tests that call the changed function; a change no test notices "survives". The
+modules and their fast tests are listed once, in the [pavenet.mutate] section of setup.cfg.
+
+mutmut 3 names a mutant after its file's path and must find it under the same dotted name at run time,
+so it cannot run in this repository's layout (`projects/PAVENet/pavenet`, imported as `pavenet`). This
+script stages a copy with the package at the top (build/mutate/pavenet, build/mutate/tests), writes the
+mutmut settings there, runs `mutmut run` in it (the test process imports once and forks per mutant), and
+prints the score per module. Survivors: `cd build/mutate && python -m mutmut show <name>`.
 
     python scripts/mutate.py                 # every module of setup.cfg
-    python scripts/mutate.py ap tracker      # modules whose file name (without .py) is given
+    python scripts/mutate.py ap tracker      # modules by file name (without .py)
     python scripts/mutate.py --list
 """
 import argparse
 import configparser
 import os
-import shlex
+import re
 import shutil
 import subprocess
 import sys
-import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path("projects/PAVENet/pavenet")
 SECTION = "pavenet.mutate"
-STATUSES = ("killed", "survived", "timeout", "suspicious", "skipped", "untested")
+MUTMUT = [sys.executable, "-m", "mutmut"]
 
 
 def read_targets(config: Path):
@@ -33,8 +39,8 @@ def read_targets(config: Path):
         raise SystemExit(f"{config}: no [{SECTION}] section (module path = test files)")
     targets = {}
     for module, tests in parser.items(SECTION):
-        if not (ROOT / module).is_file():
-            raise SystemExit(f"{config} [{SECTION}]: module {module} not found (moved? update the path)")
+        if not (ROOT / module).is_file() or not Path(module).is_relative_to(PACKAGE):
+            raise SystemExit(f"{config} [{SECTION}]: module {module} not found under {PACKAGE} (moved? update it)")
         args = tests.split()
         missing = [t for t in args if not (ROOT / t.split("::")[0]).is_file()]
         if not args or missing:
@@ -43,50 +49,34 @@ def read_targets(config: Path):
     return targets
 
 
-def copy_tree(dest: Path) -> None:
-    """The working tree as git sees it (tracked and new files, without ignored ones) -> `dest`."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True).stdout.decode().split("\0")
-    if dest.exists():
-        shutil.rmtree(dest)
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+def stage(work: Path, targets) -> None:
+    """build/mutate: the package as `pavenet/`, the tests, and mutmut's settings for `targets`."""
+    if work.exists():
+        shutil.rmtree(work)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / PACKAGE, work / "pavenet", ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    tests = list(dict.fromkeys(t for args in targets.values() for t in args))
+    lines = ["[mutmut]", "source_paths = pavenet", "only_mutate ="]
+    lines += [f"    pavenet/{Path(m).relative_to(PACKAGE)}" for m in targets]
+    lines += ["pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests]
+    lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider",
+              # torch's thread pools are not fork-safe: fork the mutants from a clean server process
+              "process_isolation = forkserver"]
+    (work / "setup.cfg").write_text("\n".join(lines) + "\n")
 
 
-def mutmut(work: Path, env, *args, check=False) -> str:
-    proc = subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, capture_output=True,
-                          text=True)
-    if check and proc.returncode not in (0, 2, 4, 6, 8, 10, 12, 14):
-        raise SystemExit(f"mutmut {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
-
-
-def run_module(module: str, tests, work: Path, env, report_dir: Path) -> dict:
-    (work / ".mutmut-cache").unlink(missing_ok=True)
-    runner = f"{shlex.quote(sys.executable)} -m pytest -x -q -p no:cacheprovider {' '.join(tests)}"
-    start = time.time()
-    mutmut(work, env, "run", "--paths-to-mutate", module, "--runner", runner, "--tests-dir", "tests/",
-           "--no-progress", "--simple-output", "-m", "4", check=True)
-    counts = {s: len(mutmut(work, env, "result-ids", s).split()) for s in STATUSES}
-    counts["minutes"] = (time.time() - start) / 60
-    name = Path(module).stem
-    with open(report_dir / f"{name}.txt", "w") as f:
-        f.write(f"{module}: {counts}\nrunner: {runner}\n\n")
-        for status in ("survived", "timeout", "suspicious"):
-            for mid in mutmut(work, env, "result-ids", status).split():
-                f.write(f"--- {status} mutant {mid}\n{mutmut(work, env, 'show', mid)}\n")
-    shutil.copy2(work / ".mutmut-cache", report_dir / f"{name}.mutmut-cache")
-    return counts
+def module_of(mutant: str) -> str:
+    """pavenet.evaluation.ap.x_voc_ap__mutmut_12 or pavenet.inference.tracker.xǁPoseTrackerǁupdate__mutmut_3
+    -> the module's dotted name."""
+    return re.split(r"\.x(?:_|ǁ)", mutant, maxsplit=1)[0]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("modules", nargs="*", help="module file names without .py (default: all in setup.cfg)")
     ap.add_argument("--list", action="store_true", help="print the modules and their tests, then exit")
-    ap.add_argument("--work", default=str(ROOT / "build" / "mutate"), help="where the copy is made")
+    ap.add_argument("--work", default=str(ROOT / "build" / "mutate"), help="where the copy is staged")
     args = ap.parse_args(argv)
     targets = read_targets(ROOT / "setup.cfg")
     if args.list:
@@ -100,29 +90,28 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown modules {unknown}; setup.cfg [{SECTION}] has {sorted(known)}")
         targets = {known[m]: targets[known[m]] for m in args.modules}
     try:
-        import mutmut as _  # noqa: F401
+        import mutmut  # noqa: F401
     except ImportError:
         raise SystemExit("mutmut is not installed: pip install -r requirements-dev.txt") from None
     work = Path(args.work)
-    copy_tree(work)
-    report_dir = work / "report"
-    report_dir.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(work / "projects" / "PAVENet"))
-    # The tests find the shared data beside the repository: point the copy at the original's.
+    stage(work, targets)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the staged package may be found
+    # The tests find the shared data beside the repository: point the staged copy at the original's.
     env.setdefault("PAVENET_SHARED_DIR", str(ROOT.parent / "shared"))
-    rows = []
-    for module, tests in targets.items():
-        c = run_module(module, tests, work, env, report_dir)
-        total = sum(c[s] for s in STATUSES)
-        score = 100.0 * c["killed"] / max(total - c["skipped"], 1)
-        rows.append((module, total, c["killed"], c["survived"], c["timeout"] + c["suspicious"], score, c["minutes"]))
-        print(f"{module}: {c['killed']}/{total} killed, {c['survived']} survived, {c['timeout']} timeout, "
-              f"{c['suspicious']} suspicious ({score:.1f}%, {c['minutes']:.1f} min)", flush=True)
-    print("\n| module | mutants | killed | survived | timeout/suspicious | score | minutes |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.1f}% | {r[6]:.1f} |")
-    print(f"\nsurvivors' diffs: {report_dir}/<module>.txt")
+    subprocess.run(MUTMUT + ["run"], cwd=work, env=env, check=True)
+    out = subprocess.run(MUTMUT + ["results", "--all", "true"], cwd=work, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    counts = {}
+    for name, status in re.findall(r"^\s*(\S+): (.+)$", out, re.M):
+        counts.setdefault(module_of(name), Counter())[status.strip()] += 1
+    print("\n| module | mutants | killed | survived | other | score |\n|---|---|---|---|---|---|")
+    for module in sorted(counts):
+        c = counts[module]
+        total = sum(c.values())
+        other = total - c["killed"] - c["survived"]
+        print(f"| {module} | {total} | {c['killed']} | {c['survived']} | {other} | "
+              f"{100.0 * c['killed'] / max(total, 1):.1f}% |")
+    print(f"\nsurvivors: cd {work} && {sys.executable} -m mutmut show <name>  (names: mutmut results)")
     return 0
 
 

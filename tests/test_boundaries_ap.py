@@ -6,6 +6,7 @@ carries a high score (it must not be ranked), and head boxes whose x1 != y1 and 
 coordinate changes the head size).
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -45,6 +46,15 @@ def test_empty_cases_follow_poseval():
     assert voc_ap(np.zeros(0), np.zeros(0, dtype=bool), 3.0) == (0.0, 0.0, 0.0)  # no prediction -> 0
     ap, _, _ = voc_ap(np.array([0.5]), np.array([False]), 0.0)  # no GT -> NaN
     assert math.isnan(ap)
+
+
+def test_a_joint_without_gt_is_nan_without_numpy_warnings():
+    # n_gt = 0: recall is 0/0 (invalid) and 1/0 (divide); both are expected, so no RuntimeWarning escapes
+    # (a joint that no GT annotates is normal, e.g. a video without ankles).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ap, prec, _ = voc_ap(np.array([0.9, 0.5]), np.array([False, True]), 0.0)
+    assert math.isnan(ap) and prec == pytest.approx(50.0)
 
 
 def test_pooled_ranking_is_global_and_skips_joints_not_predicted():
