@@ -12,6 +12,7 @@ prints the score per module. Survivors: `cd build/mutate && python -m mutmut sho
 
     python scripts/mutate.py                 # every module of setup.cfg
     python scripts/mutate.py ap tracker      # modules by file name (without .py)
+    python scripts/mutate.py --rev HEAD      # the last commit instead of the working tree
     python scripts/mutate.py --list
 """
 import argparse
@@ -49,13 +50,22 @@ def read_targets(config: Path):
     return targets
 
 
-def stage(work: Path, targets) -> None:
-    """build/mutate: the package as `pavenet/`, the tests, and mutmut's settings for `targets`."""
+def stage(work: Path, targets, rev=None) -> None:
+    """build/mutate: the package as `pavenet/`, the tests (from the working tree, or from git revision `rev`),
+    and mutmut's settings for `targets`."""
     if work.exists():
         shutil.rmtree(work)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / PACKAGE, work / "pavenet", ignore=ignore)
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    if rev:
+        work.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", rev, str(PACKAGE), "tests"], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        (work / PACKAGE).rename(work / "pavenet")
+        shutil.rmtree(work / PACKAGE.parts[0])
+    else:
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(ROOT / PACKAGE, work / "pavenet", ignore=ignore)
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     tests = list(dict.fromkeys(t for args in targets.values() for t in args))
     lines = ["[mutmut]", "source_paths = pavenet", "only_mutate ="]
     lines += [f"    pavenet/{Path(m).relative_to(PACKAGE)}" for m in targets]
@@ -77,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("modules", nargs="*", help="module file names without .py (default: all in setup.cfg)")
     ap.add_argument("--list", action="store_true", help="print the modules and their tests, then exit")
     ap.add_argument("--work", default=str(ROOT / "build" / "mutate"), help="where the copy is staged")
+    ap.add_argument("--rev", help="stage this git revision (e.g. HEAD) instead of the working tree")
     args = ap.parse_args(argv)
     targets = read_targets(ROOT / "setup.cfg")
     if args.list:
@@ -94,7 +105,7 @@ def main(argv=None) -> int:
     except ImportError:
         raise SystemExit("mutmut is not installed: pip install -r requirements-dev.txt") from None
     work = Path(args.work)
-    stage(work, targets)
+    stage(work, targets, args.rev)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the staged package may be found
     # The tests find the shared data beside the repository: point the staged copy at the original's.
     env.setdefault("PAVENET_SHARED_DIR", str(ROOT.parent / "shared"))

@@ -49,12 +49,12 @@ def test_empty_cases_follow_poseval():
 
 
 def test_a_joint_without_gt_is_nan_without_numpy_warnings():
-    # n_gt = 0: recall is 0/0 (invalid) and 1/0 (divide); both are expected, so no RuntimeWarning escapes
-    # (a joint that no GT annotates is normal, e.g. a video without ankles).
+    # n_gt = 0 (a joint no GT annotates, e.g. a video without ankles): every prediction of it is a false
+    # positive, recall is 0/0 -> NaN, AP NaN, precision 0; the 0/0 is expected, so no RuntimeWarning escapes.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ap, prec, _ = voc_ap(np.array([0.9, 0.5]), np.array([False, True]), 0.0)
-    assert math.isnan(ap) and prec == pytest.approx(50.0)
+        ap, prec, rec = voc_ap(np.array([0.9, 0.5]), np.array([False, False]), 0.0)
+    assert math.isnan(ap) and math.isnan(rec) and prec == 0.0
 
 
 def test_pooled_ranking_is_global_and_skips_joints_not_predicted():

@@ -111,8 +111,9 @@ def test_stream_keeps_at_most_f_encodings_alive():
 
 
 def test_stream_video_keeps_at_most_one_clip_of_encodings_alive():
-    # F = 3, a 10-frame video, keys 1 and 7: only frames 0, 1, 2, 6, 7, 8 are read and encoded (in that
-    # order, encodings 0..5), and at key 7 the encodings of frames 0-2 are gone.
+    # F = 3, a 10-frame video, keys 1, 3 and 7: only frames 0-4 and 6-8 are read and encoded (in that order,
+    # encodings 0..7). Alive: key 1 -> frames 0-2 (encodings 0-2); key 3 -> frames 2-4 (2-4: frames 0 and 1
+    # are gone although frame 1 was read just before); key 7 -> frames 6-8 (5-7).
     f, n = 3, 10
     predictor, backend = _predictor(f)
     read = []
@@ -121,7 +122,7 @@ def test_stream_video_keeps_at_most_one_clip_of_encodings_alive():
         read.append(i)
         return np.zeros((8, 8, 3), dtype=np.uint8)
 
-    expected_alive = {1: {0, 1, 2}, 7: {3, 4, 5}}  # encoding numbers of the clip's frames
-    for key, _ in predictor.stream_video(read_frame, n, [1, 7]):
+    expected_alive = {1: {0, 1, 2}, 3: {2, 3, 4}, 7: {5, 6, 7}}  # encoding numbers of the clip's frames
+    for key, _ in predictor.stream_video(read_frame, n, [1, 3, 7]):
         assert backend.tracked.alive() == expected_alive[key], key
-    assert read == [0, 1, 2, 6, 7, 8]
+    assert read == [0, 1, 2, 3, 4, 6, 7, 8]
