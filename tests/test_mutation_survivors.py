@@ -1,0 +1,144 @@
+"""Cases for changes that survived `make mutate` (docs/TESTING.md): each test names the behaviour a surviving
+mutant broke without any other selected test noticing. Hand-computed expectations in the comments.
+"""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from detectron2.structures import Instances
+
+from pavenet.data.clip_sampler import clip_file_names, clips_from_frames, frames_for_clips
+from pavenet.evaluation.matching import points_strictly_inside
+from pavenet.inference.tracker import PoseTracker, pose_oks
+from pavenet.utils.atomic import atomic_path, atomic_write_json
+
+SIGMAS = (0.5, 0.5)
+BASE = np.array([[0.0, 0.0], [4.0, 3.0]])
+
+
+# ------------------------------------------------------------------------------------------------ tracker
+def _still(n_windows_missing, **kw):
+    """Track ids of one person seen in window 0, missing for `n_windows_missing` windows, then seen again
+    at the same place (OKS 1)."""
+    tracker = PoseTracker(3, SIGMAS, **kw)
+    person = np.broadcast_to(BASE, (1, 3, 2, 2))
+    first = tracker.update(person)
+    for _ in range(n_windows_missing):
+        tracker.update(np.zeros((0, 3, 2, 2)))
+    return first.tolist() + tracker.update(person).tolist()
+
+
+def test_default_patience_is_two_windows():
+    # A track survives `patience` windows without a match: missing 2 windows keeps id 0, missing 3 starts
+    # id 1 (PoseTracker's documented default, and TEST.POSETRACK.TRACK_PATIENCE's).
+    assert _still(2) == [0, 0]
+    assert _still(3) == [0, 1]
+    assert _still(0, patience=0) == [0, 0] and _still(1, patience=0) == [0, 1]
+
+
+def test_bad_settings_name_the_option():
+    with pytest.raises(ValueError, match="num_frames must be >= 1, got 0"):
+        PoseTracker(0)
+    with pytest.raises(ValueError, match="patience must be >= 0, got -1"):
+        PoseTracker(3, patience=-1)
+
+
+@pytest.mark.parametrize("make", [lambda a: a, lambda a: torch.tensor(a, requires_grad=True)])
+def test_update_instances_takes_numpy_and_tensors_that_require_grad(make):
+    # Instances fields may be numpy arrays, and a tensor from a training-mode forward still carries grad.
+    inst = Instances((10, 10))
+    inst.pred_frame_keypoints = make(np.broadcast_to(BASE, (2, 3, 2, 2)) + np.array([[[[0.0]]], [[[50.0]]]]))
+    tracker = PoseTracker(3, SIGMAS)
+    ids = tracker.update_instances(inst).pred_track_ids
+    assert ids.dtype == torch.int64 and ids.tolist() == [0, 1]
+
+
+def test_pose_oks_floors_the_scale_of_collapsed_poses_at_one_pixel():
+    # Every joint at one point: keypoint-extent area 0, scale floored at 1 px^2. With sigmas 0.5 (variance 1)
+    # and a 1 px shift: OKS = exp(-1 / (2 x 1 x 1)) = exp(-1/2); the same pose gives exactly 1 (not 0/0).
+    dot = np.zeros((1, 2, 2))
+    assert pose_oks(dot, dot, SIGMAS)[0, 0] == 1.0
+    assert pose_oks(dot, dot + [1.0, 0.0], SIGMAS)[0, 0] == pytest.approx(np.exp(-0.5), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ ignore regions
+def test_points_inside_a_triangle_and_a_single_point():
+    # A triangle is the smallest polygon: (1, 1) is strictly inside (0, 0), (4, 0), (0, 4); (3, 3) is outside
+    # (x + y = 6 > 4). One point alone is answered too.
+    tri = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    assert points_strictly_inside(np.array([[1.0, 1.0], [3.0, 3.0]]), tri).tolist() == [True, False]
+    assert points_strictly_inside(np.array([[1.0, 1.0]]), tri).tolist() == [True]
+    square = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
+    assert points_strictly_inside(np.array([[5.0, 5.0]]), square).tolist() == [True]
+
+
+def test_points_inside_a_slanted_polygon_by_hand():
+    # The diamond |x - 12| + |y - 7| < 2 (vertices (10, 7), (12, 5), (14, 7), (12, 9): every edge slanted, no
+    # vertex at y = 0). Inside iff |dx| + |dy| < 2; on an edge (= 2) is outside, like a vertex.
+    #   (12, 7) 0 in; (11, 7.5) 1.5 in; (10.6, 7.2) 1.6 in; (13.9, 7.05) 1.95 in;
+    #   (13.5, 8) 2.5 out; (13.9, 7.2) 2.1 out; (9, 7), (15, 7) on the vertices' row, outside;
+    #   (13, 6), (11, 8) on edges; (12, 9) a vertex.
+    diamond = np.array([[10.0, 7.0], [12.0, 5.0], [14.0, 7.0], [12.0, 9.0]])
+    pts = np.array([[12.0, 7.0], [11.0, 7.5], [10.6, 7.2], [13.9, 7.05], [13.5, 8.0], [13.9, 7.2], [9.0, 7.0],
+                    [15.0, 7.0], [13.0, 6.0], [11.0, 8.0], [12.0, 9.0]])
+    expected = [True, True, True, True] + [False] * 7
+    assert points_strictly_inside(pts, diamond).tolist() == expected
+    # Horizontal edges divide by zero in the crossing formula (expected, so silent): a point on an edge's line
+    # outside the square (12, 0), one on the top edge (5, 10), one on the left edge (0, 3).
+    square = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = points_strictly_inside(np.array([[5.0, 5.0], [12.0, 0.0], [5.0, 10.0], [0.0, 3.0]]), square)
+    assert got.tolist() == [True, False, False, False]
+
+
+def test_a_degenerate_polygon_contains_nothing_as_a_bool_per_point():
+    # Fewer than 3 vertices: nothing inside; the answer is still one bool per point (it is OR-ed into masks).
+    out = points_strictly_inside(np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), np.array([[0.0, 0.0], [4.0, 4.0]]))
+    assert out.dtype == bool and out.tolist() == [False, False, False]
+
+
+# ------------------------------------------------------------------------------------------------ clip sampler
+def test_strided_clips_are_read_and_built_with_their_stride():
+    # F = 3, stride 2, 8 frames: key 1 -> frames 0 (1-2 clamped), 1, 3; key 4 -> 2, 4, 6.
+    assert frames_for_clips([1, 4], 3, 8, stride=2) == [0, 1, 2, 3, 4, 6]
+    clips = list(clips_from_frames(((i, f"f{i}") for i in range(8)), [1, 4], 3, 8, stride=2))
+    assert clips == [(1, ["f0", "f1", "f3"]), (4, ["f2", "f4", "f6"])]
+
+
+def test_frames_that_end_early_name_the_missing_position_and_key():
+    # Key 4 of a 10-frame video with F = 3 needs frames 3, 4, 5; the source stops after frame 4.
+    with pytest.raises(ValueError, match="frames ended before position 5 needed by key frame 4"):
+        list(clips_from_frames(((i, i) for i in range(5)), [4], 3, 10))
+
+
+def test_clip_file_names_replicate_borders_and_follow_the_stride():
+    names = ["a", "b", "c", "d"]
+    assert clip_file_names(names, 0, 3) == ["a", "a", "b"]  # t-1 clamped to frame 0
+    assert clip_file_names(names, 3, 3) == ["c", "d", "d"]
+    assert clip_file_names(names, 1, 3, stride=2) == ["a", "b", "d"]  # 1-2 -> 0, 1, 1+2 = 3
+
+
+# ------------------------------------------------------------------------------------------------ atomic outputs
+def test_atomic_path_keeps_the_extension_and_publishes_only_on_success(tmp_path):
+    final = tmp_path / "clip.mp4"
+    with atomic_path(str(final)) as tmp:
+        assert tmp.endswith(".mp4") and ".partial-" in tmp  # writers pick the container by the extension
+        assert tmp != str(final)
+        open(tmp, "w").write("new")
+    assert final.read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(final)) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("crash")
+    assert final.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_atomic_write_json_honours_indent(tmp_path):
+    obj = {"a": [1, 2]}
+    atomic_write_json(str(tmp_path / "x.json"), obj, indent=2)
+    assert (tmp_path / "x.json").read_text() == json.dumps(obj, indent=2)
+    atomic_write_json(str(tmp_path / "y.json"), obj)
+    assert (tmp_path / "y.json").read_text() == json.dumps(obj)
