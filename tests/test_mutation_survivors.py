@@ -11,6 +11,7 @@ from detectron2.structures import Instances
 
 from pavenet.data.clip_sampler import clip_file_names, clips_from_frames, frames_for_clips
 from pavenet.evaluation.matching import points_strictly_inside
+from pavenet.evaluation.mota import clear_mot_metrics
 from pavenet.inference.tracker import PoseTracker, pose_oks
 from pavenet.utils.atomic import atomic_path, atomic_write_json
 
@@ -98,6 +99,22 @@ def test_a_degenerate_polygon_contains_nothing_as_a_bool_per_point():
     # Fewer than 3 vertices: nothing inside; the answer is still one bool per point (it is OR-ed into masks).
     out = points_strictly_inside(np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), np.array([[0.0, 0.0], [4.0, 4.0]]))
     assert out.dtype == bool and out.tolist() == [False, False, False]
+
+
+# ------------------------------------------------------------------------------------------------ MOT formulas
+def test_clear_mot_metrics_by_hand():
+    # Three joints' summed counters:
+    #  joint 0: 5 objects, 3 matches, 1 switch, 1 miss, 2 FPs, distance 0.8 -> paired 4;
+    #    MOTA 100 (1 - (1 + 1 + 2) / 5) = 20, MOTP 100 (1 - 0.8 / 4) = 80, precision 100 x 4 / 6, recall 80.
+    #  joint 1: 1 object matched once at distance 0.25 -> MOTA 100, MOTP 75, precision and recall 100.
+    #  joint 2: no object, 2 FPs, nothing paired -> MOTA, MOTP, recall NaN; precision 0 / 2 = 0.
+    counts = {"objects": np.array([5, 1, 0]), "matches": np.array([3, 1, 0]), "switches": np.array([1, 0, 0]),
+              "misses": np.array([1, 0, 0]), "false_positives": np.array([2, 0, 2])}
+    out = clear_mot_metrics(counts, np.array([0.8, 0.25, 0.0]))
+    np.testing.assert_allclose(out["mota"], [20.0, 100.0, np.nan])
+    np.testing.assert_allclose(out["motp"], [80.0, 75.0, np.nan])
+    np.testing.assert_allclose(out["mot_precision"], [100 * 4 / 6, 100.0, 0.0])
+    np.testing.assert_allclose(out["mot_recall"], [80.0, 100.0, np.nan])
 
 
 # ------------------------------------------------------------------------------------------------ clip sampler
