@@ -10,7 +10,7 @@ import torch
 from detectron2.structures import Instances
 
 from pavenet.data.clip_sampler import clip_file_names, clips_from_frames, frames_for_clips
-from pavenet.evaluation.matching import points_strictly_inside
+from pavenet.evaluation.matching import assign_people, points_strictly_inside
 from pavenet.evaluation.mota import clear_mot_metrics
 from pavenet.inference.tracker import PoseTracker, pose_oks
 from pavenet.utils.atomic import atomic_path, atomic_write_json
@@ -99,6 +99,18 @@ def test_a_degenerate_polygon_contains_nothing_as_a_bool_per_point():
     # Fewer than 3 vertices: nothing inside; the answer is still one bool per point (it is OR-ed into masks).
     out = points_strictly_inside(np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), np.array([[0.0, 0.0], [4.0, 4.0]]))
     assert out.dtype == bool and out.tolist() == [False, False, False]
+
+
+def test_person_assignment_normalises_by_each_gts_annotated_joints():
+    # GT 0 has 1 annotated joint, GT 1 has 15. The prediction hits GT 0's joint (PCKh 1/1 = 1) and 10 of GT 1's
+    # joints (10/15 = 0.67): it prefers GT 0. (Dividing GT 0 by max(1, 2) = 2 would make it prefer GT 1.)
+    gt_present = np.zeros((2, 15), dtype=bool)
+    gt_present[0, 0] = True
+    gt_present[1] = True
+    match = np.zeros((1, 2, 15), dtype=bool)
+    match[0, 0, 0] = True
+    match[0, 1, :10] = True
+    assert assign_people(match, gt_present).tolist() == [0]
 
 
 # ------------------------------------------------------------------------------------------------ MOT formulas
