@@ -10,8 +10,9 @@ import torch
 from detectron2.structures import Instances
 
 from pavenet.data.clip_sampler import clip_file_names, clips_from_frames, frames_for_clips
-from pavenet.evaluation.matching import assign_people, points_strictly_inside
+from pavenet.evaluation.matching import assign_people, pckh_distances, points_strictly_inside
 from pavenet.evaluation.mota import clear_mot_metrics
+from pavenet.evaluation.poses import Poses
 from pavenet.inference.tracker import PoseTracker, pose_oks
 from pavenet.utils.atomic import atomic_path, atomic_write_json
 
@@ -111,6 +112,25 @@ def test_person_assignment_normalises_by_each_gts_annotated_joints():
     match[0, 0, 0] = True
     match[0, 1, :10] = True
     assert assign_people(match, gt_present).tolist() == [0]
+
+
+def test_pckh_distance_is_inf_where_a_joint_is_missing_and_quiet_for_a_zero_head_box():
+    # Joint 3 is not annotated in the GT and joint 4 not predicted: inf even though the coordinates agree.
+    # A zero-size head box (as written for some GT people): distance 6 / 0 = inf, and 0 / 0 = NaN for a
+    # prediction exactly on the joint; neither matches, and neither warns.
+    gt, pred = Poses.allocate(1), Poses.allocate(1)
+    gt.xy[0] = pred.xy[0] = np.arange(30.0).reshape(15, 2)
+    gt.present[0], pred.present[0] = True, True
+    gt.present[0, 3] = pred.present[0, 4] = False
+    gt.head[0] = (0.0, 0.0, 30.0, 40.0)
+    d = pckh_distances(gt, pred)[0, 0]
+    assert np.isinf(d[3]) and np.isinf(d[4]) and (np.delete(d, [3, 4]) == 0).all()
+    gt.head[0] = (5.0, 5.0, 5.0, 5.0)
+    pred.xy[0, 0] += (6.0, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = pckh_distances(gt, pred)[0, 0]
+    assert np.isinf(d[0]) and np.isnan(d[1])
 
 
 # ------------------------------------------------------------------------------------------------ MOT formulas
