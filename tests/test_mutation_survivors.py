@@ -11,7 +11,7 @@ from detectron2.structures import Instances
 
 from pavenet.data.clip_sampler import clip_file_names, clips_from_frames, frames_for_clips
 from pavenet.evaluation.matching import assign_people, pckh_distances, points_strictly_inside
-from pavenet.evaluation.mota import clear_mot_metrics
+from pavenet.evaluation.mota import MOTAccumulator, clear_mot_metrics
 from pavenet.evaluation.poses import Poses
 from pavenet.inference.tracker import PoseTracker, pose_oks
 from pavenet.utils.atomic import atomic_path, atomic_write_json
@@ -147,6 +147,28 @@ def test_clear_mot_metrics_by_hand():
     np.testing.assert_allclose(out["motp"], [80.0, 75.0, np.nan])
     np.testing.assert_allclose(out["mot_precision"], [100 * 4 / 6, 100.0, 0.0])
     np.testing.assert_allclose(out["mot_recall"], [80.0, 100.0, np.nan])
+
+
+def test_mot_accumulator_with_duplicate_hypothesis_ids():
+    # py-motmetrics keeps a pairing with the FIRST still-free hypothesis carrying the previous id.
+    # t0: object 1 - hypothesis 10 (0.1): match. t1: hypotheses 20, 10, 10 at 0.3, 0.4, 0.1: the pairing is kept
+    # with the first 10 (0.4, not the cheaper second one): match, 2 FPs. t2: hypotheses 30, 30 (0.2, 0.3): the
+    # old id is gone, the min-cost pairing takes the first 30 (0.2): a switch, 1 FP.
+    # Totals: 2 matches, 1 switch, 0 misses, 3 FPs, 3 objects, distance 0.1 + 0.4 + 0.2 = 0.7.
+    acc = MOTAccumulator()
+    acc.update(np.array([1]), np.array([10]), np.array([[0.1]]))
+    acc.update(np.array([1]), np.array([20, 10, 10]), np.array([[0.3, 0.4, 0.1]]))
+    acc.update(np.array([1]), np.array([30, 30]), np.array([[0.2, 0.3]]))
+    assert (acc.matches, acc.switches, acc.misses, acc.false_positives, acc.objects) == (2, 1, 0, 3, 3)
+    assert acc.total_distance == pytest.approx(0.7)
+
+
+def test_mot_accumulator_prefers_more_pairs_at_any_distance():
+    # Object 2 may only pair with hypothesis 10, so the maximum cardinality is 1-20 and 2-10 (6 in all), although
+    # 1-10 alone is as cheap: a forbidden pair must cost more than any allowed assignment, whatever the scale.
+    acc = MOTAccumulator()
+    acc.update(np.array([1, 2]), np.array([10, 20]), np.array([[3.0, 3.0], [3.0, np.nan]]))
+    assert (acc.matches, acc.misses, acc.false_positives, acc.total_distance) == (2, 0, 0, 6.0)
 
 
 # ------------------------------------------------------------------------------------------------ clip sampler
