@@ -14,6 +14,7 @@ from pavenet.evaluation.matching import assign_people, pckh_distances, points_st
 from pavenet.evaluation.mota import MOTAccumulator, clear_mot_metrics
 from pavenet.evaluation.poses import Poses
 from pavenet.inference.tracker import PoseTracker, pose_oks
+from pavenet.modeling.matcher import PoseHungarianMatcher, check_targets
 from pavenet.utils.atomic import atomic_path, atomic_write_json
 
 SIGMAS = (0.5, 0.5)
@@ -213,3 +214,26 @@ def test_atomic_write_json_honours_indent(tmp_path):
     assert (tmp_path / "x.json").read_text() == json.dumps(obj, indent=2)
     atomic_write_json(str(tmp_path / "y.json"), obj)
     assert (tmp_path / "y.json").read_text() == json.dumps(obj)
+
+
+# ------------------------------------------------------------------------------------------------ matcher
+def test_matcher_defaults_are_the_official_costs():
+    m = PoseHungarianMatcher()
+    assert (m.cost_class, m.cost_kpt_l1, m.cost_oks, m.focal_alpha, m.focal_gamma) == (2.0, 70.0, 7.0, 0.25, 2.0)
+
+
+def _target(n=2, k=15):
+    return {"keypoints": torch.zeros(n, k, 2), "visible": torch.ones(n, k), "areas": torch.ones(n),
+            "image_size": (8, 8)}
+
+
+def test_malformed_targets_are_refused_naming_the_clip_and_the_shapes():
+    with pytest.raises(KeyError, match=r"targets\[1\] lacks \['areas'\]"):
+        check_targets([_target(), {k: v for k, v in _target().items() if k != "areas"}], 15)
+    bad = dict(_target(), areas=torch.ones(3))  # only the areas are wrong
+    shapes = r"targets\[0\]: keypoints \(2, 15, 2\), visible \(2, 15\), areas \(3,\) must be"
+    with pytest.raises(ValueError, match=shapes):
+        check_targets([bad], 15)
+    bad = dict(_target(), visible=torch.ones(2, 14))  # only the visibility is wrong
+    with pytest.raises(ValueError, match="visible"):
+        check_targets([bad], 15)
