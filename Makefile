@@ -24,3 +24,10 @@ format: setup
 
 clean:
 	rm -rf build output
+
+# Mutation testing of the claim-carrying modules listed in setup.cfg [pavenet.mutate] (slow, not in CI;
+# docs/TESTING.md). `make mutate MODULES="ap tracker"` runs a subset.
+.PHONY: mutate
+mutate: setup
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) scripts/mutate.py $(MODULES)
