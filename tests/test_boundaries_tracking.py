@@ -16,7 +16,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from pavenet.config import load_pavenet_config
-from pavenet.demo.runner import VideoPoseDemo
+from pavenet.apps.demo.runner import VideoPoseDemo
 from pavenet.evaluation.video_inference import VideoInference
 from pavenet.evaluation.writer import posetrack18_person
 from pavenet.inference.predictor import ClipPredictor
