@@ -12,6 +12,7 @@ from detectron2.engine import default_argument_parser, launch
 from pavenet.checkpoint import CheckpointReadError
 from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.engine import main
+from pavenet.utils.d2compat import LaunchUnsupportedError, check_launch
 
 
 def invoke_main() -> None:
@@ -19,7 +20,8 @@ def invoke_main() -> None:
     print("Command Line Args:", args)
     try:  # fail before spawning workers, with one line that names the bad file or key
         load_pavenet_config(args.config_file, args.opts)
-    except ConfigError as e:
+        check_launch(args.num_gpus, args.num_machines)  # CPU workers: detectron2 main only
+    except (ConfigError, LaunchUnsupportedError) as e:
         raise SystemExit(f"error: {e}")
     try:  # missing / unsafe / truncated weights, a bad last_checkpoint: one line naming the file
         launch(

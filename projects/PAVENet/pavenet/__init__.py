@@ -2,7 +2,10 @@
 
 Importing the package registers the meta-architecture, the backbones and the built-in datasets.
 """
-from . import data, modeling  # noqa: F401  (registration on import)
+from .utils.d2compat import restore_pillow_linear
+
+restore_pillow_linear()  # before detectron2.data is imported: detectron2 v0.6 needs Image.LINEAR (utils/d2compat.py)
+from . import data, modeling  # noqa: E402,F401  (registration on import)
 from .config import ConfigError, add_pavenet_config, load_pavenet_config
 
 __all__ = ["ConfigError", "add_pavenet_config", "load_pavenet_config"]
