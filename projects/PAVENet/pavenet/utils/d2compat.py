@@ -9,7 +9,7 @@ read from the version. Everything else in the package uses only API that both ve
 | `Image.LINEAR` (removed in Pillow 10) | a default argument in `data/transforms/transform.py`: `import detectron2.data` fails | not used | `restore_pillow_linear`, run when `pavenet` is imported: the alias again (it named BILINEAR) |
 | `model_zoo` imports `pkg_resources` (removed in setuptools 81) | yes | yes | the package never imports `detectron2.model_zoo` (tested) |
 | `DetectionCheckpointer` calls `torch.load` without `weights_only` | yes | yes | `pavenet.checkpoint.PAVENetCheckpointer` loads with `weights_only=True` |
-| `DefaultTrainer` checkpoints | no trainer state | a `_trainer` entry | resuming a run across versions is not supported |
+| `DefaultTrainer` checkpoints | no optimizer / GradScaler state | a `_trainer` entry | `pavenet.engine.Trainer` writes and reads `_trainer` itself on both |
 
 `make setup` installs a v0.6 patched for Pillow and setuptools (scripts/patch_detectron2.py); the shims
 here are for a detectron2 the user built from source.
