@@ -20,7 +20,7 @@ SRC="$(realpath -m "$1")"
 BASE="${PAVENET_VENV:-$ROOT/.venv}"
 VENV="${PAVENET_D2MAIN_VENV:-$ROOT/.venv-d2main}"
 BUILD="$ROOT/build/d2main"
-[ -x "$BASE/bin/python" ] || die "$BASE is missing: run 'make setup' first (this venv reuses its torch and requirements)"
+[ -x "$BASE/bin/python" ] || die "$BASE is missing: run 'make setup' first (this venv reuses its torch and more)"
 BASE_SITE="$("$BASE/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 if [ -f "$SRC" ]; then
@@ -30,7 +30,8 @@ elif [ -d "$SRC" ]; then  # a folder: its file list and contents
 else
   die "D2_SRC=$1 is neither a file nor a folder"
 fi
-STAMP="$VENV/.pavenet-d2main-$SRC_ID-$(cat scripts/setup_d2main.sh scripts/patch_detectron2.py setup.py | sha256sum | cut -c1-16)"
+INPUTS_ID="$(cat scripts/setup_d2main.sh scripts/patch_detectron2.py setup.py | sha256sum | cut -c1-16)"
+STAMP="$VENV/.pavenet-d2main-$SRC_ID-$INPUTS_ID"
 if [ -f "$STAMP" ] && "$VENV/bin/python" -c 'import detectron2, pavenet, torch' >/dev/null 2>&1; then
   say "up to date ($VENV)"
   exit 0

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from pavenet.utils.d2compat import LaunchUnsupportedError, check_launch, launch_starts_cpu_workers, restore_pillow_linear
+from pavenet.utils.d2compat import (LaunchUnsupportedError, check_launch, launch_starts_cpu_workers,
+                                    restore_pillow_linear)
 
 
 def _v06_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args):
