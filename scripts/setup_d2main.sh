@@ -6,6 +6,8 @@
 # deformable-attention kernel come from .venv while the new venv's detectron2 shadows v0.6. detectron2's
 # Python sources are installed without compiling its ops (scripts/patch_detectron2.py: PAVE-Net needs
 # none). The project is then installed exactly as docs/INSTALL.md "Using your own detectron2" says.
+# pip run in it sees .venv's packages too, so requirements already there are not installed again; it only
+# ever installs into (and removes from) .venv-d2main, never .venv ("outside environment").
 # Idempotent: a stamp of the source and of these scripts skips a finished setup.
 set -euo pipefail
 
