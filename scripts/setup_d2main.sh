@@ -65,7 +65,9 @@ TREE="$(realpath "$(dirname "$(find "$BUILD/src" -maxdepth 3 -path '*/detectron2
 
 # 3. This project, with docs/INSTALL.md's command for an environment that already has torch and detectron2.
 say "installing pavenet: pip install --no-build-isolation -e '.[swin,deploy,kernel]'"
-"$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-build-isolation -e '.[swin,deploy,kernel]' \
+# --no-warn-conflicts: pip would list the unmet requirements of .venv's v0.6, which this venv shadows.
+"$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-warn-conflicts \
+  --no-build-isolation -e '.[swin,deploy,kernel]' \
   || die "pip install -e . failed in $VENV"
 
 "$VENV/bin/python" - "$ROOT" "$SITE" <<'PYEOF' || die "the environment does not import"
