@@ -28,7 +28,7 @@ EXTRAS_REQUIRE = {
     "deploy": ["onnx>=1.16", "onnxruntime>=1.17"],  # GridSample at opset 16+, docs/DEPLOY.md
     # The compiled deformable attention; built from source against the installed torch (--no-build-isolation).
     "kernel": ["torch-ms-deform-attn==0.1.1"],
-    "dev": ["pytest", "motmetrics"],
+    "dev": ["pytest", "motmetrics", "hypothesis"],
 }
 
 setup(

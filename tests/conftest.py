@@ -1,4 +1,7 @@
-"""Shared pytest fixtures: repository paths, the real PoseTrack18 sample, deterministic seeds."""
+"""Shared pytest fixtures: repository paths, the tiny test config, the real PoseTrack18 sample, deterministic seeds.
+
+Tests find repository files through REPO_ROOT (never relative to the working directory), so the suite
+runs from any folder."""
 import os
 import sys
 from pathlib import Path
@@ -9,10 +12,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Works without `pip install -e .` too.
 sys.path.insert(0, str(REPO_ROOT / "projects" / "PAVENet"))
 
+TINY_CONFIG = REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"
+
 SHARED = Path(os.environ.get("PAVENET_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SAMPLE_DIR = Path(os.environ.get("PAVENET_POSETRACK18_SAMPLE", SHARED / "data" / "posetrack18_sample"))
 GOLDEN_DIR = Path(os.environ.get("PAVENET_GOLDEN_DIR", SHARED / "golden"))
 OFFICIAL_KEYS = SHARED / "docs" / "official_r50_f3_state_dict_keys.txt"
+# The recipe every shipped config inherits (add_pavenet_config alone keeps detectron2's defaults).
+BASE_CONFIG = REPO_ROOT / "configs" / "Base-PAVENet.yaml"
+
+
+def load_tiny_cfg(*opts):
+    """The one tiny test model's config: configs/synthetic/pavenet_tiny.yaml on the CPU, then KEY VALUE
+    `opts` (not frozen). Helpers that need extra keys pass them here instead of building their own."""
+    from pavenet.config import load_pavenet_config
+
+    return load_pavenet_config(str(TINY_CONFIG), ["MODEL.DEVICE", "cpu", *opts])
+
+
+@pytest.fixture
+def tiny_cfg():
+    """`load_tiny_cfg`, for tests that take it as a fixture: `cfg = tiny_cfg("MODEL.WEIGHTS", "")`."""
+    return load_tiny_cfg
 
 
 @pytest.fixture

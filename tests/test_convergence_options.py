@@ -12,7 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import pavenet.modeling  # noqa: F401
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_CONFIG, load_tiny_cfg
 from pavenet.config import add_pavenet_config, load_pavenet_config
 from pavenet.data.keypoint_meta import POSETRACK_OKS_SIGMAS
 from pavenet.modeling.criterion import PAVENetCriterion
@@ -135,11 +135,7 @@ def test_one_to_many_losses_are_named_weighted_and_use_their_own_matching():
 
 # ---------------------------------------------------------------- the training-only query group
 def _tiny_cfg(**over):
-    cfg = add_pavenet_config(get_cfg())
-    cfg.merge_from_file(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list([x for item in over.items() for x in item])
-    return cfg
+    return load_tiny_cfg(*[x for item in over.items() for x in item])
 
 
 def _clip(h, w, n=2, seed=0):
@@ -402,7 +398,7 @@ def test_opt_in_recipes_are_the_official_ones_plus_the_switches():
 
 
 def test_nmsfree_recipes_are_the_official_ones_with_the_demos_class_cost_and_focal_gamma():
-    demo = load_pavenet_config(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")).MODEL.PAVENET
+    demo = load_pavenet_config(str(TINY_CONFIG)).MODEL.PAVENET
     variants = sorted((REPO_ROOT / "configs").glob("posetrack1[78]/*_nmsfree.yaml"))
     assert {v.parent.name for v in variants} == {"posetrack17", "posetrack18"}
     for v in variants:
@@ -425,7 +421,7 @@ def _short_demo_training(out, seed):
     from pavenet.apps.quickstart import QuickstartTrainer, quickstart_cfg, seed_run
 
     ensure_synthetic_dataset()
-    cfg = quickstart_cfg(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"), str(out), eval_period=0,
+    cfg = quickstart_cfg(str(TINY_CONFIG), str(out), eval_period=0,
                    opts=["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 1, "SEED", seed])
     seed_run(cfg)
     losses = []
@@ -450,7 +446,7 @@ def test_two_short_demo_trainings_with_one_seed_are_identical(tmp_path, monkeypa
     # evaluations of the synthetic val set (NMS-free and OKS-NMS) took ~95% of this test's time and do
     # not touch the seeded training it checks.
     monkeypatch.setattr(QuickstartTrainer, "_eval_and_record", lambda self: {})
-    assert load_pavenet_config(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")).SEED == 42
+    assert load_pavenet_config(str(TINY_CONFIG)).SEED == 42
     torch.manual_seed(123)  # whatever the process did before (different here), the run's seed decides
     l1, w1 = _short_demo_training(tmp_path / "a", 42)
     torch.manual_seed(456)

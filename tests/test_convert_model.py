@@ -3,7 +3,6 @@
 The full R50 F=3 model is built once (module fixture); F=5 and PETR -> PAVE-Net are checked
 against the head alone, since only the head depends on F and on PETR.
 """
-import glob
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -24,9 +23,7 @@ def _r50_cfg():
     from pavenet.config import add_pavenet_config
 
     cfg = add_pavenet_config(get_cfg())
-    files = sorted(glob.glob(str(REPO / "configs" / "posetrack17" / "pavenet_R50_3f*.yaml")))
-    if files:
-        cfg.merge_from_file(files[0])
+    cfg.merge_from_file(str(REPO / "configs" / "posetrack17" / "pavenet_r50_3f_pt17.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     return cfg
@@ -92,7 +89,7 @@ def test_cli_output_loads_with_the_checkpointer(tmp_path, official_keys, r50_mod
     dst = tmp_path / "pavenet_r50_d2.pth"
     assert cli_main(["--src", str(tmp_path / "official.pth"), "--dst", str(dst)]) == 0
     assert built["cfg"].MODEL.PAVENET.NUM_FRAMES == 3 and built["cfg"].MODEL.PAVENET.NUM_KEYPOINTS == 15
-    assert built["cfg"].MODEL.BACKBONE.NAME == "build_resnet_backbone"
+    assert built["cfg"].MODEL.BACKBONE.NAME == "build_pavenet_resnet_backbone"
 
     # no missing / unexpected keys, no shape mismatches: the file holds exactly the model's tensors
     saved = torch.load(dst, map_location="cpu", weights_only=True)["model"]

@@ -279,7 +279,7 @@ def test_petr_needs_fresh_init_and_rejects_unknown_missing(official_keys, conver
         convert_official_state_dict(src, arch="petr", coco_to_posetrack=True)
     fresh = _fresh_model_sd(converted[0])
     del src["bbox_head.cls_branches.1.bias"]  # a key-frame tensor PETR must provide
-    with pytest.raises(ConversionError, match=r"not filled.*cls_branches\.1\.bias"):
+    with pytest.raises(ConversionError, match=r"not in the checkpoint.*cls_branches\.1\.bias"):
         convert_official_state_dict(src, arch="petr", coco_to_posetrack=True,
                                     target_state_dict=fresh, init_state_dict=fresh)
 
@@ -323,14 +323,14 @@ def test_target_check_reports_missing_unexpected_and_shapes(official_sd, convert
     out = converted[0]
     target = OrderedDict(out)
     target["head.extra.weight"] = torch.zeros(3)
-    with pytest.raises(ConversionError, match=r"1 model tensors not filled.*head\.extra\.weight"):
+    with pytest.raises(ConversionError, match=r"1 model tensors are not in the checkpoint.*head\.extra\.weight"):
         convert_official_state_dict(official_sd, target_state_dict=target)
     target = OrderedDict((k, v) for k, v in out.items() if k != "head.fc_hm.bias")
-    with pytest.raises(ConversionError, match=r"1 converted tensors the model lacks.*fc_hm\.bias"):
+    with pytest.raises(ConversionError, match=r"1 checkpoint tensors are not in the model.*fc_hm\.bias"):
         convert_official_state_dict(official_sd, target_state_dict=target)
     target = OrderedDict(out)
     target["head.cls_branches.0.weight"] = torch.zeros(2, 256)
-    with pytest.raises(ConversionError, match=r"1 shape mismatches.*cls_branches\.0\.weight"):
+    with pytest.raises(ConversionError, match=r"1 tensors differ in shape.*cls_branches\.0\.weight"):
         convert_official_state_dict(official_sd, target_state_dict=target)
     target = OrderedDict((k, v) for k, v in out.items() if "pre_" not in k and "next_" not in k)
     with pytest.raises(ConversionError, match="NUM_FRAMES"):

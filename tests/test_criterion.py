@@ -8,6 +8,7 @@ from torchvision.ops import sigmoid_focal_loss
 from pavenet.modeling.criterion import PAVENetCriterion, build_criterion, targets_from_instances
 from pavenet.modeling.matcher import PoseHungarianMatcher
 from pavenet.modeling.rle import RealNVP, rle_loss
+from conftest import BASE_CONFIG
 
 K = 15
 
@@ -338,6 +339,7 @@ def test_build_from_config_and_targets_from_instances():
     from pavenet.config import add_pavenet_config
 
     cfg = add_pavenet_config(get_cfg())
+    cfg.merge_from_file(str(BASE_CONFIG))
     cfg.MODEL.PAVENET.CLASS_WEIGHT = 2.0
     crit = build_criterion(cfg)
     assert crit.class_weight == 2.0 and crit.matcher.cost_kpt_l1 == 70.0 and len(crit.matcher.oks_sigmas) == 15

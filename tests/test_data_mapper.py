@@ -14,6 +14,7 @@ from pavenet.config import add_pavenet_config
 from pavenet.data.dataset_mapper import PoseTrackClipDatasetMapper
 from pavenet.data.datasets.posetrack import load_posetrack_video_dicts, register_posetrack
 from pavenet.data.keypoint_meta import POSETRACK_KEYPOINT_NAMES, flip_indices
+from conftest import BASE_CONFIG
 
 # one distinct colour per joint (RGB)
 COLORS = np.array([[(37 * k * 7) % 256, (91 * k + 40) % 256, (53 * k * 3 + 90) % 256] for k in range(15)])
@@ -57,8 +58,8 @@ def video(tmp_path_factory):
 
 
 def _cfg(**kv):
-    cfg = get_cfg()
-    add_pavenet_config(cfg)
+    cfg = add_pavenet_config(get_cfg())
+    cfg.merge_from_file(str(BASE_CONFIG))
     cfg.INPUT.MIN_SIZE_TRAIN = (100, 140)
     cfg.INPUT.MAX_SIZE_TRAIN = 200
     cfg.INPUT.MIN_SIZE_TEST = 90

@@ -8,6 +8,7 @@ import pytest
 from pavenet.data.clip_sampler import clip_file_names
 from pavenet.data.datasets.posetrack import load_posetrack_video_dicts, register_posetrack
 from pavenet.data.keypoint_meta import POSETRACK18_SLOTS_FOR_15
+from conftest import BASE_CONFIG
 
 
 def _by_video(dicts):
@@ -156,8 +157,8 @@ def test_missing_image_when_mapped(tmp_path):
     kp[:3] = [5, 5, 1]
     ann_dir = _sequence(tmp_path, [img], [{"image_id": 7, "keypoints": kp, "track_id": 0}])
     d = load_posetrack_video_dicts(ann_dir, str(tmp_path))[0]
-    cfg = get_cfg()
-    add_pavenet_config(cfg)
+    cfg = add_pavenet_config(get_cfg())
+    cfg.merge_from_file(str(BASE_CONFIG))
     mapper = PoseTrackClipDatasetMapper(cfg, is_train=False, dataset_name=None)
     with pytest.raises(FileNotFoundError, match=r"000000.jpg.*video_file_names\[0\].*000001_x_test"):
         mapper(d)

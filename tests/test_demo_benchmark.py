@@ -5,19 +5,14 @@ import json
 import pytest
 
 from test_demo_cli import _load_tool
-from test_demo_predictor import FALLBACK_TINY, TINY_YAML
+from conftest import TINY_CONFIG
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_benchmark_json(tmp_path):
     bench = _load_tool("benchmark")
-    if TINY_YAML.is_file():
-        cfg_file, extra = str(TINY_YAML), []
-    else:
-        cfg_file = str(tmp_path / "tiny.yaml")
-        (tmp_path / "tiny.yaml").write_text("MODEL:\n  WEIGHTS: ''\n")
-        extra = [str(v) for v in FALLBACK_TINY]
+    cfg_file, extra = str(TINY_CONFIG), []
     out = tmp_path / "bench.json"
     res = bench.main(["--config-file", cfg_file, "--height", "64", "--width", "96", "--frames", "3",
                       "--repeats", "1", "--threads", "1", "--train-clips", "1", "--json", str(out),

@@ -10,9 +10,9 @@ import pytest
 
 from pavenet.apps.demo.outputs import video_frame_count
 
-from test_demo_predictor import FALLBACK_TINY, TINY_YAML
+from conftest import REPO_ROOT, TINY_CONFIG
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 SAMPLE_VIDEO = Path("videos") / "000001_mpiinew_test" / "000001_mpiinew_test.mp4"
 
 
@@ -34,13 +34,7 @@ def demo_tool():
 @pytest.fixture
 def cfg_args(tmp_path):
     """--config-file plus --opts for a tiny random-weight model at a small test size."""
-    if TINY_YAML.is_file():
-        cfg_file = str(TINY_YAML)
-        extra = []
-    else:  # until the tiny YAML exists: an empty YAML + the same tiny overrides as the predictor test
-        cfg_file = str(tmp_path / "tiny.yaml")
-        Path(cfg_file).write_text("MODEL:\n  WEIGHTS: ''\n")
-        extra = [str(v) for v in FALLBACK_TINY]
+    cfg_file, extra = str(TINY_CONFIG), []
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128"]
     return ["--config-file", cfg_file, "--no-progress", "--confidence-threshold", "0"], opts + extra
 

@@ -1,27 +1,17 @@
 """ClipPredictor: cached streaming == uncached window == model eval forward, each frame encoded once."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 
-from pavenet.config import add_pavenet_config
+from conftest import TINY_CONFIG, load_tiny_cfg
 from pavenet.inference.predictor import ClipPredictor
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_YAML = REPO / "configs" / "synthetic" / "pavenet_tiny.yaml"
+TINY_YAML = TINY_CONFIG
 # Small enough for a CPU test whatever the tiny YAML says; applied after it.
 FAST_OPTS = [
     "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 128,
     "MODEL.PAVENET.TEST.SCORE_THRESH", 0.0,
-]
-# Used only while configs/synthetic/pavenet_tiny.yaml does not exist (it is written by another part).
-FALLBACK_TINY = [
-    "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.PAVENET.HIDDEN_DIM", 32,
-    "MODEL.PAVENET.NHEADS", 2, "MODEL.PAVENET.DIM_FEEDFORWARD", 64, "MODEL.PAVENET.ENC_LAYERS", 1,
-    "MODEL.PAVENET.POSE_DEC_LAYERS", 2, "MODEL.PAVENET.JOINT_DEC_LAYERS", 1, "MODEL.PAVENET.NUM_QUERIES", 20,
-    "MODEL.PAVENET.TEST.TOPK", 5,
 ]
 
 
@@ -29,14 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(*opts):
-    cfg = get_cfg()
-    add_pavenet_config(cfg)
-    if TINY_YAML.is_file():
-        cfg.merge_from_file(str(TINY_YAML))
-    else:
-        cfg.merge_from_list(FALLBACK_TINY)
-    cfg.merge_from_list(FAST_OPTS + list(opts))
-    return cfg
+    return load_tiny_cfg(*FAST_OPTS, *opts)
 
 
 def _video(n, h=72, w=100, seed=0):

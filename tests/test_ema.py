@@ -7,10 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO_ROOT
+from conftest import load_tiny_cfg
 from pavenet.engine.ema import ModelEMA
 
-TINY = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
 
 
 def test_average_follows_the_formula_and_the_model_gets_its_weights_back():
@@ -67,10 +66,8 @@ def train_name(tmp_path_factory):
 
 
 def _cfg(out, max_iter, train_name, decay, eval_period=0):
-    from pavenet.config import load_pavenet_config
-
-    return load_pavenet_config(TINY, [
-        "MODEL.DEVICE", "cpu", "DATASETS.TRAIN", f"('{train_name}',)", "DATASETS.TEST", "()",
+    return load_tiny_cfg(*[
+        "DATASETS.TRAIN", f"('{train_name}',)", "DATASETS.TEST", "()",
         "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", max_iter,
         "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", eval_period, "MODEL.PAVENET.EMA_DECAY", decay,
         "SEED", 3, "OUTPUT_DIR", str(out)])

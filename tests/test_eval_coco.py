@@ -12,6 +12,7 @@ from detectron2.structures import Boxes, Instances
 from pavenet.config import load_pavenet_config
 from pavenet.data.datasets.builtin import register_coco_pseudo_clips
 from pavenet.engine import Trainer
+from conftest import BASE_CONFIG
 
 
 def _coco_json(path):
@@ -54,7 +55,7 @@ def test_coco_ground_truth_as_predictions_scores_ap_100(tmp_path):
     try:
         dicts = DatasetCatalog.get(name)  # what the test loader does before the evaluator is built
         assert MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id == {1: 0}
-        cfg = load_pavenet_config(opts=["OUTPUT_DIR", str(tmp_path / "out")])
+        cfg = load_pavenet_config(str(BASE_CONFIG), ["OUTPUT_DIR", str(tmp_path / "out")])
         evaluator = Trainer.build_evaluator(cfg, name)
         evaluator.reset()
         for d in dicts:

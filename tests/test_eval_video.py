@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import Boxes, Instances
 
-from conftest import REPO_ROOT, run_gloo_workers
+from conftest import BASE_CONFIG, load_tiny_cfg, run_gloo_workers
 from pavenet.config import load_pavenet_config
 from pavenet.data.build import VideoInferenceLoader, get_test_clip_dicts
 from pavenet.data.clip_sampler import clip_frame_indices, clips_from_frames, frames_for_clips
@@ -22,15 +22,14 @@ from pavenet.evaluation.video_inference import VideoInference
 from test_demo_predictor import _count_encoded_frames
 from test_eval_evaluator import _people, _write_gt
 
-TINY = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(dataset, out_dir, *opts):
     # Small test frames keep the random tiny model fast; the comparison does not depend on the size.
-    return load_pavenet_config(TINY, [
-        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
+    return load_tiny_cfg(*[
+        "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
         "DATASETS.TEST", (dataset,), "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(out_dir), *opts])
 
 
@@ -190,7 +189,7 @@ def gt_split(tmp_path):
 
 def _track_and_evaluate(gt_split, tmp_path, offset_from):
     name, gt_dir, names = gt_split
-    cfg = load_pavenet_config(opts=["MODEL.DEVICE", "cpu", "DATASETS.TEST", (name,), "OUTPUT_DIR", str(tmp_path),
+    cfg = load_pavenet_config(str(BASE_CONFIG), ["MODEL.DEVICE", "cpu", "DATASETS.TEST", (name,), "OUTPUT_DIR", str(tmp_path),
                                     "TEST.POSETRACK.EVAL_TRACKING", True])
     model = _NamedVideos.from_config(cfg, torch.nn.Linear(1, 1), name)
     model.predictor = _GTPredictor(names, cfg.MODEL.PAVENET.NUM_FRAMES, offset_from)

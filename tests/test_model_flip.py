@@ -21,9 +21,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from conftest import REPO_ROOT
+from conftest import load_tiny_cfg
 
-TINY = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
 TOP = 2  # predictions per clip compared (the val clips show 1-4 people)
 
 
@@ -42,17 +41,12 @@ def _register(root):
 
 
 def train_tiny(out_dir, root, max_iter=200):
-    from detectron2.config import get_cfg
     from detectron2.utils.env import seed_all_rng
 
-    from pavenet import add_pavenet_config
     from pavenet.engine import Trainer
 
     names = _register(root)
-    cfg = add_pavenet_config(get_cfg())
-    cfg.merge_from_file(TINY)
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu",
+    cfg = load_tiny_cfg(*[
         "DATASETS.TRAIN", (names["train"],),
         "DATASETS.TEST", (),
         "DATALOADER.NUM_WORKERS", 0,

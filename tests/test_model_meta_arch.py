@@ -17,8 +17,7 @@ from conftest import REPO_ROOT
 
 def _cfg(tiny=True, **over):
     cfg = add_pavenet_config(get_cfg())
-    if tiny:
-        cfg.merge_from_file(str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"))
+    cfg.merge_from_file(str(REPO_ROOT / "configs" / ("synthetic/pavenet_tiny.yaml" if tiny else "Base-PAVENet.yaml")))
     cfg.MODEL.DEVICE = "cpu"
     cfg.merge_from_list([x for item in over.items() for x in item])
     return cfg

@@ -7,14 +7,13 @@ outputs to 1e-5, gradients of one module to rtol 1e-4 / atol 1e-5, every gradien
 """
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import pavenet.modeling  # noqa: F401
-from pavenet.config import add_pavenet_config
 from pavenet.modeling import msda_backend
 from pavenet.modeling.ms_deform_attn import (MSDeformAttn, MultiFrameDeformAttn, PoseAwareAttention,
                                              ms_deform_attn_core)
+from conftest import load_tiny_cfg
 from test_model_meta_arch import _clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,11 +24,7 @@ OUT_TOL = dict(rtol=1e-5, atol=1e-5)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-5)
 
 
-def _tiny_cfg(*opts):
-    cfg = add_pavenet_config(get_cfg())
-    cfg.merge_from_file("configs/synthetic/pavenet_tiny.yaml")
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    return cfg
+_tiny_cfg = load_tiny_cfg  # test_amp imports it under this name
 
 
 def test_resolve_and_named_errors(monkeypatch):

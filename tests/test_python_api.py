@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_CONFIG, load_tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = "configs/synthetic/pavenet_tiny.yaml"
 NUM_FRAMES = 6
 
 
@@ -41,10 +40,8 @@ def tiny_weights(tmp_path_factory):
     """A random-init tiny PAVE-Net saved as a checkpoint (what `make demo` writes)."""
     from detectron2.modeling import build_model
 
-    from pavenet.config import load_pavenet_config
-
     torch.manual_seed(0)
-    model = build_model(load_pavenet_config(str(REPO_ROOT / TINY), ["MODEL.DEVICE", "cpu"]))
+    model = build_model(load_tiny_cfg())
     # Shifted off any seeded initialisation, so that a test that sees these weights knows they were loaded.
     state = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}
     path = tmp_path_factory.mktemp("weights") / "model_final.pth"
@@ -89,7 +86,7 @@ def test_folder_and_iterator_inputs_give_the_same_persons(tmp_path, tiny_weights
     folder.mkdir()
     for i, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
-    estimator = VideoPoseEstimator.from_config(str(REPO_ROOT / TINY), weights=str(tiny_weights[0]))
+    estimator = VideoPoseEstimator.from_config(str(TINY_CONFIG), weights=str(tiny_weights[0]))
     from_folder = list(estimator(str(folder)))
     from_iterator = list(estimator(iter(frames)))
     assert [f.index for f in from_folder] == [f.index for f in from_iterator] == list(range(NUM_FRAMES))
@@ -98,14 +95,14 @@ def test_folder_and_iterator_inputs_give_the_same_persons(tmp_path, tiny_weights
         np.testing.assert_allclose(np.stack([p.keypoints for p in a.persons]),
                                    np.stack([p.keypoints for p in b.persons]))
         assert a.frame.shape == (96, 128, 3) and len(a.instances) == len(a.persons)
-    strict = VideoPoseEstimator.from_config(str(REPO_ROOT / TINY), weights=str(tiny_weights[0]), score_thresh=1.1)
+    strict = VideoPoseEstimator.from_config(str(TINY_CONFIG), weights=str(tiny_weights[0]), score_thresh=1.1)
     assert all(not f.persons for f in strict(iter(frames)))
 
 
 def test_bad_inputs_name_what_was_expected(tmp_path, tiny_weights):
     from pavenet.inference import VideoPoseEstimator
 
-    estimator = VideoPoseEstimator.from_config(str(REPO_ROOT / TINY), weights=str(tiny_weights[0]))
+    estimator = VideoPoseEstimator.from_config(str(TINY_CONFIG), weights=str(tiny_weights[0]))
     with pytest.raises(FileNotFoundError, match="missing.mp4"):
         next(estimator(str(tmp_path / "missing.mp4")))
     with pytest.raises(TypeError, match="single array is not a video"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO_ROOT
+from conftest import BASE_CONFIG, REPO_ROOT
 
 V06_KEYS_FILE = Path(__file__).parent / "data" / "detectron2_v0.6_config_keys.txt"
 
@@ -139,6 +139,7 @@ def _smoke_cfg(out_dir, max_iter):
     from pavenet import add_pavenet_config
 
     cfg = add_pavenet_config(get_cfg())
+    cfg.merge_from_file(str(BASE_CONFIG))
     cfg.MODEL.META_ARCHITECTURE = "_PAVENetSmokeArch"
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""

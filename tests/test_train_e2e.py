@@ -8,27 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, run_gloo_workers
+from conftest import TINY_CONFIG, load_tiny_cfg, run_gloo_workers
 
-TINY = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
+TINY = str(TINY_CONFIG)
 
 
 def _tiny_cfg(out_dir, max_iter, synthetic_root):
-    from detectron2.config import get_cfg
-
-    from pavenet import add_pavenet_config
     from pavenet.data.datasets.posetrack import register_posetrack
 
-    cfg = add_pavenet_config(get_cfg())
-    cfg.merge_from_file(TINY)
     name = "e2e_synth_train"
     if name not in __import__("detectron2.data", fromlist=["DatasetCatalog"]).DatasetCatalog.list():
         register_posetrack(
             name, os.path.join(synthetic_root, "annotations", "train"), synthetic_root
         )
-    cfg.merge_from_list(
-        [
-            "MODEL.DEVICE", "cpu",
+    cfg = load_tiny_cfg(
+        *[
             # Per-rank batch statistics and per-process augmentation draws would differ between the two
             # set-ups; the equivalence under test is the gradient/loss normalisation across ranks.
             "MODEL.RESNETS.NORM", "FrozenBN",

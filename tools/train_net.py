@@ -7,23 +7,28 @@
 
 `SOLVER.IMS_PER_BATCH` counts clips (of MODEL.PAVENET.NUM_FRAMES frames each) across all processes.
 """
+import pavenet  # noqa: F401  (first: filters two dependency warnings before detectron2 loads)
+# isort: split
 from detectron2.engine import default_argument_parser, launch
 
 from pavenet.checkpoint import CheckpointReadError
 from pavenet.config import ConfigError, load_pavenet_config
+from pavenet.data.posetrack_files import PoseTrackFormatError
 from pavenet.engine import main
-from pavenet.utils.d2compat import LaunchUnsupportedError, check_launch
+from pavenet.utils.cli_numbers import check_num_gpus
 
 
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    try:  # fail before spawning workers, with one line that names the bad file or key
+    try:  # fail before spawning workers, with one line that names the bad file, key or option
         load_pavenet_config(args.config_file, args.opts)
-        check_launch(args.num_gpus, args.num_machines)  # CPU workers: detectron2 main only
-    except (ConfigError, LaunchUnsupportedError) as e:
+        check_num_gpus(args.num_gpus, args.num_machines)
+    except (ConfigError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    try:  # missing / unsafe / truncated weights, a bad last_checkpoint: one line naming the file
+    # Missing / unsafe / truncated weights, a bad last_checkpoint, a malformed dataset or GT file: one line
+    # naming the file.
+    try:
         launch(
             main,
             args.num_gpus,
@@ -32,7 +37,7 @@ def invoke_main() -> None:
             dist_url=args.dist_url,
             args=(args,),
         )
-    except CheckpointReadError as e:
+    except (CheckpointReadError, PoseTrackFormatError) as e:
         raise SystemExit(f"error: {e}")
 
 

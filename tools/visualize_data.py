@@ -15,12 +15,13 @@ import os
 import pavenet  # noqa: F401  (registers datasets)
 from pavenet.config import ConfigError, load_pavenet_config
 from pavenet.data.datasets.posetrack import register_posetrack
+from pavenet.data.posetrack_files import PoseTrackFormatError
 from pavenet.data.preview import write_clip_previews
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", default="", metavar="FILE")
+    p.add_argument("--config-file", default="configs/Base-PAVENet.yaml", metavar="FILE")
     p.add_argument("--dataset", default="posetrack_synthetic_train", help="registered dataset name")
     p.add_argument("--num", type=int, default=4, help="number of clips to render")
     p.add_argument("--output", default="output/visualize_data", help="output folder for PNGs")
@@ -41,5 +42,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except ConfigError as e:  # a bad --config-file / override: one line naming it, no traceback
+    except (ConfigError, PoseTrackFormatError) as e:  # a bad config or dataset file: one line naming it
         raise SystemExit(f"error: {e}")

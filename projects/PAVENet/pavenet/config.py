@@ -1,19 +1,34 @@
-"""`add_pavenet_config`: every PAVE-Net config key with its default (R50, F=3, PoseTrack17 recipe).
+"""`add_pavenet_config`: PAVE-Net's config keys with their defaults (the official R50, F=3 model).
 
-Only keys that exist in detectron2 v0.6's `get_cfg()` or that are added here may appear in YAML.
-Defaults follow the official final config (docs/REFERENCE.md §10, §17).
+It adds keys and changes none of detectron2's: the training recipe over detectron2's defaults (the
+meta-architecture, pixel normalisation, ResNet, input sizes, solver) is `configs/Base-PAVENet.yaml`,
+which every shipped config inherits. Only keys of detectron2's `get_cfg()` (v0.6 and main) and the keys
+added here may appear in YAML. Defaults follow the official final config (docs/REFERENCE.md §10, §17).
 """
 import os
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["ConfigError", "add_pavenet_config", "load_pavenet_config"]
+__all__ = ["BASE_CONFIG", "ConfigError", "add_pavenet_config", "frozen_config", "get_config_file", "load_pavenet_config"]
+
+BASE_CONFIG = "Base-PAVENet.yaml"
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the file or key."""
+
+
+def get_config_file(name: str = BASE_CONFIG) -> str:
+    """Path of a shipped config, `name` relative to the source tree's configs/ folder (e.g.
+    "posetrack17/pavenet_r50_3f_pt17.yaml"); the package is installed from a source tree (`pip install -e .`),
+    whose configs/ sits beside projects/."""
+    path = Path(__file__).resolve().parents[3] / "configs" / name
+    if not path.is_file():
+        raise ConfigError(f"shipped config {name!r} not found at {path} (is pavenet installed from its source tree?)")
+    return str(path)
 
 
 def load_pavenet_config(config_file: str = "", opts: Sequence = ()) -> CN:
@@ -37,20 +52,26 @@ def load_pavenet_config(config_file: str = "", opts: Sequence = ()) -> CN:
     return cfg
 
 
-def add_pavenet_config(cfg: CN) -> CN:
-    """Add the PAVE-Net keys to a detectron2 config, in place, and return it."""
-    cfg.MODEL.META_ARCHITECTURE = "PAVENet"
-    # torchvision/mmdet-style R50 in RGB (the official weights expect this normalisation).
-    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
-    cfg.INPUT.FORMAT = "RGB"
-    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 2  # stem + res2 frozen (mmdet frozen_stages=1)
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.RESNETS.NORM = "FrozenBN"
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False  # pytorch-style bottleneck (stride in the 3x3)
+def frozen_config(config_file: str, opts: Sequence = (),
+                  adjust: Optional[Callable[[CN], None]] = None) -> Tuple[CN, Optional[str]]:
+    """The config a program runs with: `load_pavenet_config(config_file, opts)`, then `adjust(cfg)` (the
+    program's own settings), MODEL.DEVICE "cuda" -> "cpu" on a machine without CUDA, frozen.
 
+    Returns (cfg, the device fallback's warning or None), for the caller to log once its logger is set up.
+    """
+    from .utils.device import fall_back_to_cpu
+
+    cfg = load_pavenet_config(config_file, opts)
+    if adjust is not None:
+        adjust(cfg)
+    device_warning = fall_back_to_cpu(cfg)
+    cfg.freeze()
+    return cfg, device_warning
+
+
+def add_pavenet_config(cfg: CN) -> CN:
+    """Add the PAVE-Net keys to a detectron2 config, in place, and return it; detectron2's keys keep their
+    values (build a model from `configs/Base-PAVENet.yaml` or one of its children)."""
     cfg.MODEL.PAVENET = CN()
     P = cfg.MODEL.PAVENET
     P.NUM_FRAMES = 3  # F = 2T+1 frames per clip; 1 reduces to the single-frame (PETR-like) model
@@ -138,15 +159,6 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.TEST.COORD_REWEIGHT = True  # the official p^5/(p^5+1e-10) coordinate weighting (docs/REFERENCE.md §9)
 
     # Clip sampling and augmentation (docs/REFERENCE.md §10, §12). Augmentations are drawn once per clip.
-    cfg.INPUT.MIN_SIZE_TRAIN = (400, 1200)
-    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "range"
-    cfg.INPUT.MAX_SIZE_TRAIN = 1200
-    cfg.INPUT.MIN_SIZE_TEST = 800
-    cfg.INPUT.MAX_SIZE_TEST = 1333
-    cfg.INPUT.RANDOM_FLIP = "horizontal"
-    cfg.INPUT.CROP.ENABLED = True
-    cfg.INPUT.CROP.TYPE = "absolute_range"
-    cfg.INPUT.CROP.SIZE = [384, 600]
     cfg.INPUT.PAVENET = CN()
     I = cfg.INPUT.PAVENET
     I.CROP_PROB = 0.5  # AutoAugment: policy (b) resize->crop->resize with this probability
@@ -156,19 +168,12 @@ def add_pavenet_config(cfg: CN) -> CN:
     I.TEST_FRAMES = "labeled"  # "labeled" or "all": which frames of a test video get a clip
     I.PSEUDO_CLIP_MAX_ROTATION = 5  # COCO pseudo-clips (docs/REFERENCE.md §11): aux frames rotated by randint{0..N} deg
 
-    cfg.SOLVER.OPTIMIZER = "ADAMW"
-    cfg.SOLVER.BASE_LR = 2e-5
-    cfg.SOLVER.WEIGHT_DECAY = 1e-4
-    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
-    cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER = 0.1
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
-    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
-    cfg.SOLVER.WARMUP_ITERS = 0
+    # The optimizer's parameter groups and type (engine/trainer.py); detectron2's SOLVER keys hold the rest.
+    cfg.SOLVER.OPTIMIZER = "ADAMW"  # or "SGD"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1  # lr multiplier of parameters named *backbone*
+    cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER = 0.1  # lr multiplier of the deformable attentions' sampling offsets
     # With SOLVER.AMP.ENABLED: "auto" = float16 + GradScaler on CUDA, bfloat16 on the CPU (engine/amp.py).
     cfg.SOLVER.AMP.DTYPE = "auto"
-    cfg.SOLVER.WARMUP_FACTOR = 1.0
 
     cfg.TEST.POSETRACK = CN()
     # Assign track ids in evaluation (the demo's tracker) and report poseval's MOTA next to AP; needs

@@ -4,7 +4,7 @@
         [--arch pavenet|petr] [--num-frames 3|5] [--coco-to-posetrack] [--allow-pickle] \
         [--config-file CFG.yaml] [--no-verify] [KEY VALUE ...]
 
-The target model (built on CPU from add_pavenet_config, ``--config-file`` and the trailing
+The target model (built on CPU from ``--config-file``, default configs/Base-PAVENet.yaml, and the trailing
 overrides, with NUM_FRAMES / NUM_KEYPOINTS / backbone set from the checkpoint) gives the strict
 two-way key and shape check, and for ``--arch petr`` the constructor init of the parameters PETR lacks.
 """
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow a full (code-executing) unpickle of --src when weights_only loading fails; "
                    "only for a file you trust")
-    p.add_argument("--config-file", default="", help="config of the target model (default: add_pavenet_config)")
+    p.add_argument("--config-file", default="",
+                   help="config of the target model (default: configs/Base-PAVENet.yaml, the official R50 F=3)")
     p.add_argument("--no-verify", action="store_true",
                    help="do not build the target model (no strict key/shape check; not allowed with --arch petr)")
     p.add_argument("--seed", type=int, default=0, help="seed for the fresh model's init (--arch petr)")
@@ -52,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_target_cfg(config_file: str, opts: List[str], num_frames: int, num_keypoints: int, backbone: str):
     """Config of the target PAVENet (CPU) for the given checkpoint properties."""
-    from ..config import ConfigError, load_pavenet_config
+    from ..config import ConfigError, get_config_file, load_pavenet_config
 
     try:
-        cfg = load_pavenet_config(config_file, opts)
+        cfg = load_pavenet_config(config_file or get_config_file(), opts)
     except ConfigError as e:
         raise ConversionError(f"target config: {e}") from e
     cfg.MODEL.DEVICE = "cpu"

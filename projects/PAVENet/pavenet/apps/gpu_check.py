@@ -14,12 +14,11 @@ from typing import Dict
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from .. import modeling  # noqa: F401  (registers PAVENet)
 from ..checkpoint import PAVENetCheckpointer
-from ..config import add_pavenet_config
+from ..config import get_config_file, load_pavenet_config
 from .convert_official import main as convert_main
 from ..utils.device import cuda_unavailable
 
@@ -54,7 +53,7 @@ def convert_golden_weights(golden_dir: Path, keys_file: Path, tmp: Path, seed: i
 def run_golden_case(weights: Path, golden_dir: Path, impl: str, device: str) -> Dict[str, torch.Tensor]:
     """One run of the golden input with MSDA_IMPL `impl` -> float64 CPU tensors: `memory` (encoder output),
     `prenms` (k, K, 3) and `det` (n, K, 3) keypoints."""
-    cfg = add_pavenet_config(get_cfg())
+    cfg = load_pavenet_config(get_config_file())
     cfg.MODEL.DEVICE = device
     cfg.MODEL.PAVENET.MSDA_IMPL = impl
     cfg.MODEL.PAVENET.TEST.OKS_NMS_THRESH = 0.45  # the golden producer is the experimental head

@@ -28,6 +28,7 @@ from .naming import (AUX_FRAME_PREFIX_RE, FRAME_PREFIXES, IGNORED_SOURCE_KEYS, O
                      detect_backbone_type, detect_num_frames, detect_num_keypoints, rename_official_key)
 from .report import ConversionError, ConversionReport
 from .swin import swin_merge_permutation, swin_target_layout
+from ..utils.state_dict import state_dict_mismatch
 
 __all__ = ["convert_official_state_dict", "convert_official_state_dict_with_report", "strip_wrappers"]
 
@@ -218,14 +219,12 @@ def _tie_joint_offset_biases(out: "collections.OrderedDict[str, torch.Tensor]", 
 
 def _check_against_target(out: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
                           report: ConversionReport) -> None:
+    problem = state_dict_mismatch(target, out)
+    if not problem:
+        return
     missing = [k for k in target if k not in out]
     unexpected = [k for k in out if k not in target]
-    bad_shapes = [
-        f"{k}: converted {tuple(out[k].shape)} vs model {tuple(target[k].shape)}"
-        for k in out if k in target and tuple(out[k].shape) != tuple(target[k].shape)
-    ]
-    if not (missing or unexpected or bad_shapes):
-        return
+    bad_shapes = [k for k in out if k in target and tuple(out[k].shape) != tuple(target[k].shape)]
     hints = []
     if any("pre_" in k or "next_" in k for k in missing + unexpected):
         hints.append("the number of frames of the checkpoint and of the model differ (MODEL.PAVENET.NUM_FRAMES)")
@@ -236,13 +235,7 @@ def _check_against_target(out: Mapping[str, torch.Tensor], target: Mapping[str, 
         if report.backbone == "swin" and any(re.match(r"^backbone\.norm\d+\.", k) for k in unexpected):
             hints.append("the model's Swin backbone has no output LayerNorms, but the official one normalises "
                          "each output (mmdet norm1..3)")
-    msg = ["the converted state dict does not fit the target model:"]
-    if missing:
-        msg.append(f"  {len(missing)} model tensors not filled, e.g. {missing[:6]}")
-    if unexpected:
-        msg.append(f"  {len(unexpected)} converted tensors the model lacks, e.g. {unexpected[:6]}")
-    if bad_shapes:
-        msg.append(f"  {len(bad_shapes)} shape mismatches, e.g. {bad_shapes[:4]}")
+    msg = [f"the converted state dict does not fit the target model: {problem}"]
     if hints:
         msg.append("  hint: " + "; ".join(hints))
     raise ConversionError("\n".join(msg))

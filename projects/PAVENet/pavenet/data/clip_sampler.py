@@ -8,7 +8,7 @@ Indices are positions in the video's ordered frame list, so 2017 (1-based, 8-dig
 """
 from typing import Any, Iterable, Iterator, List, Sequence, Tuple
 
-__all__ = ["clip_frame_indices", "clip_file_names", "frames_for_clips", "clips_from_frames"]
+__all__ = ["clip_frame_indices", "clip_file_names", "frames_for_clips", "clips_from_frames", "sliding_windows"]
 
 
 def clip_frame_indices(key_index: int, num_frames: int, video_length: int, stride: int = 1) -> List[int]:
@@ -64,3 +64,25 @@ def clips_from_frames(frames: Iterable[Tuple[int, Any]], key_indices: Sequence[i
             if pos >= idx[0]:
                 alive[pos] = item
         yield key, [alive[i] for i in idx]
+
+
+def sliding_windows(items: Iterable[Any], num_frames: int) -> Iterator[Tuple[int, List[Any]]]:
+    """Yield `(key_index, window)` for every item of a stream of unknown length, where window is the clip of
+    `clip_frame_indices` around it (the first / last item replicated at the borders). A window is yielded as
+    soon as its last item has arrived (T items after its key, or at the end of the stream), and at most F
+    items are held. Items are passed through untouched (objects are shared, not copied), so a cached
+    encoding is reused by every window that contains it."""
+    if num_frames < 1 or num_frames % 2 == 0:
+        raise ValueError(f"num_frames must be odd and >= 1, got {num_frames}")
+    half = num_frames // 2
+    alive = {}
+    count = 0
+    for pos, item in enumerate(items):
+        alive[pos] = item
+        count = pos + 1
+        key = pos - half
+        if key >= 0:  # every index of its clip is <= pos: the length so far clamps nothing on the right
+            yield key, [alive[i] for i in clip_frame_indices(key, num_frames, count)]
+            alive.pop(key - half, None)  # no later window starts before key + 1 - half
+    for key in range(max(count - half, 0), count):
+        yield key, [alive[i] for i in clip_frame_indices(key, num_frames, count)]

@@ -7,8 +7,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PAVENetCheckpointer
-from ..config import load_pavenet_config
-from ..utils.device import fall_back_to_cpu
+from ..config import frozen_config
 from .trainer import Trainer
 
 
@@ -16,9 +15,7 @@ def setup(args):
     """Config from `args.config_file` + `args.opts`, frozen, with logging and the output dir set up."""
     if not args.config_file:
         raise ValueError("--config-file is required (e.g. configs/synthetic/pavenet_tiny.yaml)")
-    cfg = load_pavenet_config(args.config_file, args.opts)
-    device_warning = fall_back_to_cpu(cfg)
-    cfg.freeze()
+    cfg, device_warning = frozen_config(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pavenet")
     if device_warning:

@@ -26,12 +26,9 @@ from typing import Dict
 import torch
 from detectron2.engine import HookBase
 
+from ..utils.ddp import unwrap_model
+
 __all__ = ["ModelEMA", "EMAHook"]
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel wrapper (state_dict keys without "module.")."""
-    return getattr(model, "module", model)
 
 
 class ModelEMA:

@@ -2,8 +2,9 @@
 
 It owns the in-memory form of poses (`Poses`: one frame's people in the model's 15-joint order,
 `GTSequence`: one GT video), the constants poseval fixes for them (joint count, the fallback score,
-the track-id limit, the marker for a person without a track id) and `PoseTrackFormatError`, the
-error every reader and check raises with the offending file in its message. The readers
+the track-id limit, the marker for a person without a track id) and re-exports `PoseTrackFormatError`
+(`data.posetrack_files`, shared with the dataset loader), the error every reader and check raises with
+the offending file in its message. The readers
 (`readers.py`) fill these containers, the matching (`matching.py`), AP (`ap.py`) and MOTA
 (`mota.py`) stages consume them, `poseval.py` runs the pipeline.
 """
@@ -13,6 +14,7 @@ from typing import Iterable, List, Optional
 import numpy as np
 
 from ..data.keypoint_meta import POSETRACK_KEYPOINT_NAMES
+from ..data.posetrack_files import PoseTrackFormatError
 
 __all__ = ["NUM_JOINTS", "MIN_SCORE", "MAX_TRACK_ID", "NO_TRACK_ID", "PoseTrackFormatError", "Poses", "GTSequence",
            "predictions_from_arrays"]
@@ -21,10 +23,6 @@ NUM_JOINTS = len(POSETRACK_KEYPOINT_NAMES)  # 15
 MIN_SCORE = -9999.0  # poseval's fallback joint score when a prediction carries none
 MAX_TRACK_ID = 10000  # poseval asserts track_id < 10000
 NO_TRACK_ID = np.iinfo(np.int64).min  # marks a person written without track_id (any int id is legal)
-
-
-class PoseTrackFormatError(ValueError):
-    """Bad GT or prediction input; the message names the offending file."""
 
 
 @dataclass

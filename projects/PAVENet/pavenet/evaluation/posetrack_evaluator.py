@@ -53,6 +53,9 @@ class PoseTrackEvaluator(DatasetEvaluator):
         self._gt_path = (gt_dir or meta.get("gt_dir", None) or meta.get("annotations", None)
                          or meta.get("json_file", None) or "")
         self._cpu_device = "cpu"
+        if eval_tracking and self._gt_path and os.path.exists(self._gt_path):
+            # Refuse before inference, as the evaluator CLI does: MOTA over GT without track ids is meaningless.
+            poseval.check_gt_track_ids(poseval.read_gt(self._gt_path))
         self.reset()
 
     def reset(self):
@@ -107,14 +110,17 @@ class PoseTrackEvaluator(DatasetEvaluator):
         gt_seqs = poseval.read_gt(self._gt_path)
         eval_track = self._want_tracking(predictions)
         pred_dicts = self._sequence_files(gt_seqs, predictions)
-        pred_frames = []
+        pred_frames, paths = [], []
         for seq in gt_seqs:
             path = os.path.join(self._output_dir, "posetrack_predictions", seq.name + ".json") \
                 if self._output_dir else f"<predictions for {seq.name}>"
+            paths.append(path)
             if self._output_dir:
                 atomic_write_json(path, pred_dicts[seq.name])
             # Evaluate exactly what was written: the same parser poseval's input goes through.
             pred_frames.append(poseval.parse_predictions(pred_dicts[seq.name], path, seq))
+        if eval_track:
+            poseval.check_track_ids(gt_seqs, pred_frames, paths)
         results = poseval.evaluate(gt_seqs, pred_frames, eval_track=eval_track)
         # What duplicate detections cost under poseval's score-free assignment (the NMS-free vs NMS gap).
         duplicates = duplicate_report(gt_seqs, pred_frames, ap=results.to_json()["ap"]["total"])

@@ -56,7 +56,7 @@ from .readers import frame_name, parse_posetrack, parse_predictions, read_gt, re
 from .results import GROUP_NAMES, TABLE_COLUMNS, PoseTrackResults, format_table
 
 __all__ = [
-    "evaluate", "evaluate_dirs", "read_dirs", "check_track_ids",
+    "evaluate", "evaluate_dirs", "read_dirs", "check_track_ids", "check_gt_track_ids",
     # re-exported from the stage modules
     "DIST_THRESH", "HEAD_SIZE_FACTOR", "MAX_TRACK_ID", "MIN_SCORE", "NO_TRACK_ID", "NUM_JOINTS", "GROUP_NAMES",
     "TABLE_COLUMNS", "POSETRACK_KEYPOINT_NAMES", "GTSequence", "Poses", "PoseTrackFormatError", "PoseTrackResults",
@@ -128,16 +128,26 @@ def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses
                             num_sequences=len(gt_seqs), **mot)
 
 
+def check_gt_track_ids(gt_seqs: Sequence[GTSequence]) -> None:
+    """MOTA needs a track id on every GT person; raise naming the GT file otherwise. The evaluator CLI and
+    the in-training evaluator (TEST.POSETRACK.EVAL_TRACKING) both refuse through this."""
+    for seq in gt_seqs:
+        for fi, g in enumerate(seq.frames):
+            if (g.track_ids == NO_TRACK_ID).any():
+                frame = frame_name(seq.images[fi]) if fi < len(seq.images) else "?"
+                raise PoseTrackFormatError(
+                    f"{seq.path}: GT person {int(np.argmax(g.track_ids == NO_TRACK_ID))} without track_id in frame "
+                    f"{fi} ({frame}); MOTA needs field 'track_id' on every person: evaluate AP only (--no-track; "
+                    "TEST.POSETRACK.EVAL_TRACKING False)")
+
+
 def check_track_ids(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]],
                     pred_paths: Optional[Sequence[str]] = None) -> None:
     """Tracking needs a track id on every person (GT and predictions); raise naming the file otherwise."""
+    check_gt_track_ids(gt_seqs)
     for si, (seq, frames) in enumerate(zip(gt_seqs, predictions)):
-        for fi, (g, p) in enumerate(zip(seq.frames, frames)):
+        for fi, p in enumerate(frames):
             frame = frame_name(seq.images[fi]) if fi < len(seq.images) else "?"
-            if (g.track_ids == NO_TRACK_ID).any():
-                raise PoseTrackFormatError(
-                    f"{seq.path}: GT person {int(np.argmax(g.track_ids == NO_TRACK_ID))} without track_id in frame "
-                    f"{fi} ({frame}); MOTA needs field 'track_id' on every person: evaluate AP only (--no-track)")
             if (p.track_ids == NO_TRACK_ID).any():
                 where = pred_paths[si] if pred_paths else f"predictions for {seq.name}"
                 raise PoseTrackFormatError(

@@ -8,7 +8,6 @@ frame count and belongs to the same video, and poseval's track-id rules (integer
 a frame). Every error is a `PoseTrackFormatError` naming the file and the field.
 """
 import glob
-import json
 import logging
 import os
 from typing import Dict, List, Optional, Tuple
@@ -16,6 +15,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..data.keypoint_meta import POSETRACK_KEYPOINT_NAMES, POSEVAL_ID_FOR_15, POSEVAL_JOINT_NAMES
+from ..data.posetrack_files import check_posetrack18_lists, finite_numbers, is_entry_id
+from ..data.posetrack_files import load_json as _load_json
 from .poses import MAX_TRACK_ID, NO_TRACK_ID, GTSequence, Poses, PoseTrackFormatError
 
 __all__ = ["load_json", "parse_posetrack", "read_gt", "read_gt_sequence", "split_coco_by_video", "parse_predictions",
@@ -30,13 +31,7 @@ assert set(POSEVAL_JOINT_NAMES) == set(POSETRACK_KEYPOINT_NAMES)
 
 
 def load_json(path: str) -> dict:
-    try:
-        with open(path, "r") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise PoseTrackFormatError(f"{path}: malformed JSON ({e})") from e
-    except OSError as e:
-        raise PoseTrackFormatError(f"{path}: cannot read ({e})") from e
+    return _load_json(path)
 
 
 def _one(v):
@@ -56,12 +51,14 @@ def video_key(file_name: str) -> str:
 def _check_categories(data: dict, path: str) -> List[Optional[int]]:
     """Map each keypoint slot of the file's category to our joint index (None for ears etc.)."""
     cats = data.get("categories")
-    if not isinstance(cats, list) or len(cats) != 1:
+    if not isinstance(cats, list) or len(cats) != 1 or not isinstance(cats[0], dict):
         raise PoseTrackFormatError(f"{path}: 'categories' must hold exactly one category (person)")
     cat = cats[0]
     if cat.get("name") != "person":
         raise PoseTrackFormatError(f"{path}: the category must be named 'person', got {cat.get('name')!r}")
     names = cat.get("keypoints") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PoseTrackFormatError(f"{path}: categories[0].keypoints must be a list of joint names")
     if len(names) not in (15, 17):
         raise PoseTrackFormatError(f"{path}: categories[0].keypoints must list 15 or 17 names, got {len(names)}")
     missing = [n for n in POSETRACK_KEYPOINT_NAMES if n not in names]
@@ -72,10 +69,9 @@ def _check_categories(data: dict, path: str) -> List[Optional[int]]:
 
 def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
     """PoseTrack 2018/21 per-sequence dict -> (frames, ignore polygons, image entries)."""
-    if not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
-        raise PoseTrackFormatError(
-            f"{path}: expected PoseTrack18 'images' and 'annotations' lists (got fields {sorted(data)}); a "
-            "sequence without people has \"annotations\": []")
+    check_posetrack18_lists(data, path)
+    for i, im in enumerate(data["images"]):
+        _check_image_entry(im, path, i)
     slot_to_joint = _check_categories(data, path)
     n_slots = len(slot_to_joint)
     slots = np.array([s for s, j in enumerate(slot_to_joint) if j is not None])
@@ -91,8 +87,11 @@ def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np
             images = kept
 
     by_image: Dict = {}
-    for ann in data.get("annotations", []):
-        by_image.setdefault(ann.get("image_id"), []).append(ann)
+    for ai, ann in enumerate(data["annotations"]):
+        if not is_entry_id(ann.get("image_id")):
+            raise PoseTrackFormatError(f"{path}: annotations[{ai}]: field 'image_id' = {ann.get('image_id')!r}, "
+                                       "expected an integer or a string")
+        by_image.setdefault(ann["image_id"], []).append(ann)
 
     frames, ignores = [], []
     for fi, im in enumerate(images):
@@ -102,49 +101,62 @@ def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np
         poses = Poses.allocate(len(anns))
         for pi, ann in enumerate(anns):
             kp = ann.get("keypoints")
-            if kp is None or len(kp) != 3 * n_slots:
+            if not isinstance(kp, list) or len(kp) != 3 * n_slots:
                 raise PoseTrackFormatError(
-                    f"{path}: annotation {pi} of image {im['id']} has {0 if kp is None else len(kp)} keypoint "
-                    f"values, expected {3 * n_slots} ({n_slots} x (x, y, v))"
+                    f"{path}: annotation {pi} of image {im['id']} has {len(kp) if isinstance(kp, list) else kp!r} "
+                    f"keypoint values, expected {3 * n_slots} ({n_slots} x (x, y, v))"
                 )
-            try:
-                kp = np.asarray(kp, dtype=np.float64).reshape(n_slots, 3)[slots]
-            except (TypeError, ValueError) as e:
-                raise PoseTrackFormatError(f"{path}: non-numeric keypoints in image {im['id']}: {e}") from e
-            if not np.isfinite(kp).all():
-                raise PoseTrackFormatError(
-                    f"{path}: annotation {pi} of image {im['id']}: non-finite value in field 'keypoints'")
+            where = f"{path}: annotation {pi} of image {im['id']}"
+            kp = np.asarray(finite_numbers(kp, where, "keypoints"), dtype=np.float64)
+            kp = kp.reshape(n_slots, 3)[slots]
             # A joint is absent iff it is exactly (0, 0, 0); (x, y, 0) is a prediction / annotation.
             absent = (kp[:, 0] == 0) & (kp[:, 1] == 0) & (kp[:, 2] == 0)
             poses.xy[pi, joints] = kp[:, :2]
             poses.present[pi, joints] = ~absent
             sc = ann.get("scores")
             if sc:  # poseval: an empty or missing list means "no scores" -> MIN_SCORE fallback
-                if len(sc) < n_slots:
+                if not isinstance(sc, list) or len(sc) < n_slots:
                     raise PoseTrackFormatError(
-                        f"{path}: annotation {pi} of image {im['id']} has {len(sc)} scores, expected {n_slots}"
-                    )
-                try:
-                    sc = np.asarray(sc, dtype=np.float64)[slots]
-                except (TypeError, ValueError) as e:
-                    raise PoseTrackFormatError(f"{path}: annotation {pi} of image {im['id']}: field 'scores': {e}") from e
-                if not np.isfinite(sc).all():  # NaN sorts unpredictably in the AP ranking
-                    raise PoseTrackFormatError(
-                        f"{path}: annotation {pi} of image {im['id']}: non-finite value in field 'scores'")
+                        f"{where} has {len(sc) if isinstance(sc, list) else sc!r} scores, expected {n_slots}")
+                # NaN sorts unpredictably in the AP ranking: refused
+                sc = np.asarray(finite_numbers(sc, where, "scores"), dtype=np.float64)[slots]
                 poses.scores[pi, joints] = sc
             tid = ann.get("track_id")
             if tid is not None:
                 poses.track_ids[pi] = _track_id(tid, path, im)
             hb = ann.get("bbox_head")
-            if hb is not None and len(hb) == 4:
+            if hb is not None and hb != []:
+                if not isinstance(hb, list) or len(hb) != 4:
+                    raise PoseTrackFormatError(f"{where}: field 'bbox_head' = {hb!r}, expected [x, y, w, h]")
+                hb = finite_numbers(hb, where, "bbox_head")
                 poses.head[pi] = (hb[0], hb[1], hb[0] + hb[2], hb[1] + hb[3])
         frames.append(poses)
         polys = []
-        if "ignore_regions_x" in im and "ignore_regions_y" in im:
-            for xs, ys in zip(im["ignore_regions_x"], im["ignore_regions_y"]):
+        if ("ignore_regions_x" in im) != ("ignore_regions_y" in im):
+            raise PoseTrackFormatError(f"{path}: image {im['id']} has only one of the fields 'ignore_regions_x' and "
+                                       "'ignore_regions_y'")
+        if "ignore_regions_x" in im:
+            regions_x, regions_y = im["ignore_regions_x"], im["ignore_regions_y"]
+            if not isinstance(regions_x, list) or not isinstance(regions_y, list) or len(regions_x) != len(regions_y):
+                raise PoseTrackFormatError(f"{path}: image {im['id']}: fields 'ignore_regions_x' / 'ignore_regions_y' "
+                                           "must be lists of polygons of equal length")
+            for k, (xs, ys) in enumerate(zip(regions_x, regions_y)):
+                xs = finite_numbers(xs, f"{path}: image {im['id']}", f"ignore_regions_x[{k}]")
+                ys = finite_numbers(ys, f"{path}: image {im['id']}", f"ignore_regions_y[{k}]")
+                if len(xs) != len(ys):
+                    raise PoseTrackFormatError(f"{path}: image {im['id']}: ignore region {k} has {len(xs)} x but "
+                                               f"{len(ys)} y values")
                 polys.append(np.stack([np.asarray(xs, float), np.asarray(ys, float)], axis=1).reshape(-1, 2))
         ignores.append(polys)
     return frames, ignores, images
+
+
+def _check_image_entry(im: dict, path: str, i: int) -> None:
+    if not is_entry_id(im.get("id")):
+        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'id' = {im.get('id')!r}, expected an integer or a "
+                                   "string")
+    if not isinstance(im.get("file_name", ""), str):
+        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'file_name' = {im['file_name']!r}, expected a path")
 
 
 def _track_id(tid, path, frame_desc) -> int:

@@ -12,10 +12,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from detectron2.data import detection_utils
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..inference.predictor import ClipPredictor
 from ..inference.tracker import PoseTracker
+from ..utils.ddp import unwrap_model
 
 __all__ = ["VideoInference", "VIDEO_MODES", "video_mode"]
 
@@ -45,8 +45,7 @@ class VideoInference(nn.Module):
     def __init__(self, cfg, model: nn.Module, track: bool = False, oks_sigmas: Optional[Sequence[float]] = None,
                  track_match_thresh: float = 0.3, track_patience: int = 2):
         super().__init__()
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
+        model = unwrap_model(model)
         training = model.training
         self.model = model
         self.predictor = ClipPredictor(cfg, model=model)  # puts the model in eval mode: restored below

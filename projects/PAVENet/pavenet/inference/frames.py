@@ -3,8 +3,9 @@
 Every source yields BGR uint8 frames (H, W, 3) one at a time (constant memory) and fails early, before
 any model is built, with an error that names the input and what was expected: a missing or empty file,
 a folder or an image given as a video, a video OpenCV cannot decode or with zero frames, a glob that
-matches nothing, a non-image file among the frames, images of different sizes (read from the image
-headers, so the whole folder is checked without decoding it).
+matches nothing, a non-image file among the frames, images of different sizes or smaller than
+MIN_FRAME_SIDE (read from the image headers, so the whole folder is checked without decoding it); a frame
+whose data is corrupt part-way is refused when it is decoded (`data.frame_check.read_frame`).
 """
 import glob
 import os
@@ -14,6 +15,8 @@ from typing import Iterator, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from ..data.frame_check import check_frame_size, read_frame
 
 __all__ = ["read_video_frames", "FrameSource", "VideoFileSource", "ImageListSource", "WebcamSource", "open_frame_source"]
 
@@ -76,6 +79,7 @@ class VideoFileSource(FrameSource):
             ok, frame = cap.read()
             if not ok or frame is None:
                 raise ValueError(f"video {path} has zero decodable frames")
+            check_frame_size(frame.shape[1], frame.shape[0], f"video {path}")
             self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             self.num_frames = count if count > 0 else None  # container counts can be missing; advisory only
@@ -131,9 +135,7 @@ class ImageListSource(FrameSource):
     def __iter__(self):
         size = None
         for p in self.paths:
-            img = cv2.imread(p, cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"cannot read image {p} (not an image or corrupt)")
+            img = read_frame(p)  # refuses a frame the decoder patched over (corrupt data part-way)
             if size is None:
                 size = img.shape[:2]
             elif img.shape[:2] != size:
@@ -157,6 +159,7 @@ def _check_image_headers(paths: Sequence[str]) -> None:
                     size = size[::-1]
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"cannot read image {p} (not an image or corrupt: {e})") from e
+        check_frame_size(size[0], size[1], f"image {p}")
         if first is None:
             first = (p, size)
         elif size != first[1]:

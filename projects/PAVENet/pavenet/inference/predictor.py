@@ -31,38 +31,9 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from pavenet.data.clip_sampler import clips_from_frames, frames_for_clips
+from pavenet.data.clip_sampler import clips_from_frames, frames_for_clips, sliding_windows
 
 __all__ = ["ClipPredictor", "TorchClipModel", "sliding_windows"]
-
-
-def sliding_windows(items: Iterable[Any], num_frames: int) -> Iterator[Tuple[int, List[Any]]]:
-    """Yield `(key_index, window)` for every item of `items`, where window = items[t-T..t+T] clamped to
-    the sequence (border replication). Holds at most `num_frames` items: the first item is repeated T
-    times at the start, the last one T times at the end. Items are passed through untouched (objects
-    are shared, not copied), so a cached encoding is reused by every window that contains it."""
-    if num_frames < 1 or num_frames % 2 == 0:
-        raise ValueError(f"num_frames must be odd and >= 1, got {num_frames}")
-    half = num_frames // 2
-    buf: deque = deque(maxlen=num_frames)
-    key = 0
-    count = 0
-    last = None
-    for item in items:
-        if count == 0:
-            buf.extend([item] * half)
-        buf.append(item)
-        count += 1
-        last = item
-        if len(buf) == num_frames:
-            yield key, list(buf)
-            key += 1
-    # Flush: the last T key frames (all of them for videos shorter than T+1) see the last frame replicated.
-    while key < count:
-        buf.append(last)
-        if len(buf) == num_frames:
-            yield key, list(buf)
-            key += 1
 
 
 def _import_model_registry():

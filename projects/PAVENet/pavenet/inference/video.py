@@ -19,9 +19,8 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from detectron2.structures import Instances
 
-from ..config import load_pavenet_config
+from ..config import frozen_config
 from ..evaluation.writer import atomic_write_json, build_posetrack18_sequence, posetrack_image_entries
-from ..utils.device import fall_back_to_cpu
 from ..utils.visualization import demo_metadata
 from .frames import FrameSource, ImageListSource, VideoFileSource
 from .predictor import ClipPredictor
@@ -31,15 +30,15 @@ __all__ = ["VideoPoseEstimator", "FramePoses", "PosePerson", "inference_config",
 
 
 def inference_config(config_file: str, opts: Sequence[str] = (), score_thresh: Optional[float] = None):
-    """The frozen config for inference: the file plus KEY VALUE `opts`; `score_thresh` sets
+    """The frozen config for inference (`frozen_config`): the file plus KEY VALUE `opts`; `score_thresh` sets
     MODEL.PAVENET.TEST.SCORE_THRESH; a CUDA device on a machine without one falls back to the CPU (warned)."""
-    cfg = load_pavenet_config(config_file, list(opts))
-    if score_thresh is not None:
-        cfg.MODEL.PAVENET.TEST.SCORE_THRESH = score_thresh
-    device_warning = fall_back_to_cpu(cfg)
+    def adjust(cfg):
+        if score_thresh is not None:
+            cfg.MODEL.PAVENET.TEST.SCORE_THRESH = score_thresh
+
+    cfg, device_warning = frozen_config(config_file, list(opts), adjust)
     if device_warning:
         logging.getLogger("pavenet").warning(device_warning)
-    cfg.freeze()
     return cfg
 
 

@@ -1,15 +1,15 @@
 """Backbone extras, neck and positional encoding (docs/REFERENCE.md §2).
 
-* The R50 backbone is detectron2's own `build_resnet_backbone` (FrozenBN, res3-res5,
-  STRIDE_IN_1X1=False, FREEZE_AT=2), chosen by MODEL.BACKBONE.NAME; all B*F frames go through it as
+* `build_pavenet_resnet_backbone`: the R50 is detectron2's ResNet (FrozenBN, res3-res5, STRIDE_IN_1X1=False,
+  FREEZE_AT=2) with `ChannelsLastPoolStem`, chosen by MODEL.BACKBONE.NAME; all B*F frames go through it as
   one batch.
 * `build_pavenet_swin_backbone`: Swin-L through `timm` (optional dependency, imported lazily), with
   mmdet's output LayerNorms `norm1..3` and mmdet's padding order, so official weights fit.
 * `ChannelMapperNeck`: mmdet ChannelMapper layout (1x1 conv, no bias + GroupNorm(32) per input, and an
   extra 3x3 stride-2 conv + GN on the raw last input, C5), official attribute names.
 * `SinePositionalEncoding`: mmdet's normalised 2-D sine encoding with offset -0.5.
-* `ChannelsLastPoolStem` / `use_channels_last_stem_pool`: detectron2's ResNet stem with its max-pool run in
-  channels-last memory on CPU (same numbers, several times faster there).
+* `ChannelsLastPoolStem`: detectron2's ResNet stem with its max-pool run in channels-last memory on CPU (same
+  numbers, several times faster there); the stem of both ResNet builders here.
 """
 import math
 import types
@@ -26,7 +26,7 @@ from detectron2.modeling.backbone.resnet import BasicStem
 
 __all__ = [
     "ChannelMapperNeck", "ChannelsLastPoolStem", "SinePositionalEncoding", "build_pavenet_swin_backbone",
-    "TimmSwinBackbone", "use_channels_last_stem_pool",
+    "TimmSwinBackbone", "build_pavenet_resnet_backbone", "build_pavenet_tiny_resnet_backbone",
 ]
 
 
@@ -76,17 +76,19 @@ class ChannelsLastPoolStem(BasicStem):
         return pooled.contiguous()
 
 
-def use_channels_last_stem_pool(backbone: nn.Module) -> nn.Module:
-    """Give a detectron2 ResNet (R50's `build_resnet_backbone`, `build_pavenet_tiny_resnet_backbone`) the fast CPU
-    stem pool; `PAVENet.from_config` calls it on every backbone it builds.
+@BACKBONE_REGISTRY.register()
+def build_pavenet_resnet_backbone(cfg, input_shape: ShapeSpec):
+    """detectron2's ResNet (`build_resnet_backbone`: every MODEL.RESNETS option, same state-dict keys, same
+    initial weights for a seed) with `ChannelsLastPoolStem` as its stem."""
+    from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
-    Only an exact `BasicStem` is switched (its class, in place: same parameters, same state-dict keys); any other
-    backbone or stem is returned untouched.
-    """
-    stem = getattr(backbone, "stem", None)
-    if type(stem) is BasicStem:
-        stem.__class__ = ChannelsLastPoolStem
-    return backbone
+    reference = build_resnet_backbone(cfg, input_shape)
+    with torch.random.fork_rng(devices=[]):  # detectron2's initial weights, and its RNG state after the build
+        stem = ChannelsLastPoolStem(in_channels=input_shape.channels,
+                                    out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=cfg.MODEL.RESNETS.NORM)
+    stem.load_state_dict(reference.stem.state_dict())
+    stages = [list(getattr(reference, name)) for name in reference.stage_names]
+    return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
 class _ConvGN(nn.Module):
@@ -281,7 +283,7 @@ def build_pavenet_tiny_resnet_backbone(cfg, input_shape: ShapeSpec):
     blocks = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2]}.get(r.DEPTH)
     if blocks is None:
         raise ValueError(f"build_pavenet_tiny_resnet_backbone: MODEL.RESNETS.DEPTH must be 10 or 18, got {r.DEPTH}")
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stem = ChannelsLastPoolStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
     stages, cin, cout = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
     max_idx = max({"res2": 2, "res3": 3, "res4": 4, "res5": 5}[f] for f in r.OUT_FEATURES)
     for idx, n in enumerate(blocks[: max_idx - 1]):

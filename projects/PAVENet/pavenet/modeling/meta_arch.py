@@ -22,7 +22,7 @@ from detectron2.structures import Boxes, Instances
 from ..data.keypoint_meta import oks_sigmas_for
 from ..utils.boxes import keypoint_extent_boxes
 from ..utils.oks import pairwise_pose_oks
-from .backbone import ChannelMapperNeck, SinePositionalEncoding, use_channels_last_stem_pool
+from .backbone import ChannelMapperNeck, SinePositionalEncoding
 from .criterion import build_criterion, targets_from_instances
 from .denoising import sample_denoising_queries
 from .head import EncodedFrames, PAVENetHead
@@ -154,7 +154,7 @@ class PAVENet(nn.Module):
     def from_config(cls, cfg):
         P = cfg.MODEL.PAVENET
         resolve_msda_impl(P.MSDA_IMPL)  # a bad value or a missing kernel fails before the backbone is built
-        backbone = use_channels_last_stem_pool(build_backbone(cfg))
+        backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         missing = [f for f in P.IN_FEATURES if f not in shapes]
         if missing:

@@ -9,14 +9,14 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from pavenet.config import load_pavenet_config
+from pavenet.config import frozen_config
 from pavenet.inference.predictor import ClipPredictor
-from pavenet.utils.device import fall_back_to_cpu
+from pavenet.utils.cli_numbers import check_int
 
 from .core import core_calls
 from .flops import count_gflops
 from .report import add_core_points, add_ratios, add_timings
-from .synthetic import synthetic_train_batch, synthetic_video
+from .synthetic import MIN_SIDE, synthetic_train_batch, synthetic_video
 from .timing import machine_info, measure, peak_memory_mb
 
 __all__ = ["benchmark_cfg", "backends_to_run", "make_train_step", "ort_predictor", "run_benchmark"]
@@ -27,14 +27,13 @@ logger = logging.getLogger("pavenet.apps.benchmark")
 def benchmark_cfg(config_file: str, opts: Sequence = (), height: int = 384, width: int = 640):
     """The frozen config of `config_file` + `opts`, fed frames at exactly height x width (on the CPU when
     it asks for CUDA that is not there)."""
-    cfg = load_pavenet_config(config_file, list(opts))
-    # Feed frames at exactly H x W: the test resize keeps that size.
-    cfg.INPUT.MIN_SIZE_TEST = min(height, width)
-    cfg.INPUT.MAX_SIZE_TEST = max(height, width)
-    device_warning = fall_back_to_cpu(cfg)
+    def exact_size(cfg):  # the test resize keeps H x W
+        cfg.INPUT.MIN_SIZE_TEST = min(height, width)
+        cfg.INPUT.MAX_SIZE_TEST = max(height, width)
+
+    cfg, device_warning = frozen_config(config_file, opts, exact_size)
     if device_warning:
         logging.getLogger("pavenet").warning(device_warning)
-    cfg.freeze()
     return cfg
 
 
@@ -46,8 +45,11 @@ def backends_to_run(arg: str) -> List[str]:
         return ["pytorch"] + (["kernel"] if kernel_available() else [])
     names = [b.strip() for b in arg.split(",") if b.strip()]
     for b in names:
-        if resolve_msda_impl(b) != b:  # "auto" is not a backend; "kernel" raises if it is missing
-            raise ValueError(f"--backends: {b!r} is not a backend (pytorch, kernel)")
+        if b not in ("pytorch", "kernel"):
+            raise ValueError(f"--backends: {b!r} is not a backend; expected 'all' or a comma list of pytorch, kernel")
+        resolve_msda_impl(b)  # "kernel" raises if it is not installed
+    if not names:
+        raise ValueError(f"--backends {arg!r} names no backend; expected 'all' or a comma list of pytorch, kernel")
     return names
 
 
@@ -100,6 +102,11 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
     of docs/BENCHMARKS.md). `backends`: see `backends_to_run`; backend "onnxruntime" also times the
     graphs in `onnx_dir` (default: the model exported to a temporary folder); `train_clips` > 0 also
     times a training step on that many clips (`amp`: under AMP; `cpu_memory`: its peak memory on CPU)."""
+    for option, value, minimum in (("--height", height, MIN_SIDE), ("--width", width, MIN_SIDE),
+                                   ("--frames", frames, 1), ("--repeats", repeats, 1), ("--threads", threads, 0),
+                                   ("--train-clips", train_clips, 0)):
+        check_int(value, option, minimum)  # before the model is built: no Infinity / NaN in the report
+    impls = backends_to_run(backends)
     with tempfile.TemporaryDirectory(prefix="pavenet_bench_onnx_") as tmp:
         from pavenet.modeling.msda_backend import set_msda_impl
 
@@ -109,7 +116,6 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
         predictor = ClipPredictor(cfg)
         model, device, F = predictor.model, predictor.device, predictor.num_frames
         H, W, N = height, width, frames
-        impls = backends_to_run(backends)
         video = synthetic_video(5, N, H, W, seed=1)
         ort = ort_predictor(cfg, model, onnx_dir, H, W, tmp) if backend == "onnxruntime" else None
         logger.info("model built; %d-frame %dx%d video, F=%d, device %s, backends %s", N, H, W, F, device, impls)
@@ -124,7 +130,7 @@ def run_benchmark(config_file: str, opts: Sequence = (), *, height: int = 384, w
                "weights": cfg.MODEL.WEIGHTS or "random", "topk": int(cfg.MODEL.PAVENET.TEST.TOPK),
                "num_queries": int(cfg.MODEL.PAVENET.NUM_QUERIES), "msda_impl": model.msda_impl, "backends": {}}
         # Inference first, training after. On CPU, after a training step in the same process the PyTorch
-        # backend's inference stopped page-faulting (docs/BENCHMARKS.md, eighth pass): timed after it,
+        # backend's inference stops page-faulting (docs/BENCHMARKS.md, "Sampling core"): timed after it,
         # inference would not be what an inference-only process (the demo) sees.
         with torch.no_grad():
             # Warm-up both paths (allocators, lazy init, cudnn autotune) on the benchmark's frame size.

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 from detectron2.structures import Instances, Keypoints
 
-__all__ = ["synthetic_video", "synthetic_train_batch"]
+__all__ = ["MIN_SIDE", "synthetic_video", "synthetic_train_batch"]
+
+MIN_SIDE = 40  # the smallest height / width: the background's shapes need W // 3 > 10 and H // 6 > 4
 
 
 def synthetic_video(num_people: int, num_frames: int, height: int, width: int, seed: int = 0) -> List[np.ndarray]:

@@ -10,9 +10,7 @@ Two input layouts (docs/POSETRACK_METRICS.md §1, docs/REFERENCE.md §12):
 Every dict follows the data-layer contract (see `load_posetrack_video_dicts`), so a clip is built from
 `video_file_names[frame_index +- t]` without parsing file names.
 """
-import json
 import logging
-import math
 import os
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional
@@ -21,6 +19,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..keypoint_meta import NUM_POSETRACK_KEYPOINTS, POSETRACK18_SLOTS_FOR_15, posetrack_metadata
+from ..posetrack_files import (PoseTrackFormatError, check_posetrack18_lists, finite_numbers, is_entry_id,
+                               load_json)
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +31,7 @@ def read_json(path: str):
     """json.load with errors that name the file (missing or truncated files are common)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PoseTrack annotation file not found: {path}")
-    with open(path, "r") as f:
-        text = f.read()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid or truncated JSON ({e})") from None
+    return load_json(path)
 
 
 def posetrack_frame_naming(file_name: str):
@@ -51,9 +46,9 @@ def _keypoints_15(kpts, where: str) -> List[float]:
     """17-slot (ears empty) or 15-joint 'fixed' flat list -> flat 15*3 in the model's order.
 
     Unlabelled joints become (0, 0, 0), the COCO convention detectron2 relies on."""
-    if kpts is None or len(kpts) not in (17 * 3, NUM_POSETRACK_KEYPOINTS * 3):
-        n = None if kpts is None else len(kpts)
-        raise ValueError(f"{where}: field 'keypoints' has {n} values, expected 51 (17 slots) or 45 (15 joints)")
+    if not isinstance(kpts, list) or len(kpts) not in (17 * 3, NUM_POSETRACK_KEYPOINTS * 3):
+        n = len(kpts) if isinstance(kpts, list) else kpts
+        raise PoseTrackFormatError(f"{where}: field 'keypoints' has {n} values, expected 51 (17 slots) or 45 (15 joints)")
     slots = POSETRACK18_SLOTS_FOR_15 if len(kpts) == 51 else range(NUM_POSETRACK_KEYPOINTS)
     out = []
     for s in slots:
@@ -62,41 +57,37 @@ def _keypoints_15(kpts, where: str) -> List[float]:
     return out
 
 
-def _finite(values, where: str) -> List[float]:
-    """floats of a JSON list; a non-number or NaN / inf (which JSON readers accept) is an error, since a
-    NaN target poisons every loss it reaches."""
-    try:
-        out = [float(c) for c in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected numbers, got {list(values)!r}") from None
-    if not all(math.isfinite(c) for c in out):
-        raise ValueError(f"{where}: non-finite value in {out}")
-    return out
+_finite = finite_numbers
 
 
 def _convert_annotation(ann: dict, where: str) -> dict:
     kpts = _keypoints_15(ann.get("keypoints"), where)
     vis = [(kpts[3 * k], kpts[3 * k + 1]) for k in range(NUM_POSETRACK_KEYPOINTS) if kpts[3 * k + 2] > 0]
-    bbox = ann.get("bbox")
-    if bbox is None or len(bbox) != 4:
+    bbox = _optional_box(ann, "bbox", where)
+    if bbox is None:
         if vis:  # no person box in some files: use the labelled joints' extent
             xs, ys = [p[0] for p in vis], [p[1] for p in vis]
             bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
         else:
             bbox = [0.0, 0.0, 0.0, 0.0]
     bbox = _finite(bbox, f"{where}: field 'bbox'")
-    head = ann.get("bbox_head")
+    head = _optional_box(ann, "bbox_head", where)
     head_bbox = None
-    if head is not None and len(head) == 4:
-        x, y, w, h = _finite(head, f"{where}: field 'bbox_head'")
+    if head is not None:
+        x, y, w, h = head
         head_bbox = (x, y, x + w, y + h)
     track_id = ann.get("track_id", -1)
     if isinstance(track_id, bool) or not isinstance(track_id, int):
         if not (isinstance(track_id, float) and track_id.is_integer()):
-            raise ValueError(f"{where}: field 'track_id' = {track_id!r}, expected an integer")
+            raise PoseTrackFormatError(f"{where}: field 'track_id' = {track_id!r}, expected an integer")
     area = ann.get("area")
     if area is None:
         area = bbox[2] * bbox[3]
+    else:
+        area = _finite([area], f"{where}: field 'area'")[0]
+    iscrowd = ann.get("iscrowd", 0)
+    if iscrowd not in (0, 1):  # True / False / 0 / 1
+        raise PoseTrackFormatError(f"{where}: field 'iscrowd' = {iscrowd!r}, expected 0 or 1")
     return {
         "keypoints": kpts,
         "bbox": bbox,
@@ -105,20 +96,44 @@ def _convert_annotation(ann: dict, where: str) -> dict:
         "track_id": int(track_id),
         "head_bbox": head_bbox,
         "area": float(area),
-        "iscrowd": int(bool(ann.get("iscrowd", 0))),
+        "iscrowd": int(iscrowd),
     }
 
 
-def _ignore_regions(img: dict) -> List[List[tuple]]:
+def _optional_box(ann: dict, field: str, where: str) -> Optional[List[float]]:
+    """[x, y, w, h] of an optional box field; missing, null or [] -> None (some files have no person box)."""
+    box = ann.get(field)
+    if box is None or box == []:
+        return None
+    if not isinstance(box, list) or len(box) != 4:
+        raise PoseTrackFormatError(f"{where}: field '{field}' = {box!r}, expected [x, y, w, h]")
+    return _finite(box, f"{where}: field '{field}'")
+
+
+def _ignore_regions(img: dict, where: str) -> List[List[tuple]]:
     xs, ys = img.get("ignore_regions_x") or [], img.get("ignore_regions_y") or []
-    return [[(float(x), float(y)) for x, y in zip(px, py)] for px, py in zip(xs, ys) if len(px) >= 3]
+    if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+        raise PoseTrackFormatError(f"{where}: fields 'ignore_regions_x' / 'ignore_regions_y' must be lists of "
+                                   "polygons of equal length")
+    out = []
+    for k, (px, py) in enumerate(zip(xs, ys)):
+        px = _finite(px, f"{where}: field 'ignore_regions_x'[{k}]")
+        py = _finite(py, f"{where}: field 'ignore_regions_y'[{k}]")
+        if len(px) != len(py):
+            raise PoseTrackFormatError(f"{where}: ignore region {k} has {len(px)} x but {len(py)} y values")
+        if len(px) >= 3:
+            out.append(list(zip(px, py)))
+    return out
 
 
 def _group_annotations(data: dict, path: str) -> Dict[object, List[dict]]:
     by_image = defaultdict(list)
-    for i, ann in enumerate(data.get("annotations") or []):
+    for i, ann in enumerate(data["annotations"]):
         if "image_id" not in ann:
-            raise ValueError(f"{path}: annotations[{i}] has no field 'image_id'")
+            raise PoseTrackFormatError(f"{path}: annotations[{i}] has no field 'image_id'")
+        if not is_entry_id(ann["image_id"]):
+            raise PoseTrackFormatError(f"{path}: annotations[{i}]: field 'image_id' = {ann['image_id']!r}, "
+                                       "expected an integer or a string")
         by_image[ann["image_id"]].append((i, ann))
     return by_image
 
@@ -130,13 +145,13 @@ def _frame_dict(img, image_root, video_id, frame_index, video_file_names, anns, 
     return {
         "file_name": os.path.join(image_root, img["file_name"]),
         "image_id": img["id"],
-        "height": int(img["height"]) if "height" in img else None,
-        "width": int(img["width"]) if "width" in img else None,
+        "height": int(img["height"]) if img.get("height") is not None else None,
+        "width": int(img["width"]) if img.get("width") is not None else None,
         "video_id": video_id,
         "frame_index": frame_index,
         "video_file_names": video_file_names,
         "is_labeled": bool(img.get("is_labeled", bool(anns))),
-        "ignore_regions": _ignore_regions(img),
+        "ignore_regions": _ignore_regions(img, f"{path}: image {img['id']}"),
         "annotations": annotations,
     }
 
@@ -144,15 +159,28 @@ def _frame_dict(img, image_root, video_id, frame_index, video_file_names, anns, 
 def _check_image(img: dict, path: str, i: int):
     for field in ("file_name", "id"):
         if field not in img:
-            raise ValueError(f"{path}: images[{i}] has no field '{field}'")
+            raise PoseTrackFormatError(f"{path}: images[{i}] has no field '{field}'")
+    if not isinstance(img["file_name"], str) or not img["file_name"]:
+        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'file_name' = {img['file_name']!r}, expected a path")
+    if not is_entry_id(img["id"]):
+        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'id' = {img['id']!r}, expected an integer or a string")
+    for field in ("height", "width", "nframes"):
+        v = img.get(field)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer()
+                              or v <= 0):
+            raise PoseTrackFormatError(f"{path}: images[{i}]: field '{field}' = {v!r}, expected a positive integer")
+    if not isinstance(img.get("is_labeled", False), bool):
+        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'is_labeled' = {img['is_labeled']!r}, expected "
+                                   "true or false")
 
 
 def _load_sequence_file(path: str, image_root: str, frames: str) -> List[dict]:
     """One PoseTrack18/21 per-sequence JSON -> dicts (every image entry is a frame of this video)."""
     data = read_json(path)
-    images = data.get("images") if isinstance(data, dict) else None
+    check_posetrack18_lists(data, path)
+    images = data["images"]
     if not images:
-        raise ValueError(f"{path}: sequence has no frames (field 'images' is missing or empty)")
+        raise PoseTrackFormatError(f"{path}: sequence has no frames (field 'images' is empty)")
     for i, img in enumerate(images):
         _check_image(img, path, i)
     video_id = os.path.splitext(os.path.basename(path))[0]
@@ -172,9 +200,10 @@ def _load_sequence_file(path: str, image_root: str, frames: str) -> List[dict]:
 def _load_combined_file(path: str, image_root: str, frames: str) -> List[dict]:
     """A COCO-style file of labelled frames from many videos (PoseWarper/DCPose style)."""
     data = read_json(path)
-    images = data.get("images") if isinstance(data, dict) else None
+    check_posetrack18_lists(data, path)
+    images = data["images"]
     if not images:
-        raise ValueError(f"{path}: no frames (field 'images' is missing or empty)")
+        raise PoseTrackFormatError(f"{path}: no frames (field 'images' is empty)")
     by_image = _group_annotations(data, path)
     videos: "OrderedDict[str, list]" = OrderedDict()
     for i, img in enumerate(images):
@@ -183,12 +212,13 @@ def _load_combined_file(path: str, image_root: str, frames: str) -> List[dict]:
     out = []
     for video_id, imgs in videos.items():
         first = imgs[0]["file_name"]
-        _, n_digits, base = posetrack_frame_naming(first)
+        try:
+            _, n_digits, base = posetrack_frame_naming(first)
+            numbers = {posetrack_frame_naming(img["file_name"])[0]: img for img in imgs}
+        except ValueError as e:
+            raise PoseTrackFormatError(f"{path}: {e}") from None
         ext = os.path.splitext(first)[1]
         rel_dir = os.path.dirname(first)
-        numbers = {}
-        for img in imgs:
-            numbers[posetrack_frame_naming(img["file_name"])[0]] = img
         nframes = imgs[0].get("nframes")
         if nframes is None:
             nframes = max(numbers) - base + 1
