@@ -34,6 +34,9 @@ def test_main_job_writes_metrics_weights_and_rendering(tmp_path, monkeypatch, ca
     dup = metrics["duplicates"]
     assert dup["ap"] == pytest.approx(metrics["ap"]["total"]) and dup["frames"] == 60
     assert metrics["learning_curve"][-1]["ap_without_duplicates"] == pytest.approx(dup["ap_without_duplicates"])
+    # Tracking: MOTA of the streaming tracker's ids beside AP, in metrics.json, the curve and the summary.
+    assert set(metrics["mota"]) == {"per_joint", "groups", "total"} and metrics["mota"]["total"] <= 100.0
+    assert metrics["learning_curve"][-1]["mota"] == pytest.approx(metrics["mota"]["total"])
     assert (out / "model_final.pth").is_file()
     # detectron2's per-iteration training events have their own file, not overwritten by the summary above.
     events = [json.loads(line) for line in (out / "train_metrics.json").read_text().splitlines()]
@@ -46,3 +49,4 @@ def test_main_job_writes_metrics_weights_and_rendering(tmp_path, monkeypatch, ca
     printed = capsys.readouterr().out
     assert str(out / "metrics.json") in printed and str(out / "predictions.gif") in printed
     assert f"{dup['steals']} people taken from their best-scoring prediction" in printed
+    assert f"MOTA {metrics['mota']['total']:.1f}, MOTP {metrics['motp']['total']:.1f}" in printed

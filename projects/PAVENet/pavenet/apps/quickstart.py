@@ -28,6 +28,8 @@ from ..data.synthetic import ensure_synthetic_dataset
 from ..utils.atomic import atomic_path, atomic_write_json
 from ..engine.hooks import ProgressBarHook
 from ..engine.trainer import Trainer
+from ..inference.tracker import PoseTracker
+from ..utils.visualization import TrackVisualizer
 
 __all__ = ["OKS_NMS_THRESH", "QuickstartTrainer", "quickstart_cfg", "evaluate_with_oks_nms", "render_predictions",
            "run_quickstart", "seed_run"]
@@ -38,8 +40,9 @@ OKS_NMS_THRESH = 0.45  # the official experimental head's OKS-NMS
 def quickstart_cfg(config_file: str, output: str, eval_period: int = 0, opts: Sequence = ()):
     """The frozen quickstart config: `config_file` + `opts`, on CPU, writing under `output`, evaluating every
     `eval_period` iterations (0: at the end only)."""
-    cfg = load_pavenet_config(config_file, ["OUTPUT_DIR", output, "MODEL.DEVICE", "cpu",
-                                            "TEST.EVAL_PERIOD", eval_period, *opts])
+    # Tracking on: the evaluation reports MOTA (the streaming tracker's ids) beside AP.
+    cfg = load_pavenet_config(config_file, ["OUTPUT_DIR", output, "MODEL.DEVICE", "cpu", "TEST.EVAL_PERIOD",
+                                            eval_period, "TEST.POSETRACK.EVAL_TRACKING", True, *opts])
     cfg.freeze()
     return cfg
 
@@ -85,6 +88,7 @@ class QuickstartTrainer(Trainer):
         self.curve.append({"iteration": min(self.iter + 1, self.max_iter), "ap": ap,
                            "ap_with_oks_nms": self.ap_with_oks_nms["total"],
                            "ap_without_duplicates": results.get("posetrack", {}).get("AP-without-duplicates"),
+                           "mota": results.get("posetrack", {}).get("MOTA"),
                            "minutes": (time.time() - self._t0) / 60})
         self._last_eval_results = results
         return results
@@ -115,27 +119,38 @@ def evaluate_with_oks_nms(cfg, model, thresh: float = OKS_NMS_THRESH) -> dict:
 
 
 def render_predictions(cfg, model, dataset_name: str, out_path: str, max_frames: int, score_thresh: float):
-    """GT (left) and prediction (right) for the frames of the first video of `dataset_name`, as an animated
-    GIF at `out_path` (written atomically); returns (video id, frames drawn)."""
+    """GT (left) and prediction (right, each person labelled with its track id) for the frames of the first
+    video of `dataset_name`, as an animated GIF at `out_path` (written atomically); returns (video id, frames drawn)."""
     metadata = MetadataCatalog.get(dataset_name)
     dicts = DatasetCatalog.get(dataset_name)
     video = dicts[0]["video_id"]
     dicts = [d for d in dicts if d["video_id"] == video][:max_frames]
     mapper = PoseTrackClipDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
+    P = cfg.TEST.POSETRACK
+    tracker = PoseTracker(cfg.MODEL.PAVENET.NUM_FRAMES, metadata.get("keypoint_oks_sigmas", None),
+                          P.TRACK_MATCH_THRESH, P.TRACK_PATIENCE)
+    overlay = TrackVisualizer(metadata, scale=2.0)
     panels = []
     model.eval()
     with torch.no_grad():
         for d in tqdm(dicts, desc=f"render {video}", unit="frame"):
             inst = model([mapper(d)])[0]["instances"].to("cpu")
-            inst = inst[inst.scores >= score_thresh]
-            rgb = cv2.imread(d["file_name"])[:, :, ::-1]
+            inst = tracker.update_instances(inst[inst.scores >= score_thresh])
+            bgr = cv2.imread(d["file_name"])
+            rgb = bgr[:, :, ::-1]
             gt = Visualizer(rgb, metadata, scale=2.0).draw_dataset_dict({"annotations": d["annotations"]}).get_image()
-            pred = Visualizer(rgb, metadata, scale=2.0).draw_instance_predictions(inst).get_image()
+            pred = overlay.draw(bgr, inst)[:, :, ::-1]
             sep = np.full((gt.shape[0], 6, 3), 255, np.uint8)
             panels.append(Image.fromarray(np.concatenate([gt, sep, pred], axis=1)))
     with atomic_path(out_path) as tmp:
         panels[0].save(tmp, save_all=True, append_images=panels[1:], duration=250, loop=0)
     return video, len(panels)
+
+
+def _total(metrics: dict, key: str) -> float:
+    """A metrics block's total, NaN when it was not evaluated (or is undefined)."""
+    total = metrics.get(key, {}).get("total")
+    return float("nan") if total is None else total
 
 
 def run_quickstart(config_file: str = "configs/synthetic/pavenet_tiny.yaml", output: str = "output/demo",
@@ -182,6 +197,7 @@ def run_quickstart(config_file: str = "configs/synthetic/pavenet_tiny.yaml", out
         f"{metrics['ap_with_oks_nms']['total']:.1f} with OKS-NMS {OKS_NMS_THRESH}\n"
         f"  duplicates (NMS-free): {dup.get('duplicates')} in the output, {dup.get('steals')} people taken from their "
         f"best-scoring prediction by one; {dup.get('ap_without_duplicates', float('nan')):.1f} AP without them\n"
+        f"  tracking (NMS-free): MOTA {_total(metrics, 'mota'):.1f}, MOTP {_total(metrics, 'motp'):.1f}\n"
         f"  metrics:   {os.path.join(output, 'metrics.json')}\n"
         f"  weights:   {os.path.join(output, 'model_final.pth')}\n"
         f"  rendering: {gif} ({n} frames of {video}: ground truth left, prediction right)"

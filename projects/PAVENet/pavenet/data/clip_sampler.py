@@ -82,7 +82,8 @@ def sliding_windows(items: Iterable[Any], num_frames: int) -> Iterator[Tuple[int
         count = pos + 1
         key = pos - half
         if key >= 0:  # every index of its clip is <= pos: the length so far clamps nothing on the right
+            alive.pop(key - half - 1, None)  # this and every later window starts at key - half or after
             yield key, [alive[i] for i in clip_frame_indices(key, num_frames, count)]
-            alive.pop(key - half, None)  # no later window starts before key + 1 - half
     for key in range(max(count - half, 0), count):
+        alive.pop(key - half - 1, None)
         yield key, [alive[i] for i in clip_frame_indices(key, num_frames, count)]

@@ -5,6 +5,7 @@ GT frame in GT order (pairing is by position), one `person` category with the 17
 a `track_id` (< 10000, unique per frame) on every person, the ears written as (0, 0, 0), joint scores in
 `scores` (17, slot order). A joint is absent only when written as exactly (0, 0, 0).
 """
+import re
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -18,11 +19,13 @@ __all__ = [
     "posetrack18_category",
     "posetrack18_person",
     "build_posetrack18_sequence",
+    "posetrack_image_entries",
     "write_posetrack18_sequence",
     "coco_keypoint_results",
     "write_coco_keypoint_results",
 ]
 
+_POSETRACK_SOURCES = {"mpii": 1, "bonn": 2, "mpiinew": 3}
 _IMAGE_KEYS = ("id", "file_name", "frame_id", "vid_id", "nframes", "is_labeled", "has_no_densepose",
                "width", "height")
 
@@ -81,6 +84,22 @@ def build_posetrack18_sequence(gt_images: Sequence[dict], people_per_frame: Sequ
             annotations.append(posetrack18_person(image_id, person["keypoints"], person.get("score", 1.0),
                                                   person.get("track_id", pi), ann_id, joint_score_thresh))
     return {"images": images, "annotations": annotations, "categories": [posetrack18_category()]}
+
+
+def posetrack_image_entries(name: str, frame_names: List[str], height: int, width: int) -> List[dict]:
+    """PoseTrack18 `images` entries for a video that has no GT file. A PoseTrack-style name
+    (`000001_mpiinew_test`) gets PoseTrack ids (T SSSSSS FFFF) and file names poseval can parse; other
+    names get frame indices."""
+    m = re.match(r"^(\d+)_(mpii|bonn|mpiinew)(_|$)", name)
+    entries = []
+    for i, fname in enumerate(frame_names):
+        image_id = int(f"{_POSETRACK_SOURCES[m.group(2)]}{int(m.group(1)):06d}{i:04d}") if m else i
+        entries.append({
+            "id": image_id, "frame_id": image_id, "vid_id": m.group(1) if m else name,
+            "file_name": f"images/demo/{name}/{fname}", "nframes": len(frame_names), "is_labeled": True,
+            "width": int(width), "height": int(height),
+        })
+    return entries
 
 
 def write_posetrack18_sequence(path: str, gt_images: Sequence[dict], people_per_frame: Sequence[Iterable[dict]],

@@ -1,9 +1,9 @@
-"""Overlays through detectron2's VideoVisualizer, one colour kept per track id.
+"""Overlays through detectron2's Visualizer, one colour kept per track id and each person labelled with it.
 
-VideoVisualizer (v0.6 and main) indexes `pred_boxes` and `pred_classes` unconditionally and honours an
-explicit `COLOR` field, so every drawn `Instances` carries both plus `COLOR` from a
-fixed palette keyed by `pred_track_ids`. Keypoints scoring below `keypoint_thresh` are hidden by zeroing
-their score (the Visualizer's own 0.05 threshold is internal to the Visualizer VideoVisualizer creates).
+`Visualizer.overlay_instances` (the same in v0.6 and main) draws what VideoVisualizer draws, but takes the
+labels: "id 3 87%" (track id, score) instead of detectron2's class name. The colour comes from a fixed
+palette keyed by `pred_track_ids`. Keypoints scoring below `keypoint_thresh` are hidden by zeroing their
+score (the Visualizer's own 0.05 threshold is internal to it).
 """
 from typing import Optional
 
@@ -12,13 +12,12 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.colormap import colormap
-from detectron2.utils.video_visualizer import VideoVisualizer
-from detectron2.utils.visualizer import ColorMode
+from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from pavenet.data.keypoint_meta import posetrack_metadata
 from pavenet.utils.boxes import keypoint_extent_boxes
 
-__all__ = ["TrackVisualizer", "demo_metadata", "track_color"]
+__all__ = ["TrackVisualizer", "demo_metadata", "track_color", "track_labels"]
 
 _PALETTE = colormap(rgb=True, maximum=1)  # (74, 3) distinct RGB colours in [0, 1]
 _DEMO_METADATA = "pavenet_demo"
@@ -42,11 +41,21 @@ def demo_metadata(cfg=None):
     return meta
 
 
-class TrackVisualizer:
-    """Draws one video's frames; make one per video (VideoVisualizer keeps state between frames)."""
+def track_labels(instances: Instances):
+    """One label per person: "id <track id> <score>%" ("<score>%" without track ids)."""
+    scores = instances.scores.tolist() if instances.has("scores") else [None] * len(instances)
+    ids = instances.pred_track_ids.tolist() if instances.has("pred_track_ids") else [None] * len(instances)
+    return [" ".join(([f"id {t}"] if t is not None else []) + ([f"{s:.0%}"] if s is not None else []))
+            for t, s in zip(ids, scores)]
 
-    def __init__(self, metadata, keypoint_thresh: float = 0.0, instance_mode=ColorMode.IMAGE):
-        self.video_visualizer = VideoVisualizer(metadata, instance_mode)
+
+class TrackVisualizer:
+    """Draws a video's frames with a colour and a label per track id (`scale` enlarges the drawing)."""
+
+    def __init__(self, metadata, keypoint_thresh: float = 0.0, instance_mode=ColorMode.IMAGE, scale: float = 1.0):
+        self.metadata = metadata
+        self.instance_mode = instance_mode
+        self.scale = float(scale)
         self.keypoint_thresh = float(keypoint_thresh)
 
     def prepare(self, instances: Instances) -> Instances:
@@ -71,7 +80,12 @@ class TrackVisualizer:
     def draw(self, frame_bgr: np.ndarray, instances: Optional[Instances]) -> np.ndarray:
         """BGR uint8 (H, W, 3) frame + key-frame Instances (original pixels) -> BGR uint8 overlay."""
         rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
+        vis = Visualizer(rgb, self.metadata, scale=self.scale, instance_mode=self.instance_mode)
         if instances is None or len(instances) == 0:
-            return np.ascontiguousarray(frame_bgr)
-        vis = self.video_visualizer.draw_instance_predictions(rgb, self.prepare(instances))
-        return np.ascontiguousarray(vis.get_image()[:, :, ::-1])
+            return np.ascontiguousarray(vis.output.get_image()[:, :, ::-1])
+        drawn = self.prepare(instances)
+        alpha = 0.3 if self.instance_mode == ColorMode.IMAGE_BW else 0.5  # as VideoVisualizer
+        out = vis.overlay_instances(boxes=drawn.pred_boxes.tensor.numpy(), labels=track_labels(instances),
+                                    keypoints=drawn.pred_keypoints,
+                                    assigned_colors=drawn.COLOR if drawn.has("COLOR") else None, alpha=alpha)
+        return np.ascontiguousarray(out.get_image()[:, :, ::-1])

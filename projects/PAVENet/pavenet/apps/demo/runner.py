@@ -3,89 +3,37 @@
 `tools/demo.py` is a thin CLI over `VideoPoseDemo` and `run_demo`.
 """
 import json
-import logging
 import os
-import re
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from detectron2.structures import Instances
 
-from ...config import frozen_config
-from ...evaluation.writer import atomic_write_json, build_posetrack18_sequence, coco_keypoint_results
+from ...evaluation.writer import atomic_write_json, coco_keypoint_results, posetrack_image_entries
 from ...inference.frames import FrameSource
 from .outputs import VIDEO_EXTENSIONS, DemoOutputError, VideoWriter, atomic_dir, atomic_path, check_output_path
-from ...inference.predictor import ClipPredictor
-from ...inference.tracker import PoseTracker
-from ...utils.visualization import TrackVisualizer, demo_metadata
+from ...inference.video import FramePoses, VideoPoseEstimator, inference_config
+from ...utils.visualization import TrackVisualizer
 
 __all__ = ["VideoPoseDemo", "demo_config", "run_demo", "plan_outputs", "posetrack_image_entries"]
 
-logger = logging.getLogger(__name__)
-
-_POSETRACK_SOURCES = {"mpii": 1, "bonn": 2, "mpiinew": 3}
-
 
 def demo_config(config_file: str, opts: Sequence[str] = (), confidence_threshold: Optional[float] = None):
-    """The demo's frozen config: the file plus KEY VALUE overrides; `confidence_threshold` sets
-    MODEL.PAVENET.TEST.SCORE_THRESH; a CUDA device on a machine without one falls back to the CPU (warned)."""
-    def adjust(cfg):
-        if confidence_threshold is not None:
-            cfg.MODEL.PAVENET.TEST.SCORE_THRESH = confidence_threshold
-
-    cfg, device_warning = frozen_config(config_file, opts, adjust)
-    if device_warning:
-        logging.getLogger("pavenet").warning(device_warning)
-    return cfg
+    """The demo's frozen config: `pavenet.inference.video.inference_config` (`confidence_threshold` sets
+    MODEL.PAVENET.TEST.SCORE_THRESH)."""
+    return inference_config(config_file, opts, confidence_threshold)
 
 
-class VideoPoseDemo:
-    """Predictions with track ids for every frame of a video.
-
-    Args:
-        cfg: PAVE-Net config (MODEL.WEIGHTS, MODEL.PAVENET.TEST.SCORE_THRESH, ...).
-        mode: "stream" (cached per-frame encodings) or "window" (full forward per window).
-        track_patience / track_match_thresh: see `PoseTracker`.
-        keypoint_thresh: joints below this score are hidden in the overlay.
-    """
-
-    def __init__(self, cfg, mode: str = "stream", track_patience: int = 2, track_match_thresh: float = 0.3,
-                 keypoint_thresh: float = 0.0, predictor: Optional[ClipPredictor] = None):
-        if mode not in ("stream", "window"):
-            raise ValueError(f"mode must be 'stream' or 'window', got {mode!r}")
-        self.predictor = predictor or ClipPredictor(cfg)
-        self.mode = mode
-        self.metadata = demo_metadata(cfg)
-        self.track_patience = track_patience
-        self.track_match_thresh = track_match_thresh
-        self.keypoint_thresh = keypoint_thresh
+class VideoPoseDemo(VideoPoseEstimator):
+    """The Python API's estimator (predictions with track ids for every frame) plus the demo's overlays."""
 
     def run(self, frames) -> Iterator[Tuple[int, np.ndarray, Instances]]:
         """Yields (frame_index, frame_bgr, instances with `pred_track_ids`) for one video."""
-        sigmas = self.metadata.get("keypoint_oks_sigmas", None)
-        tracker = PoseTracker(self.predictor.num_frames, sigmas, self.track_match_thresh, self.track_patience)
-        run = self.predictor.stream if self.mode == "stream" else self.predictor.window
-        for index, frame, instances in run(frames):
-            yield index, frame, tracker.update_instances(instances)
+        return self.track(frames)
 
     def visualizer(self) -> TrackVisualizer:
         return TrackVisualizer(self.metadata, self.keypoint_thresh)
-
-
-def posetrack_image_entries(name: str, frame_names: List[str], height: int, width: int) -> List[dict]:
-    """PoseTrack18 `images` entries for a demo video. A PoseTrack-style name (`000001_mpiinew_test`)
-    gets PoseTrack ids (T SSSSSS FFFF) and file names poseval can parse; other names get frame indices."""
-    m = re.match(r"^(\d+)_(mpii|bonn|mpiinew)(_|$)", name)
-    entries = []
-    for i, fname in enumerate(frame_names):
-        image_id = int(f"{_POSETRACK_SOURCES[m.group(2)]}{int(m.group(1)):06d}{i:04d}") if m else i
-        entries.append({
-            "id": image_id, "frame_id": image_id, "vid_id": m.group(1) if m else name,
-            "file_name": f"images/demo/{name}/{fname}", "nframes": len(frame_names), "is_labeled": True,
-            "width": int(width), "height": int(height),
-        })
-    return entries
 
 
 def plan_outputs(name: str, output: Optional[str] = None, save_frames: bool = False, save_json: Optional[str] = None,
@@ -171,16 +119,15 @@ def run_demo(
                 size = frame.shape[:2]
                 num_frames += 1
                 frame_name = source.frame_name(index)
-                kpts = inst.pred_keypoints.numpy()
-                scores = inst.scores.numpy()
+                poses = FramePoses.from_instances(index, frame, inst)
                 tids = inst.pred_track_ids.numpy()
                 track_ids.update(tids.tolist())
                 num_persons += len(tids)
                 if keep_results:  # only for the JSON files: a webcam / overlay-only run keeps nothing per frame
                     frame_names.append(frame_name)
-                    people_per_frame.append([{"keypoints": k, "score": float(s), "track_id": int(t)}
-                                             for k, s, t in zip(kpts, scores, tids)])
-                    coco_preds.append({"image_id": index, "keypoints": kpts, "scores": scores, "track_ids": tids})
+                    people_per_frame.append([p.to_posetrack() for p in poses.persons])
+                    coco_preds.append({"image_id": index, "keypoints": inst.pred_keypoints.numpy(),
+                                       "scores": inst.scores.numpy(), "track_ids": tids})
                 if vis is not None:
                     overlay = vis.draw(frame, inst)
                     if writer:
@@ -204,10 +151,8 @@ def run_demo(
         if keep_results:
             images = (_load_gt_images(gt_json, len(frame_names)) if gt_json
                       else posetrack_image_entries(name, frame_names, *size))
-        if save_json:
-            # Joints the overlay hides are written as absent: MOTA counts every present joint whatever its score.
-            joint_thresh = demo.keypoint_thresh if demo.keypoint_thresh > 0 else None
-            atomic_write_json(save_json, build_posetrack18_sequence(images, people_per_frame, joint_thresh))
+        if save_json:  # joints the overlay hides are written as absent
+            demo.write_posetrack_json(save_json, images, people_per_frame)
             written["json"] = save_json
         if save_coco:
             for pred, im in zip(coco_preds, images):  # COCO image ids = the JSON's (or GT's) image ids
