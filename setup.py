@@ -10,6 +10,7 @@ so an installed build is kept and pip never replaces it. `--no-build-isolation` 
 compile against that torch. tests/test_setup.py checks that every third-party module the package imports
 is declared here.
 """
+
 from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [

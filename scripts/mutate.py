@@ -15,6 +15,7 @@ prints the score per module. Survivors: `cd build/mutate && python -m mutmut sho
     python scripts/mutate.py --rev HEAD      # the last commit instead of the working tree
     python scripts/mutate.py --list
 """
+
 import argparse
 import configparser
 import os
@@ -41,11 +42,15 @@ def read_targets(config: Path):
     targets = {}
     for module, tests in parser.items(SECTION):
         if not (ROOT / module).is_file() or not Path(module).is_relative_to(PACKAGE):
-            raise SystemExit(f"{config} [{SECTION}]: module {module} not found under {PACKAGE} (moved? update it)")
+            raise SystemExit(
+                f"{config} [{SECTION}]: module {module} not found under {PACKAGE} (moved? update it)"
+            )
         args = tests.split()
         missing = [t for t in args if not (ROOT / t.split("::")[0]).is_file()]
         if not args or missing:
-            raise SystemExit(f"{config} [{SECTION}] {module}: test files {missing or '(none)'} not found")
+            raise SystemExit(
+                f"{config} [{SECTION}] {module}: test files {missing or '(none)'} not found"
+            )
         targets[module] = args
     return targets
 
@@ -57,8 +62,12 @@ def stage(work: Path, targets, rev=None) -> None:
         shutil.rmtree(work)
     if rev:
         work.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", rev, str(PACKAGE), "tests"], cwd=ROOT, check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", rev, str(PACKAGE), "tests"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
         (work / PACKAGE).rename(work / "pavenet")
         shutil.rmtree(work / PACKAGE.parts[0])
@@ -70,9 +79,13 @@ def stage(work: Path, targets, rev=None) -> None:
     lines = ["[mutmut]", "source_paths = pavenet", "only_mutate ="]
     lines += [f"    pavenet/{Path(m).relative_to(PACKAGE)}" for m in targets]
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests]
-    lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider",
-              # torch's thread pools are not fork-safe: fork the mutants from a clean server process
-              "process_isolation = forkserver"]
+    lines += [
+        "pytest_add_cli_args =",
+        "    -p",
+        "    no:cacheprovider",
+        # torch's thread pools are not fork-safe: fork the mutants from a clean server process
+        "process_isolation = forkserver",
+    ]
     (work / "setup.cfg").write_text("\n".join(lines) + "\n")
 
 
@@ -83,10 +96,18 @@ def module_of(mutant: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("modules", nargs="*", help="module file names without .py (default: all in setup.cfg)")
-    ap.add_argument("--list", action="store_true", help="print the modules and their tests, then exit")
-    ap.add_argument("--work", default=str(ROOT / "build" / "mutate"), help="where the copy is staged")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "modules", nargs="*", help="module file names without .py (default: all in setup.cfg)"
+    )
+    ap.add_argument(
+        "--list", action="store_true", help="print the modules and their tests, then exit"
+    )
+    ap.add_argument(
+        "--work", default=str(ROOT / "build" / "mutate"), help="where the copy is staged"
+    )
     ap.add_argument("--rev", help="stage this git revision (e.g. HEAD) instead of the working tree")
     args = ap.parse_args(argv)
     targets = read_targets(ROOT / "setup.cfg")
@@ -98,7 +119,9 @@ def main(argv=None) -> int:
         known = {Path(m).stem: m for m in targets}
         unknown = [m for m in args.modules if m not in known]
         if unknown:
-            raise SystemExit(f"unknown modules {unknown}; setup.cfg [{SECTION}] has {sorted(known)}")
+            raise SystemExit(
+                f"unknown modules {unknown}; setup.cfg [{SECTION}] has {sorted(known)}"
+            )
         targets = {known[m]: targets[known[m]] for m in args.modules}
     try:
         import mutmut  # noqa: F401
@@ -106,12 +129,20 @@ def main(argv=None) -> int:
         raise SystemExit("mutmut is not installed: pip install -r requirements-dev.txt") from None
     work = Path(args.work)
     stage(work, targets, args.rev)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the staged package may be found
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH"
+    }  # only the staged package may be found
     # The tests find the shared data beside the repository: point the staged copy at the original's.
     env.setdefault("PAVENET_SHARED_DIR", str(ROOT.parent / "shared"))
     subprocess.run(MUTMUT + ["run"], cwd=work, env=env, check=True)
-    out = subprocess.run(MUTMUT + ["results", "--all", "true"], cwd=work, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        MUTMUT + ["results", "--all", "true"],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     counts = {}
     for name, status in re.findall(r"^\s*(\S+): (.+)$", out, re.M):
         counts.setdefault(module_of(name), Counter())[status.strip()] += 1
@@ -120,9 +151,13 @@ def main(argv=None) -> int:
         c = counts[module]
         total = sum(c.values())
         other = total - c["killed"] - c["survived"]
-        print(f"| {module} | {total} | {c['killed']} | {c['survived']} | {other} | "
-              f"{100.0 * c['killed'] / max(total, 1):.1f}% |")
-    print(f"\nsurvivors: cd {work} && {sys.executable} -m mutmut show <name>  (names: mutmut results)")
+        print(
+            f"| {module} | {total} | {c['killed']} | {c['survived']} | {other} | "
+            f"{100.0 * c['killed'] / max(total, 1):.1f}% |"
+        )
+    print(
+        f"\nsurvivors: cd {work} && {sys.executable} -m mutmut show <name>  (names: mutmut results)"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ simply not compiled). Every change is listed in docs/INSTALL.md; each one is app
 no-op where the tree already has it (main has no `Image.LINEAR`), and the script fails loudly if a file it
 expects to patch has changed shape.
 """
+
 import re
 import sys
 from pathlib import Path
@@ -63,7 +64,9 @@ def _sub(path: Path, pattern: str, repl: str, *, expect: bool = True, regex: boo
     text = path.read_text()
     new = re.sub(pattern, repl, text) if regex else text.replace(pattern, repl)
     if new == text and expect and repl not in text:
-        sys.exit(f"patch_detectron2: expected to find {pattern!r} in {path}; the tree differs from v0.6 / main")
+        sys.exit(
+            f"patch_detectron2: expected to find {pattern!r} in {path}; the tree differs from v0.6 / main"
+        )
     path.write_text(new)
 
 
@@ -91,7 +94,8 @@ def main(src: Path) -> None:
     _sub(mz, "import pkg_resources\n", "")
     _sub(
         mz,
-        'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", os.path.join("configs", config_path)\n    )',
+        'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+        'os.path.join("configs", config_path)\n    )',
         'cfg_file = os.path.join(os.path.dirname(__file__), "configs", config_path)',
     )
     print(f"patched detectron2 sources in {src}")

@@ -2,6 +2,7 @@
 
 Tests find repository files through REPO_ROOT (never relative to the working directory), so the suite
 runs from any folder."""
+
 import os
 import sys
 from pathlib import Path
@@ -15,12 +16,16 @@ sys.path.insert(0, str(REPO_ROOT / "projects" / "PAVENet"))
 TINY_CONFIG = REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml"
 
 SHARED = Path(os.environ.get("PAVENET_SHARED_DIR", REPO_ROOT.parent / "shared"))
-SAMPLE_DIR = Path(os.environ.get("PAVENET_POSETRACK18_SAMPLE", SHARED / "data" / "posetrack18_sample"))
+SAMPLE_DIR = Path(
+    os.environ.get("PAVENET_POSETRACK18_SAMPLE", SHARED / "data" / "posetrack18_sample")
+)
 GOLDEN_DIR = Path(os.environ.get("PAVENET_GOLDEN_DIR", SHARED / "golden"))
 OFFICIAL_KEYS = SHARED / "docs" / "official_r50_f3_state_dict_keys.txt"
 # Official golden cases of the other shipped models (R50 F=5, Swin-L F=3): a folder apart from GOLDEN_DIR,
 # with its own weight maker and key lists; tests/golden_cases.py skips them with this path when absent.
-GOLDEN_VARIANTS_DIR = Path(os.environ.get("PAVENET_GOLDEN_VARIANTS_DIR", SHARED / "golden_variants"))
+GOLDEN_VARIANTS_DIR = Path(
+    os.environ.get("PAVENET_GOLDEN_VARIANTS_DIR", SHARED / "golden_variants")
+)
 # The recipe every shipped config inherits (add_pavenet_config alone keeps detectron2's defaults).
 BASE_CONFIG = REPO_ROOT / "configs" / "Base-PAVENet.yaml"
 
@@ -42,7 +47,9 @@ def tiny_cfg():
 @pytest.fixture
 def sample_dir() -> Path:
     if not SAMPLE_DIR.is_dir():
-        pytest.skip(f"real PoseTrack18 sample not found at {SAMPLE_DIR} (set PAVENET_POSETRACK18_SAMPLE)")
+        pytest.skip(
+            f"real PoseTrack18 sample not found at {SAMPLE_DIR} (set PAVENET_POSETRACK18_SAMPLE)"
+        )
     return SAMPLE_DIR
 
 
@@ -88,7 +95,9 @@ def _gloo_entry(rank, world_size, init_file, fn, args):
     from detectron2.utils import comm
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     # What detectron2's launch sets up besides the global group (comm.get_local_rank etc. read it).
     comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
     try:

@@ -1,12 +1,14 @@
 """SOLVER.AMP.ENABLED: mixed-precision training on the CPU (bf16 autocast, no GradScaler), losses and
 matching in float32, and an eval under autocast within a stated tolerance of float32."""
+
 import pytest
 import torch
 from detectron2.modeling import build_model
+from test_msda_backends import _clip
+from test_msda_backends import _tiny_cfg as _model_cfg
+from test_train_e2e import _tiny_cfg, _train_and_record, synthetic_root  # noqa: F401  (fixture)
 
 from pavenet.engine.amp import AMPTrainer, amp_dtype
-from test_msda_backends import _clip, _tiny_cfg as _model_cfg
-from test_train_e2e import _tiny_cfg, _train_and_record, synthetic_root  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,8 +32,18 @@ def test_amp_trains_on_cpu_in_bf16_with_float32_losses(tmp_path, synthetic_root)
     """The Trainer picks our AMPTrainer, the network runs in bf16, the losses are float32 and finite, and
     the weights move. (Small frames: bf16 matmuls are ~7x slower than float32 on CPUs without bf16 units.)"""
     cfg = _tiny_cfg(tmp_path, 3, synthetic_root)
-    cfg.merge_from_list(["SOLVER.AMP.ENABLED", True, "SOLVER.IMS_PER_BATCH", 2, "INPUT.MIN_SIZE_TRAIN", (96,),
-                         "INPUT.MAX_SIZE_TRAIN", 128])
+    cfg.merge_from_list(
+        [
+            "SOLVER.AMP.ENABLED",
+            True,
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "INPUT.MIN_SIZE_TRAIN",
+            (96,),
+            "INPUT.MAX_SIZE_TRAIN",
+            128,
+        ]
+    )
     seen = {"linear_dtypes": set(), "loss_dtypes": set(), "trainer": None}
     from detectron2.engine import HookBase
 
@@ -45,7 +57,9 @@ def test_amp_trains_on_cpu_in_bf16_with_float32_losses(tmp_path, synthetic_root)
             lin = model.head.transformer.decoder.layers[0].ffns[0].layers[1]
             lin.register_forward_hook(lambda m, i, o: seen["linear_dtypes"].add(o.dtype))
             crit = model.criterion
-            crit.register_forward_hook(lambda m, i, o: seen["loss_dtypes"].update(v.dtype for v in o.values()))
+            crit.register_forward_hook(
+                lambda m, i, o: seen["loss_dtypes"].update(v.dtype for v in o.values())
+            )
 
     orig_build_hooks = Trainer.build_hooks
     Trainer.build_hooks = lambda self: orig_build_hooks(self) + [Spy()]
@@ -58,8 +72,12 @@ def test_amp_trains_on_cpu_in_bf16_with_float32_losses(tmp_path, synthetic_root)
     assert seen["linear_dtypes"] == {torch.bfloat16}, "autocast was not active in the forward"
     assert seen["loss_dtypes"] == {torch.float32}, "the losses must be computed in float32"
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses))), losses
-    moved = [k for k, v in state.items() if v.is_floating_point() and not torch.equal(v, seen["init"][k])]
-    assert any("head.transformer.encoder" in k for k in moved) and any(k.startswith("backbone") for k in moved)
+    moved = [
+        k for k, v in state.items() if v.is_floating_point() and not torch.equal(v, seen["init"][k])
+    ]
+    assert any("head.transformer.encoder" in k for k in moved) and any(
+        k.startswith("backbone") for k in moved
+    )
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
@@ -77,14 +95,18 @@ def test_eval_under_autocast_is_close_to_float32(msda_impl):
     """Stated tolerance on a 96x128 clip: keypoints within 0.5 px of float32 (measured 0.07 px), keypoint
     scores within 1e-3 (measured 3e-5); outputs are float32 in both cases."""
     torch.manual_seed(0)
-    model = build_model(_model_cfg("MODEL.PAVENET.MSDA_IMPL", msda_impl, "MODEL.PAVENET.TEST.TOPK", 30)).eval()
+    model = build_model(
+        _model_cfg("MODEL.PAVENET.MSDA_IMPL", msda_impl, "MODEL.PAVENET.TEST.TOPK", 30)
+    ).eval()
     with torch.no_grad():
         for p in model.head.parameters():  # away from the zero-init layers' exact symmetries
             p.add_(torch.randn_like(p) * 0.02)
     model.head.cls_branches[model.head.transformer.decoder.num_layers] = _FixedSelection()
     x, hw = model.preprocess_frames(_clip(96, 128, seed=3)["images"])
     with torch.no_grad():
-        ref, ref_inter = model.decode_clip(model.encode_frames(x, hw), hw, hw, return_intermediates=True)
+        ref, ref_inter = model.decode_clip(
+            model.encode_frames(x, hw), hw, hw, return_intermediates=True
+        )
         with torch.autocast("cpu", dtype=torch.bfloat16):
             feats = model.encode_frames(x, hw)
             amp, amp_inter = model.decode_clip(feats, hw, hw, return_intermediates=True)
@@ -110,8 +132,20 @@ def test_amp_checkpoint_round_trips_the_whole_training_state(tmp_path, synthetic
     from pavenet.engine import Trainer
 
     cfg = _tiny_cfg(tmp_path, 2, synthetic_root)
-    cfg.merge_from_list(["SOLVER.AMP.ENABLED", True, "SOLVER.IMS_PER_BATCH", 2, "INPUT.MIN_SIZE_TRAIN", (96,),
-                         "INPUT.MAX_SIZE_TRAIN", 128, "SOLVER.CHECKPOINT_PERIOD", 100])
+    cfg.merge_from_list(
+        [
+            "SOLVER.AMP.ENABLED",
+            True,
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "INPUT.MIN_SIZE_TRAIN",
+            (96,),
+            "INPUT.MAX_SIZE_TRAIN",
+            128,
+            "SOLVER.CHECKPOINT_PERIOD",
+            100,
+        ]
+    )
     first = Trainer(cfg)
     first._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
     first.resume_or_load(resume=False)
@@ -121,13 +155,18 @@ def test_amp_checkpoint_round_trips_the_whole_training_state(tmp_path, synthetic
 
     second = Trainer(cfg)
     assert isinstance(second._trainer, AMPTrainer)
-    second._trainer.grad_scaler = torch.amp.GradScaler("cpu")  # defaults: scale 65536, growth interval 2000
+    second._trainer.grad_scaler = torch.amp.GradScaler(
+        "cpu"
+    )  # defaults: scale 65536, growth interval 2000
     second.resume_or_load(resume=True)
     assert second.start_iter == 2 and second.iter == 1
     assert second._trainer.grad_scaler.state_dict() == first._trainer.grad_scaler.state_dict()
     assert second.scheduler.state_dict() == first.scheduler.state_dict()
     opt_a, opt_b = first.optimizer.state_dict(), second.optimizer.state_dict()
-    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
+    assert (
+        opt_a["param_groups"] == opt_b["param_groups"]
+        and opt_a["state"].keys() == opt_b["state"].keys()
+    )
     for k, state in opt_a["state"].items():
         assert all(torch.equal(v, opt_b["state"][k][n]) for n, v in state.items()), k
     assert torch.equal(torch.get_rng_state(), saved["trainer"]["rng"]["torch"])

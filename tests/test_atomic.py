@@ -1,4 +1,5 @@
 """utils/atomic.py: the old result stays until the new one is complete and in place."""
+
 import os
 
 import pytest
@@ -37,7 +38,9 @@ def test_atomic_dir_puts_the_old_folder_back_if_the_new_one_cannot_move_in(tmp_p
 
     def rename(src, dst):
         moves.append((os.path.basename(src), os.path.basename(dst)))
-        if ".partial-" in str(src):  # the new folder fails to move in, after the old one moved aside
+        if ".partial-" in str(
+            src
+        ):  # the new folder fails to move in, after the old one moved aside
             raise OSError("disk gone")
         return real_rename(src, dst)
 

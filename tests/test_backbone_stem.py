@@ -1,6 +1,7 @@
 """The ResNet stem's CPU max-pool (`ChannelsLastPoolStem`) gives exactly detectron2's `BasicStem` numbers:
 forward, input and weight gradients, with the ties that ReLU zeros create, with and without autograd; and the
 ResNet builders construct it, with detectron2's parameter names."""
+
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
@@ -53,14 +54,23 @@ def test_inference_path_is_bit_identical_and_contiguous():
 def test_both_resnet_builders_construct_it_with_detectron2s_parameter_names():
     from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-    for config in ("configs/posetrack17/pavenet_r50_3f_pt17.yaml", "configs/synthetic/pavenet_tiny.yaml"):
-        cfg = load_pavenet_config(str(REPO_ROOT / config), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    for config in (
+        "configs/posetrack17/pavenet_r50_3f_pt17.yaml",
+        "configs/synthetic/pavenet_tiny.yaml",
+    ):
+        cfg = load_pavenet_config(
+            str(REPO_ROOT / config), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]
+        )
         backbone = build_model(cfg).backbone
         assert type(backbone.stem) is ChannelsLastPoolStem, config
         assert all(k.startswith("conv1.") for k in backbone.stem.state_dict()), config
     # The R50: detectron2's own builder's tensors, names and frozen parts, only the stem's class differs.
-    reference = build_resnet_backbone(cfg := load_pavenet_config(str(REPO_ROOT / "configs/Base-PAVENet.yaml"), ["MODEL.DEVICE", "cpu"]),
-                                      ShapeSpec(channels=3))
+    reference = build_resnet_backbone(
+        cfg := load_pavenet_config(
+            str(REPO_ROOT / "configs/Base-PAVENet.yaml"), ["MODEL.DEVICE", "cpu"]
+        ),
+        ShapeSpec(channels=3),
+    )
     ours = build_model(cfg).backbone
     assert type(reference.stem) is BasicStem
     ref_sd, our_sd = reference.state_dict(), ours.state_dict()
@@ -69,8 +79,11 @@ def test_both_resnet_builders_construct_it_with_detectron2s_parameter_names():
     reference, after_reference = build_resnet_backbone(cfg, ShapeSpec(channels=3)), torch.rand(4)
     torch.manual_seed(3)
     ours, after_ours = build_pavenet_resnet_backbone(cfg, ShapeSpec(channels=3)), torch.rand(4)
-    assert torch.equal(after_reference, after_ours)  # the rest of a seeded model starts from the same draws
+    assert torch.equal(
+        after_reference, after_ours
+    )  # the rest of a seeded model starts from the same draws
     assert all(torch.equal(v, ours.state_dict()[k]) for k, v in reference.state_dict().items())
-    assert [n for n, p in reference.named_parameters() if p.requires_grad] == \
-        [n for n, p in ours.named_parameters() if p.requires_grad]
+    assert [n for n, p in reference.named_parameters() if p.requires_grad] == [
+        n for n, p in ours.named_parameters() if p.requires_grad
+    ]
     assert ours.output_shape() == reference.output_shape()

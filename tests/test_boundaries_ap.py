@@ -5,18 +5,18 @@ true positives (the precision envelope and the sort direction matter), a joint t
 carries a high score (it must not be ranked), and head boxes whose x1 != y1 and w != h (a mixed-up
 coordinate changes the head size).
 """
+
 import math
 import warnings
 
 import numpy as np
 import pytest
+from test_eval_poseval import gt_ann, gt_seq, pose, pred_person, pred_seq, run
 
 from pavenet.evaluation import poseval
 from pavenet.evaluation.ap import pooled_joint_ap, voc_ap
 from pavenet.evaluation.matching import pckh_distances
 from pavenet.evaluation.poses import Poses
-
-from test_eval_poseval import gt_ann, gt_seq, pose, pred_person, pred_seq, run
 
 
 # ------------------------------------------------------------------------------------------------ voc_ap
@@ -43,7 +43,11 @@ def test_partial_recall_counts_only_up_to_the_last_true_positive():
 
 
 def test_empty_cases_follow_poseval():
-    assert voc_ap(np.zeros(0), np.zeros(0, dtype=bool), 3.0) == (0.0, 0.0, 0.0)  # no prediction -> 0
+    assert voc_ap(np.zeros(0), np.zeros(0, dtype=bool), 3.0) == (
+        0.0,
+        0.0,
+        0.0,
+    )  # no prediction -> 0
     ap, _, _ = voc_ap(np.array([0.5]), np.array([False]), 0.0)  # no GT -> NaN
     assert math.isnan(ap)
 
@@ -82,7 +86,10 @@ def test_poseval_ap_with_a_false_positive_scored_above_two_true_positives():
     # recall 1.
     a, b = pose((100, 100)), pose((400, 400))
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]])
-    pred = pred_seq(gt, [[pred_person(pose((900, 900)), 0.95, 0), pred_person(a, 0.9, 1), pred_person(b, 0.8, 2)]])
+    pred = pred_seq(
+        gt,
+        [[pred_person(pose((900, 900)), 0.95, 0), pred_person(a, 0.9, 1), pred_person(b, 0.8, 2)]],
+    )
     res = run(gt, pred, eval_track=False)
     np.testing.assert_allclose(res.ap, 100 * 2 / 3)
     np.testing.assert_allclose(res.precision, 100 * 2 / 3)
@@ -91,7 +98,12 @@ def test_poseval_ap_with_a_false_positive_scored_above_two_true_positives():
 
 
 # ------------------------------------------------------------------------------------------------ head boxes
-HEAD_XYXY = (10.0, 50.0, 40.0, 90.0)  # x1 != y1, w = 30 != h = 40: diagonal 50 -> head size 0.6 * 50 = 30
+HEAD_XYXY = (
+    10.0,
+    50.0,
+    40.0,
+    90.0,
+)  # x1 != y1, w = 30 != h = 40: diagonal 50 -> head size 0.6 * 50 = 30
 
 
 def _poses(xy, head=None):
@@ -125,9 +137,17 @@ def test_readers_keep_head_box_corners_in_order_2018_and_2017():
     frames, _, _ = poseval.parse_posetrack(gt, "gt18.json")
     np.testing.assert_array_equal(frames[0].head[0], HEAD_XYXY)
     # 2017: x1, y1, x2, y2 given as such.
-    rect = {"x1": [10], "y1": [50], "x2": [40], "y2": [90], "track_id": [0],
-            "annopoints": [{"point": [{"id": [13], "x": [5], "y": [6]}]}]}
-    data = {"annolist": [{"image": [{"name": "images/x/000001_mpii/00000001.jpg"}], "annorect": [rect]}]}
+    rect = {
+        "x1": [10],
+        "y1": [50],
+        "x2": [40],
+        "y2": [90],
+        "track_id": [0],
+        "annopoints": [{"point": [{"id": [13], "x": [5], "y": [6]}]}],
+    }
+    data = {
+        "annolist": [{"image": [{"name": "images/x/000001_mpii/00000001.jpg"}], "annorect": [rect]}]
+    }
     frames, _, _ = poseval.parse_posetrack(data, "gt17.json")
     np.testing.assert_array_equal(frames[0].head[0], HEAD_XYXY)
 

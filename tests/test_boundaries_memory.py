@@ -5,6 +5,7 @@ and `stream_video` promise at most F cached encodings, so memory does not grow w
 Each item is a weak-referenceable token; after every yielded clip (and the caller's references dropped) the
 tokens still alive must be exactly the frames of that clip.
 """
+
 import gc
 import weakref
 
@@ -90,8 +91,18 @@ class _TokenBackend:
 
 
 def _predictor(num_frames):
-    cfg = load_pavenet_config(opts=["MODEL.DEVICE", "cpu", "MODEL.PAVENET.NUM_FRAMES", num_frames,
-                                    "INPUT.MIN_SIZE_TEST", 8, "INPUT.MAX_SIZE_TEST", 8])
+    cfg = load_pavenet_config(
+        opts=[
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.PAVENET.NUM_FRAMES",
+            num_frames,
+            "INPUT.MIN_SIZE_TEST",
+            8,
+            "INPUT.MAX_SIZE_TEST",
+            8,
+        ]
+    )
     backend = _TokenBackend(num_frames)
     return ClipPredictor(cfg, backend=backend), backend
 
@@ -122,7 +133,11 @@ def test_stream_video_keeps_at_most_one_clip_of_encodings_alive():
         read.append(i)
         return np.zeros((8, 8, 3), dtype=np.uint8)
 
-    expected_alive = {1: {0, 1, 2}, 3: {2, 3, 4}, 7: {5, 6, 7}}  # encoding numbers of the clip's frames
+    expected_alive = {
+        1: {0, 1, 2},
+        3: {2, 3, 4},
+        7: {5, 6, 7},
+    }  # encoding numbers of the clip's frames
     for key, _ in predictor.stream_video(read_frame, n, [1, 3, 7]):
         assert backend.tracked.alive() == expected_alive[key], key
     assert read == [0, 1, 2, 3, 4, 6, 7, 8]

@@ -8,21 +8,21 @@ Hand-computed similarity used throughout: a 2-joint pose (0, 0), (4, 3) with OKS
 keypoint-extent box of 4 x 3 = 12 px^2 and variance (2 * 0.5)^2 = 1, so the same pose shifted by 1 px has
 OKS = exp(-1 / (2 * 12 * 1)) = exp(-1/24) = 0.959189... on every joint and every frame.
 """
+
 import math
 
 import numpy as np
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
+from test_eval_poseval import gt_ann, gt_seq, pose, pred_person, pred_seq, run
 
-from pavenet.config import load_pavenet_config
 from pavenet.apps.demo.runner import VideoPoseDemo
+from pavenet.config import load_pavenet_config
 from pavenet.evaluation.video_inference import VideoInference
 from pavenet.evaluation.writer import posetrack18_person
 from pavenet.inference.predictor import ClipPredictor
 from pavenet.inference.tracker import PoseTracker, pose_oks
-
-from test_eval_poseval import gt_ann, gt_seq, pose, pred_person, pred_seq, run
 
 SIGMAS = (0.5, 0.5)
 BASE = np.array([[0.0, 0.0], [4.0, 3.0]])  # (K=2, 2): extent box 4 x 3
@@ -69,7 +69,9 @@ def test_tracker_threshold_of_one_needs_identical_poses():
     tracker = PoseTracker(3, SIGMAS, match_thresh=1.0)
     assert tracker.update(_window(3, 0.0)).tolist() == [0]
     assert tracker.update(_window(3, 0.0)).tolist() == [0]  # OKS exactly 1 >= 1
-    assert tracker.update(_window(3, SHIFT)).tolist() == [1]  # OKS 0.959 < 1: a tracker ignoring its threshold links
+    assert tracker.update(_window(3, SHIFT)).tolist() == [
+        1
+    ]  # OKS 0.959 < 1: a tracker ignoring its threshold links
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -91,7 +93,9 @@ class _ShiftingStream:
             inst.scores = torch.tensor([0.9])
             inst.pred_boxes = Boxes(torch.zeros(1, 4))
             inst.pred_classes = torch.zeros(1, dtype=torch.int64)
-            inst.pred_frame_keypoints = torch.tensor(_window(self.num_frames, key * SHIFT), dtype=torch.float64)
+            inst.pred_frame_keypoints = torch.tensor(
+                _window(self.num_frames, key * SHIFT), dtype=torch.float64
+            )
             yield key, inst
 
 
@@ -102,13 +106,27 @@ class _NoPixels(VideoInference):
 
 
 def _video_track_ids(thresh):
-    cfg = load_pavenet_config(opts=["MODEL.DEVICE", "cpu", "TEST.POSETRACK.EVAL_TRACKING", True,
-                                    "TEST.POSETRACK.TRACK_MATCH_THRESH", thresh])
+    cfg = load_pavenet_config(
+        opts=[
+            "MODEL.DEVICE",
+            "cpu",
+            "TEST.POSETRACK.EVAL_TRACKING",
+            True,
+            "TEST.POSETRACK.TRACK_MATCH_THRESH",
+            thresh,
+        ]
+    )
     model = _NoPixels.from_config(cfg, torch.nn.Linear(1, 1))
     model.oks_sigmas = SIGMAS  # the stand-in's 2-joint poses
     stream = model.predictor = _ShiftingStream(cfg.MODEL.PAVENET.NUM_FRAMES)
-    video = [{"video_file_names": [f"{i}.jpg" for i in range(6)], "frame_index": i, "file_name": f"{i}.jpg"}
-             for i in (1, 4)]
+    video = [
+        {
+            "video_file_names": [f"{i}.jpg" for i in range(6)],
+            "frame_index": i,
+            "file_name": f"{i}.jpg",
+        }
+        for i in (1, 4)
+    ]
     out = model(video)
     assert stream.keys == [1, 2, 3, 4]  # tracking decodes every window between the test frames
     return [o["instances"].pred_track_ids.tolist() for o in out]
@@ -137,7 +155,9 @@ class _FakeBackend:
 
     def decode_clip(self, frames, image_size, output_size):
         inst = Instances(tuple(output_size))
-        fk = np.concatenate([_window(3, self.window * SHIFT), _window(3, 50.0 + self.window * SHIFT)])
+        fk = np.concatenate(
+            [_window(3, self.window * SHIFT), _window(3, 50.0 + self.window * SHIFT)]
+        )
         inst.pred_frame_keypoints = torch.tensor(fk, dtype=torch.float64)
         below = np.nextafter(np.float32(0.25), np.float32(0.0))
         inst.scores = torch.tensor([0.25, below], dtype=torch.float32)
@@ -146,11 +166,23 @@ class _FakeBackend:
 
 
 def test_demo_keeps_a_person_scored_exactly_at_the_threshold_and_tracks_it_at_the_match_limit():
-    cfg = load_pavenet_config(opts=["MODEL.DEVICE", "cpu", "MODEL.PAVENET.TEST.SCORE_THRESH", 0.25,
-                                    "INPUT.MIN_SIZE_TEST", 8, "INPUT.MAX_SIZE_TEST", 8])
+    cfg = load_pavenet_config(
+        opts=[
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.PAVENET.TEST.SCORE_THRESH",
+            0.25,
+            "INPUT.MIN_SIZE_TEST",
+            8,
+            "INPUT.MAX_SIZE_TEST",
+            8,
+        ]
+    )
     frames = [np.zeros((8, 8, 3), dtype=np.uint8) for _ in range(4)]
     for thresh, ids in ((SIM, [[0], [0], [0], [0]]), (ABOVE, [[0], [1], [2], [3]])):
-        demo = VideoPoseDemo(cfg, track_match_thresh=thresh, predictor=ClipPredictor(cfg, backend=_FakeBackend()))
+        demo = VideoPoseDemo(
+            cfg, track_match_thresh=thresh, predictor=ClipPredictor(cfg, backend=_FakeBackend())
+        )
         demo.metadata = {"keypoint_oks_sigmas": SIGMAS}
         out = list(demo.run(frames))
         # Only the person at exactly SCORE_THRESH survives the filter, in every window.

@@ -1,11 +1,11 @@
 """The opt-in torch.compile path of the PyTorch encoder (pavenet.inference.compiled) gives the eager
 encoder's outputs and the same decoded rows; it refuses to run outside inference mode."""
+
 import pytest
 import torch
+from test_demo_predictor import tiny_cfg
 
 from pavenet.inference.predictor import ClipPredictor
-
-from test_demo_predictor import tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,7 +26,9 @@ def test_compiled_encoder_equals_eager():
         assert counters["stats"]["unique_graphs"] > graphs  # the compiled one went through dynamo
         for r, c in zip(ref, got):
             assert (c.memory - r.memory).abs().max() < 1e-4
-            assert torch.equal(c.padding_mask, r.padding_mask) and torch.equal(c.spatial_shapes, r.spatial_shapes)
+            assert torch.equal(c.padding_mask, r.padding_mask) and torch.equal(
+                c.spatial_shapes, r.spatial_shapes
+            )
             assert max((a - b).abs().max().item() for a, b in zip(c.values, r.values)) < 1e-4
         a, b = eager.model.decode_rows(ref), eager.model.decode_rows(got)
     assert torch.equal(a["query_index"], b["query_index"])

@@ -6,6 +6,7 @@ for every other config the keys where it differs from the base.
 
 After a deliberate recipe change, regenerate the record with `python tests/test_config_recipe.py` and
 review its diff."""
+
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,13 @@ def _leaves(node, prefix=""):
 def _resolve_all():
     detectron2_defaults = dict(_leaves(get_cfg()))
     base = dict(_leaves(load_pavenet_config(str(REPO_ROOT / BASE))))
-    out = {BASE: {k: v for k, v in base.items() if k not in detectron2_defaults or v != detectron2_defaults[k]}}
+    out = {
+        BASE: {
+            k: v
+            for k, v in base.items()
+            if k not in detectron2_defaults or v != detectron2_defaults[k]
+        }
+    }
     for path in sorted((REPO_ROOT / "configs").rglob("*.yaml")):
         rel = str(path.relative_to(REPO_ROOT))
         if rel != BASE:
@@ -45,7 +52,9 @@ def _resolve_all():
 def test_add_pavenet_config_leaves_detectron2s_keys_alone():
     detectron2_defaults = dict(_leaves(get_cfg()))
     with_pavenet = dict(_leaves(add_pavenet_config(get_cfg())))
-    changed = {k: (v, with_pavenet[k]) for k, v in detectron2_defaults.items() if with_pavenet[k] != v}
+    changed = {
+        k: (v, with_pavenet[k]) for k, v in detectron2_defaults.items() if with_pavenet[k] != v
+    }
     assert changed == {}
     added = with_pavenet.keys() - detectron2_defaults.keys()
     assert "MODEL.PAVENET.NUM_FRAMES" in added and "TEST.POSETRACK.VIDEO_MODE" in added

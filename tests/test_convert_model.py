@@ -3,16 +3,27 @@
 The full R50 F=3 model is built once (module fixture); F=5 and PETR -> PAVE-Net are checked
 against the head alone, since only the head depends on F and on PETR.
 """
+
 import math
 from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
+from test_convert_official import (
+    expected_name,
+    expected_value,
+    f5_keys,
+    fake_state_dict,
+    petr_keys,
+    read_keys,
+)
 
 from pavenet.apps.convert_official import main as cli_main
-from pavenet.conversion.official import convert_official_state_dict, convert_official_state_dict_with_report
-from test_convert_official import expected_name, expected_value, f5_keys, fake_state_dict, petr_keys, read_keys
+from pavenet.conversion.official import (
+    convert_official_state_dict,
+    convert_official_state_dict_with_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +68,7 @@ def _head(num_frames, num_keypoints=15):
 
 
 def _head_part(sd):
-    return OrderedDict((k[len("head."):], v) for k, v in sd.items() if k.startswith("head."))
+    return OrderedDict((k[len("head.") :], v) for k, v in sd.items() if k.startswith("head."))
 
 
 def test_official_r50_f3_loads_strictly_value_for_value(official_keys, r50_model):
@@ -85,10 +96,16 @@ def test_cli_output_loads_with_the_checkpointer(tmp_path, official_keys, r50_mod
 
     monkeypatch.setattr(detectron2.modeling, "build_model", fake_build_model)
     src = fake_state_dict(official_keys, seed=12)
-    torch.save({"meta": {"epoch": 20, "CLASSES": ("person",)}, "state_dict": src}, tmp_path / "official.pth")
+    torch.save(
+        {"meta": {"epoch": 20, "CLASSES": ("person",)}, "state_dict": src},
+        tmp_path / "official.pth",
+    )
     dst = tmp_path / "pavenet_r50_d2.pth"
     assert cli_main(["--src", str(tmp_path / "official.pth"), "--dst", str(dst)]) == 0
-    assert built["cfg"].MODEL.PAVENET.NUM_FRAMES == 3 and built["cfg"].MODEL.PAVENET.NUM_KEYPOINTS == 15
+    assert (
+        built["cfg"].MODEL.PAVENET.NUM_FRAMES == 3
+        and built["cfg"].MODEL.PAVENET.NUM_KEYPOINTS == 15
+    )
     assert built["cfg"].MODEL.BACKBONE.NAME == "build_pavenet_resnet_backbone"
 
     # no missing / unexpected keys, no shape mismatches: the file holds exactly the model's tensors
@@ -105,8 +122,12 @@ def test_cli_output_loads_with_the_checkpointer(tmp_path, official_keys, r50_mod
     ours = r50_model.state_dict()
     for k, v in saved.items():
         assert torch.equal(ours[k], v), k
-    for k in ("backbone.layer3.2.bn1.running_var", "bbox_head.transformer.decoder.layers.2.attentions.1.pre_sampling_offsets.weight",
-              "bbox_head.dec_fc_sigma_branches.1.2.linear.bias", "neck.extra_convs.0.gn.weight"):
+    for k in (
+        "backbone.layer3.2.bn1.running_var",
+        "bbox_head.transformer.decoder.layers.2.attentions.1.pre_sampling_offsets.weight",
+        "bbox_head.dec_fc_sigma_branches.1.2.linear.bias",
+        "neck.extra_convs.0.gn.weight",
+    ):
         assert torch.equal(ours[expected_name(k)], src[k]), k
 
 
@@ -134,16 +155,26 @@ def _ring(num_heads=8, num_levels=4, num_points=4):
 def test_petr_to_pavenet_initialises_the_new_parts_as_spec7(official_keys, r50_model):
     src = fake_state_dict(petr_keys(official_keys, k=17), seed=14)
     # a freshly built model: constructor init of the head (the backbone/neck come from the checkpoint)
-    fresh = OrderedDict((k, v.clone()) for k, v in r50_model.state_dict().items() if not k.startswith("head."))
+    fresh = OrderedDict(
+        (k, v.clone()) for k, v in r50_model.state_dict().items() if not k.startswith("head.")
+    )
     fresh.update(("head." + k, v.clone()) for k, v in _head(3).state_dict().items())
     out, report = convert_official_state_dict_with_report(
-        src, arch="petr", coco_to_posetrack=True, init_state_dict=fresh, target_state_dict=fresh)
+        src, arch="petr", coco_to_posetrack=True, init_state_dict=fresh, target_state_dict=fresh
+    )
     result = r50_model.load_state_dict(out, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     head = r50_model.head
     sd = head.state_dict()
-    for layer in range(3):  # pose attention: zero offsets and weights -> sample on the reference, uniform weights
-        for name in ("pre_sampling_offsets", "next_sampling_offsets", "pre_attention_weights", "next_attention_weights"):
+    for layer in range(
+        3
+    ):  # pose attention: zero offsets and weights -> sample on the reference, uniform weights
+        for name in (
+            "pre_sampling_offsets",
+            "next_sampling_offsets",
+            "pre_attention_weights",
+            "next_attention_weights",
+        ):
             for p in ("weight", "bias"):
                 assert not sd[f"transformer.decoder.layers.{layer}.attentions.1.{name}.{p}"].any()
     for layer in range(2):  # joint attention: zero offset / weight linears for the new frames ...
@@ -153,15 +184,24 @@ def test_petr_to_pavenet_initialises_the_new_parts_as_spec7(official_keys, r50_m
             assert not sd[a + pre + "attention_weights.weight"].any()
             # ... and, as in the official model (one bias storage for all frames, PETR fills the key
             # frame's), every frame's offset bias is PETR's key-frame one, not the ring init
-            assert torch.equal(sd[a + pre + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"])
-        assert torch.equal(sd[a + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"])
+            assert torch.equal(
+                sd[a + pre + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"]
+            )
+        assert torch.equal(
+            sd[a + "sampling_offsets.bias"], src[f"bbox_head.{a}sampling_offsets.bias"]
+        )
     # the fresh model's tied joint bias starts as the ring pattern, identical for all frames (docs/REFERENCE.md §6)
     fresh_head = _head(3).state_dict()
     for pre in ("pre_", "", "next_"):
         torch.testing.assert_close(
-            fresh_head[f"transformer.refine_decoder.layers.0.attentions.1.{pre}sampling_offsets.bias"].view(8, 4, 4, 2),
-            _ring())
+            fresh_head[
+                f"transformer.refine_decoder.layers.0.attentions.1.{pre}sampling_offsets.bias"
+            ].view(8, 4, 4, 2),
+            _ring(),
+        )
     # key-frame pose offsets: PETR's rows of the 15 kept joints (left shoulder = COCO 5)
     so = "transformer.decoder.layers.0.attentions.1.sampling_offsets.weight"
-    assert torch.equal(sd[so].view(32, 15, 2, 256)[:, 3], src["bbox_head." + so].view(32, 17, 2, 256)[:, 5])
+    assert torch.equal(
+        sd[so].view(32, 15, 2, 256)[:, 3], src["bbox_head." + so].view(32, 17, 2, 256)[:, 5]
+    )
     assert len(report.initialised) > 0 and all(k in fresh for k in report.initialised)

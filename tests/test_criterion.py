@@ -1,4 +1,5 @@
 """RealNVP, RLE loss and PAVENetCriterion (docs/REFERENCE.md §7, §8)."""
+
 import math
 
 import pytest
@@ -8,6 +9,7 @@ from torchvision.ops import sigmoid_focal_loss
 from pavenet.modeling.criterion import PAVENetCriterion, build_criterion, targets_from_instances
 from pavenet.modeling.matcher import PoseHungarianMatcher
 from pavenet.modeling.rle import RealNVP, rle_loss
+
 from conftest import BASE_CONFIG
 
 K = 15
@@ -28,7 +30,9 @@ def test_realnvp_state_dict_matches_official_names(official_keys_file):
     for line in official_keys_file.read_text().splitlines():
         if line.startswith("bbox_head.enc_flow."):
             name, shape = line.split(" ", 1)
-            official[name[len("bbox_head.enc_flow."):]] = tuple(int(v) for v in shape.strip("[] ").split(","))
+            official[name[len("bbox_head.enc_flow.") :]] = tuple(
+                int(v) for v in shape.strip("[] ").split(",")
+            )
     ours = {k: tuple(v.shape) for k, v in RealNVP().state_dict().items()}
     assert ours == official
 
@@ -48,10 +52,13 @@ def test_realnvp_log_prob_equals_change_of_variables_by_autograd():
     flow = flow.double()
     got = flow.log_prob(x)
     for i in range(5):
-        jac = torch.autograd.functional.jacobian(lambda v: flow.inverse(v[None])[0][0], x[i])  # dz/dx (2, 2)
+        jac = torch.autograd.functional.jacobian(
+            lambda v: flow.inverse(v[None])[0][0], x[i]
+        )  # dz/dx (2, 2)
         z = flow.inverse(x[i][None])[0][0]
-        base = torch.distributions.MultivariateNormal(torch.full((2,), 0.5, dtype=torch.float64),
-                                                      torch.eye(2, dtype=torch.float64))
+        base = torch.distributions.MultivariateNormal(
+            torch.full((2,), 0.5, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+        )
         expected = base.log_prob(z) + torch.log(torch.det(jac).abs())
         assert got[i].item() == pytest.approx(expected.item(), abs=1e-9)
     # forward_transform is the exact inverse, and log_prob keeps leading dims.
@@ -88,8 +95,12 @@ def _hand_rle(pred, sigma, target, visible, log_phi_fn, normaliser):
             lphi = log_phi_fn(u)
             for d in range(2):
                 s, mu, y = sigma[n][k][d], pred[n][k][d], target[n][k][d]
-                total += visible[n][k] * (math.log(s) - lphi + math.log(s * math.sqrt(2 * math.pi))
-                                          + abs(y - mu) / (math.sqrt(2) * s + 1e-9))
+                total += visible[n][k] * (
+                    math.log(s)
+                    - lphi
+                    + math.log(s * math.sqrt(2 * math.pi))
+                    + abs(y - mu) / (math.sqrt(2) * s + 1e-9)
+                )
     return total / normaliser
 
 
@@ -106,11 +117,14 @@ def test_rle_loss_matches_hand_formula_identity_flow():
     sigma = torch.rand(2, 3, 2, generator=g) * 0.5 + 0.05
     visible = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
     got = rle_loss(pred, sigma, target, visible, flow)
-    expected = _hand_rle(pred.tolist(), sigma.tolist(), target.tolist(), visible.tolist(), log_phi, 2 * 4)
+    expected = _hand_rle(
+        pred.tolist(), sigma.tolist(), target.tolist(), visible.tolist(), log_phi, 2 * 4
+    )
     assert got.item() == pytest.approx(expected, rel=1e-5)
     # An explicit normaliser divides instead.
     assert rle_loss(pred, sigma, target, visible, flow, normaliser=3.0).item() == pytest.approx(
-        expected * 8 / 3, rel=1e-5)
+        expected * 8 / 3, rel=1e-5
+    )
 
 
 def test_rle_loss_matches_hand_formula_random_flow():
@@ -124,7 +138,9 @@ def test_rle_loss_matches_hand_formula_random_flow():
         return flow.log_prob(torch.tensor([u])).item()
 
     got = rle_loss(pred, sigma, target, visible, flow)
-    expected = _hand_rle(pred.tolist(), sigma.tolist(), target.tolist(), visible.tolist(), log_phi, 6)
+    expected = _hand_rle(
+        pred.tolist(), sigma.tolist(), target.tolist(), visible.tolist(), log_phi, 6
+    )
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -134,7 +150,9 @@ def test_rle_loss_decreases_toward_gt_and_ignores_invisible_nan():
     sigma = torch.full((2, K, 2), 0.1)
     visible = torch.ones(2, K)
     offset = torch.randn(2, K, 2) * 0.2
-    losses = [rle_loss(target + a * offset, sigma, target, visible, flow).item() for a in (1.0, 0.5, 0.1)]
+    losses = [
+        rle_loss(target + a * offset, sigma, target, visible, flow).item() for a in (1.0, 0.5, 0.1)
+    ]
     assert losses[0] > losses[1] > losses[2]
     # An invisible joint with a nan prediction changes nothing and leaves the gradient finite.
     visible[0, 3] = 0
@@ -170,10 +188,18 @@ def _targets():
     vis = (torch.rand(3, K, generator=g) > 0.3).float()
     vis[:, 0] = 1
     return [
-        {"keypoints": torch.rand(3, K, 2, generator=g), "visible": vis, "areas": torch.tensor([900.0, 2500, 400]),
-         "image_size": (64, 96)},
-        {"keypoints": torch.zeros(0, K, 2), "visible": torch.zeros(0, K), "areas": torch.zeros(0),
-         "image_size": (80, 64)},  # an empty-GT clip
+        {
+            "keypoints": torch.rand(3, K, 2, generator=g),
+            "visible": vis,
+            "areas": torch.tensor([900.0, 2500, 400]),
+            "image_size": (64, 96),
+        },
+        {
+            "keypoints": torch.zeros(0, K, 2),
+            "visible": torch.zeros(0, K),
+            "areas": torch.zeros(0),
+            "image_size": (80, 64),
+        },  # an empty-GT clip
     ]
 
 
@@ -181,7 +207,9 @@ def _outputs(criterion, targets, s=40, q=12, num_layers=3, num_joint_layers=2):
     enc = _layer(2, s, 10)
     valid = torch.ones(2, s, dtype=torch.bool)
     valid[:, -8:] = False
-    with torch.no_grad():  # invalid tokens carry inf proposals as in the official code (sigmoid(inf) = 1)
+    with (
+        torch.no_grad()
+    ):  # invalid tokens carry inf proposals as in the official code (sigmoid(inf) = 1)
         enc["keypoints"][:, -8:] = float("inf")
         enc["sigma"][:, -8:] = float("nan")
     enc["valid"] = valid
@@ -204,13 +232,22 @@ def test_criterion_losses_finite_with_gradients_everywhere():
     enc_flow, dec_flow, flow = _flows()
     losses = criterion(outputs, targets, idx, enc_flow=enc_flow, dec_flow=dec_flow, flow=flow)
     assert set(losses) == {
-        "loss_cls_enc", "loss_kpt_enc", "loss_cls_d0", "loss_kpt_d0", "loss_cls_d1", "loss_kpt_d1",
-        "loss_cls", "loss_kpt", "loss_kpt_refine_d0", "loss_kpt_refine_d1",
+        "loss_cls_enc",
+        "loss_kpt_enc",
+        "loss_cls_d0",
+        "loss_kpt_d0",
+        "loss_cls_d1",
+        "loss_kpt_d1",
+        "loss_cls",
+        "loss_kpt",
+        "loss_kpt_refine_d0",
+        "loss_kpt_refine_d1",
     }
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
     sum(losses.values()).backward()
-    tensors = [outputs["enc"]["logits"]] + [t for layer in outputs["pose_layers"] + outputs["joint_layers"]
-                                            for t in layer.values()]
+    tensors = [outputs["enc"]["logits"]] + [
+        t for layer in outputs["pose_layers"] + outputs["joint_layers"] for t in layer.values()
+    ]
     for t in tensors:
         assert t.grad is not None and torch.isfinite(t.grad).all()
     enc_grad = outputs["enc"]["keypoints"].grad
@@ -222,7 +259,9 @@ def test_criterion_losses_finite_with_gradients_everywhere():
 def test_cls_loss_is_focal_sum_over_matched_count_and_weights_apply():
     targets = _targets()
     crit1 = PAVENetCriterion(PoseHungarianMatcher(), K, class_weight=1.0, normalization="batch")
-    crit3 = PAVENetCriterion(PoseHungarianMatcher(), K, class_weight=3.0, rle_weight=2.0, normalization="batch")
+    crit3 = PAVENetCriterion(
+        PoseHungarianMatcher(), K, class_weight=3.0, rle_weight=2.0, normalization="batch"
+    )
     outputs, idx = _outputs(crit1, targets)
     flows = dict(zip(("enc_flow", "dec_flow", "flow"), _flows()))
     l1 = crit1(outputs, targets, idx, **flows)
@@ -231,7 +270,9 @@ def test_cls_loss_is_focal_sum_over_matched_count_and_weights_apply():
     onehot = torch.zeros_like(logits)
     for b, (p, _) in enumerate(idx):
         onehot[b, p] = 1
-    expected = sigmoid_focal_loss(logits, onehot, alpha=0.25, gamma=2.0, reduction="sum") / 3  # 3 matched
+    expected = (
+        sigmoid_focal_loss(logits, onehot, alpha=0.25, gamma=2.0, reduction="sum") / 3
+    )  # 3 matched
     assert l1["loss_cls"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert l3["loss_cls"].item() == pytest.approx(3 * l1["loss_cls"].item(), rel=1e-5)
     assert l3["loss_kpt"].item() == pytest.approx(2 * l1["loss_kpt"].item(), rel=1e-5)
@@ -239,12 +280,16 @@ def test_cls_loss_is_focal_sum_over_matched_count_and_weights_apply():
 
 
 def test_clip_normalization_is_the_mean_of_each_clip_alone():
-    """"clip" (official: 1 clip per step, N accumulation steps): every term is the mean over clips of that
+    """ "clip" (official: 1 clip per step, N accumulation steps): every term is the mean over clips of that
     clip's own loss; "batch" normalises by the whole batch's counts, which differs when counts differ."""
     targets = _targets()
     g = torch.Generator().manual_seed(11)
-    targets[1] = {"keypoints": torch.rand(1, K, 2, generator=g), "visible": torch.ones(1, K),
-                  "areas": torch.tensor([700.0]), "image_size": (80, 64)}
+    targets[1] = {
+        "keypoints": torch.rand(1, K, 2, generator=g),
+        "visible": torch.ones(1, K),
+        "areas": torch.tensor([700.0]),
+        "image_size": (80, 64),
+    }
     per_clip = PAVENetCriterion(PoseHungarianMatcher(), K, normalization="clip")
     batch = PAVENetCriterion(PoseHungarianMatcher(), K, normalization="batch")
     outputs, idx = _outputs(per_clip, targets)
@@ -253,13 +298,21 @@ def test_clip_normalization_is_the_mean_of_each_clip_alone():
     rows = [len(i) for i, _ in idx]
     alone = []
     for b in range(2):
-        one = {"enc": {k: v[b:b + 1] for k, v in outputs["enc"].items()},
-               "pose_layers": [{k: v[b:b + 1] for k, v in layer.items()} for layer in outputs["pose_layers"]],
-               "joint_layers": [{k: v[sum(rows[:b]):sum(rows[:b + 1])] for k, v in layer.items()}
-                                for layer in outputs["joint_layers"]]}
+        one = {
+            "enc": {k: v[b : b + 1] for k, v in outputs["enc"].items()},
+            "pose_layers": [
+                {k: v[b : b + 1] for k, v in layer.items()} for layer in outputs["pose_layers"]
+            ],
+            "joint_layers": [
+                {k: v[sum(rows[:b]) : sum(rows[: b + 1])] for k, v in layer.items()}
+                for layer in outputs["joint_layers"]
+            ],
+        }
         alone.append(batch(one, [targets[b]], [idx[b]], **flows))
     for name, value in got.items():
-        assert value.item() == pytest.approx((alone[0][name] + alone[1][name]).item() / 2, rel=1e-5), name
+        assert value.item() == pytest.approx(
+            (alone[0][name] + alone[1][name]).item() / 2, rel=1e-5
+        ), name
     whole = batch(outputs, targets, idx, **flows)
     assert abs(whole["loss_cls"].item() - got["loss_cls"].item()) > 1e-3 * got["loss_cls"].item()
     with pytest.raises(ValueError, match="LOSS_NORMALIZATION"):
@@ -294,11 +347,19 @@ def test_all_empty_gt_and_no_deep_supervision():
     targets = [_targets()[1], _targets()[1]]
     outputs, idx = _outputs(criterion, targets)
     # Joint outputs with nobody matched (a caller's; PAVENet itself passes no joint layers then).
-    outputs["joint_layers"] = [{k: v.new_zeros(1, K, 2).requires_grad_() for k, v in jl.items()}
-                               for jl in outputs["joint_layers"]]
+    outputs["joint_layers"] = [
+        {k: v.new_zeros(1, K, 2).requires_grad_() for k, v in jl.items()}
+        for jl in outputs["joint_layers"]
+    ]
     flows = dict(zip(("enc_flow", "dec_flow", "flow"), _flows()))
     losses = criterion(outputs, targets, idx, **flows)
-    assert set(losses) == {"loss_cls_enc", "loss_kpt_enc", "loss_cls", "loss_kpt", "loss_kpt_refine_d1"}
+    assert set(losses) == {
+        "loss_cls_enc",
+        "loss_kpt_enc",
+        "loss_cls",
+        "loss_kpt",
+        "loss_kpt_refine_d1",
+    }
     assert losses["loss_kpt"].item() == 0 and losses["loss_cls"].item() > 0
     sum(losses.values()).backward()
     assert outputs["pose_layers"][-1]["keypoints"].grad is not None
@@ -319,7 +380,11 @@ def test_training_signal_decreases_loss():
     opt = torch.optim.Adam(list(params.values()), lr=0.05)
 
     def step():
-        layer = {"logits": params["logits"], "keypoints": params["kpt"].sigmoid(), "sigma": params["sig"].sigmoid()}
+        layer = {
+            "logits": params["logits"],
+            "keypoints": params["kpt"].sigmoid(),
+            "sigma": params["sig"].sigmoid(),
+        }
         return criterion({"pose_layers": [layer]}, targets, None, **flows)
 
     first = {k: v.item() for k, v in step().items()}
@@ -342,7 +407,11 @@ def test_build_from_config_and_targets_from_instances():
     cfg.merge_from_file(str(BASE_CONFIG))
     cfg.MODEL.PAVENET.CLASS_WEIGHT = 2.0
     crit = build_criterion(cfg)
-    assert crit.class_weight == 2.0 and crit.matcher.cost_kpt_l1 == 70.0 and len(crit.matcher.oks_sigmas) == 15
+    assert (
+        crit.class_weight == 2.0
+        and crit.matcher.cost_kpt_l1 == 70.0
+        and len(crit.matcher.oks_sigmas) == 15
+    )
     cfg.MODEL.PAVENET.NUM_KEYPOINTS = 17
     assert len(build_criterion(cfg).matcher.oks_sigmas) == 17
 
@@ -354,5 +423,7 @@ def test_build_from_config_and_targets_from_instances():
     inst.gt_areas = torch.tensor([321.0, 5.0])
     t = targets_from_instances(inst)
     assert t["image_size"] == (50, 100)
-    assert t["keypoints"].shape == (1, K, 2) and torch.allclose(t["keypoints"][0, 0], torch.tensor([0.5, 0.5]))
+    assert t["keypoints"].shape == (1, K, 2) and torch.allclose(
+        t["keypoints"][0, 0], torch.tensor([0.5, 0.5])
+    )
     assert t["visible"].sum().item() == 4 and t["areas"].tolist() == [321.0]

@@ -1,4 +1,5 @@
 """The differences between detectron2 v0.6 and main (pavenet.utils.d2compat), on whichever is installed."""
+
 import os
 import subprocess
 import sys
@@ -6,9 +7,10 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_ROOT
 from pavenet.utils.cli_numbers import check_num_gpus, launch_runs_without_cuda
 from pavenet.utils.d2compat import restore_pillow_linear
+
+from conftest import REPO_ROOT
 
 
 def _record_rank(path):
@@ -41,10 +43,17 @@ def test_pillow_linear_alias_is_restored(monkeypatch):
 
 def test_the_package_never_imports_detectron2_model_zoo():
     # model_zoo imports pkg_resources (gone with setuptools >= 81) on v0.6 and main alike.
-    code = ("import pkgutil, importlib, sys, pavenet\n"
-            "for m in pkgutil.walk_packages(pavenet.__path__, 'pavenet.'): importlib.import_module(m.name)\n"
-            "print(sorted(k for k in sys.modules if k.startswith('detectron2.model_zoo')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "projects" / "PAVENet")})
+    code = (
+        "import pkgutil, importlib, sys, pavenet\n"
+        "for m in pkgutil.walk_packages(pavenet.__path__, 'pavenet.'): importlib.import_module(m.name)\n"
+        "print(sorted(k for k in sys.modules if k.startswith('detectron2.model_zoo')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "projects" / "PAVENet")},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"

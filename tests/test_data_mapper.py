@@ -1,4 +1,5 @@
 """Clip mapper: one augmentation decision per clip, keypoints moved like the pixels on every frame."""
+
 import contextlib
 import json
 
@@ -6,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -14,10 +14,13 @@ from pavenet.config import add_pavenet_config
 from pavenet.data.dataset_mapper import PoseTrackClipDatasetMapper
 from pavenet.data.datasets.posetrack import load_posetrack_video_dicts, register_posetrack
 from pavenet.data.keypoint_meta import POSETRACK_KEYPOINT_NAMES, flip_indices
+
 from conftest import BASE_CONFIG
 
 # one distinct colour per joint (RGB)
-COLORS = np.array([[(37 * k * 7) % 256, (91 * k + 40) % 256, (53 * k * 3 + 90) % 256] for k in range(15)])
+COLORS = np.array(
+    [[(37 * k * 7) % 256, (91 * k + 40) % 256, (53 * k * 3 + 90) % 256] for k in range(15)]
+)
 W, H = 160, 120
 
 
@@ -45,10 +48,18 @@ def video(tmp_path_factory):
         images.append({"id": t, "file_name": rel, "is_labeled": t == 1, "width": W, "height": H})
     kp = [0.0] * 51
     for k, slot in enumerate([0, 1, 2] + list(range(5, 17))):
-        kp[3 * slot: 3 * slot + 3] = [float(np.round(J[k, 0])), float(np.round(J[k, 1])), 1]
-    ann = {"image_id": 1, "keypoints": kp, "track_id": 5, "bbox": [0, 0, W, H], "bbox_head": [0, 0, 10, 10]}
+        kp[3 * slot : 3 * slot + 3] = [float(np.round(J[k, 0])), float(np.round(J[k, 1])), 1]
+    ann = {
+        "image_id": 1,
+        "keypoints": kp,
+        "track_id": 5,
+        "bbox": [0, 0, W, H],
+        "bbox_head": [0, 0, 10, 10],
+    }
     (root / "ann").mkdir()
-    (root / "ann/000001_m_test.json").write_text(json.dumps({"images": images, "annotations": [ann]}))
+    (root / "ann/000001_m_test.json").write_text(
+        json.dumps({"images": images, "annotations": [ann]})
+    )
     name = "test_clip_mapper_video"
     if name not in DatasetCatalog.list():
         register_posetrack(name, str(root / "ann"), str(root))
@@ -122,14 +133,20 @@ def test_test_mode_resize_only(video):
     kp = out["instances"].gt_keypoints.tensor[0].numpy()
     J = np.round(_joints())
     np.testing.assert_allclose(kp[:, :2], J * 0.75, atol=1e-3)
-    assert out["instances"].gt_areas[0] == pytest.approx(W * H * 0.75 ** 2, rel=1e-4)
+    assert out["instances"].gt_areas[0] == pytest.approx(W * H * 0.75**2, rel=1e-4)
     for key in ("image_id", "video_id", "frame_index", "file_name"):
         assert out[key] == d[key]
 
 
 def test_pseudo_clip_aux_frames_rotated(video):
     name, d = video
-    cfg = _cfg(**{"INPUT.PAVENET.CROP_PROB": 0.0, "INPUT.PAVENET.ROTATION": 0.0, "INPUT.RANDOM_FLIP": "none"})
+    cfg = _cfg(
+        **{
+            "INPUT.PAVENET.CROP_PROB": 0.0,
+            "INPUT.PAVENET.ROTATION": 0.0,
+            "INPUT.RANDOM_FLIP": "none",
+        }
+    )
     m = PoseTrackClipDatasetMapper(cfg, is_train=True, dataset_name=name)
     m.pseudo_clip = True
     np.random.seed(1)  # r = randint{0..5}
@@ -186,7 +203,11 @@ def test_train_loader_gives_detectron2s_clips(tmp_path, num_workers, grouping):
     from detectron2.data import build_detection_train_loader
     from detectron2.data.samplers import TrainingSampler
 
-    from pavenet.data.build import _PickledClipMapper, build_pavenet_train_loader, get_train_clip_dicts
+    from pavenet.data.build import (
+        _PickledClipMapper,
+        build_pavenet_train_loader,
+        get_train_clip_dicts,
+    )
 
     name = "test_loader_equal_detectron2"
     with _registered_synthetic(tmp_path, name, "train"):
@@ -203,21 +224,32 @@ def test_train_loader_gives_detectron2s_clips(tmp_path, num_workers, grouping):
         assert {type(v) for v in packed.values()} <= {int, bytes}
 
         def take(loader, n=4):
-            torch.manual_seed(0)  # the workers' base seed is drawn from torch's RNG when iteration starts
+            torch.manual_seed(
+                0
+            )  # the workers' base seed is drawn from torch's RNG when iteration starts
             np.random.seed(0)  # the in-process (0 workers) augmentation
             it = iter(loader)
             return [next(it) for _ in range(n)]
 
         ours = take(build_pavenet_train_loader(cfg, mapper=mapper, dataset=dicts))
-        theirs = take(build_detection_train_loader(
-            dataset=dicts, mapper=mapper, sampler=TrainingSampler(len(dicts), shuffle=True, seed=5),
-            total_batch_size=3, aspect_ratio_grouping=grouping, num_workers=num_workers))
+        theirs = take(
+            build_detection_train_loader(
+                dataset=dicts,
+                mapper=mapper,
+                sampler=TrainingSampler(len(dicts), shuffle=True, seed=5),
+                total_batch_size=3,
+                aspect_ratio_grouping=grouping,
+                num_workers=num_workers,
+            )
+        )
         for a, b in zip(ours, theirs):
             assert len(a) == len(b) == 3
             for x, y in zip(a, b):
                 assert x["image_id"] == y["image_id"] and x["file_names"] == y["file_names"]
                 assert torch.equal(x["images"], y["images"])
-                assert torch.equal(x["instances"].gt_keypoints.tensor, y["instances"].gt_keypoints.tensor)
+                assert torch.equal(
+                    x["instances"].gt_keypoints.tensor, y["instances"].gt_keypoints.tensor
+                )
                 assert torch.equal(x["instances"].gt_track_ids, y["instances"].gt_track_ids)
         # The draws differ between batches (a loader that repeated one clip would pass the comparison).
         assert len({x["image_id"] for batch in ours for x in batch}) > 3
@@ -236,12 +268,18 @@ def test_test_set_without_frames_is_an_error_naming_it(tmp_path):
     from pavenet.data.build import build_pavenet_test_loader
 
     (tmp_path / "ann").mkdir()
-    images = [{"id": 0, "file_name": "images/v/000000.png", "is_labeled": False, "width": W, "height": H}]
-    (tmp_path / "ann/000002_m_test.json").write_text(json.dumps({"images": images, "annotations": []}))
+    images = [
+        {"id": 0, "file_name": "images/v/000000.png", "is_labeled": False, "width": W, "height": H}
+    ]
+    (tmp_path / "ann/000002_m_test.json").write_text(
+        json.dumps({"images": images, "annotations": []})
+    )
     name = "test_loader_no_labelled_frames"
     register_posetrack(name, str(tmp_path / "ann"), str(tmp_path))
     try:
-        with pytest.raises(ValueError, match=f"'{name}' has no frame to evaluate.*TEST_FRAMES 'labeled'"):
+        with pytest.raises(
+            ValueError, match=f"'{name}' has no frame to evaluate.*TEST_FRAMES 'labeled'"
+        ):
             build_pavenet_test_loader(_cfg(), name)
     finally:
         DatasetCatalog.remove(name)
@@ -259,8 +297,16 @@ def test_clip_previews_show_every_frame_with_the_key_frame_marked(video, tmp_pat
     assert strip.shape == (90, 3 * 120, 3)
     # key frame (middle panel): yellow border; neighbours: their own background where nothing is drawn
     assert strip[0, 120 + 60].tolist() == [0, 230, 255]
-    assert strip[1, 1].tolist() == [40, 40, 40] and strip[1, 2 * 120 + 1].tolist() == [120, 120, 120]
+    assert strip[1, 1].tolist() == [40, 40, 40] and strip[1, 2 * 120 + 1].tolist() == [
+        120,
+        120,
+        120,
+    ]
     # training mode: the same seed draws the same augmentations, hence the same strip
-    a = write_clip_previews(_cfg(**{"INPUT.PAVENET.ROTATION": 30.0}), name, str(tmp_path / "a"), num=1, seed=3)
-    b = write_clip_previews(_cfg(**{"INPUT.PAVENET.ROTATION": 30.0}), name, str(tmp_path / "b"), num=1, seed=3)
+    a = write_clip_previews(
+        _cfg(**{"INPUT.PAVENET.ROTATION": 30.0}), name, str(tmp_path / "a"), num=1, seed=3
+    )
+    b = write_clip_previews(
+        _cfg(**{"INPUT.PAVENET.ROTATION": 30.0}), name, str(tmp_path / "b"), num=1, seed=3
+    )
     assert (cv2.imread(a[0]["path"]) == cv2.imread(b[0]["path"])).all()

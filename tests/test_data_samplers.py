@@ -1,5 +1,6 @@
 """Clip frame selection and the samplers the loaders use (sharding without overlap or gaps, seeded
 shuffling shared by all ranks)."""
+
 import itertools
 
 import pytest
@@ -62,7 +63,7 @@ def test_training_stream_seeded_and_sharded(monkeypatch):
     streams = [stream(5, r) for r in range(world)]
     merged = [streams[i % world][i // world] for i in range(66)]
     for e in range(6):
-        assert sorted(merged[e * n:(e + 1) * n]) == list(range(n))
+        assert sorted(merged[e * n : (e + 1) * n]) == list(range(n))
     assert stream(5, 0) == streams[0]
     assert stream(6, 0) != streams[0]
     assert merged[:n] != list(range(n))  # shuffled

@@ -1,4 +1,5 @@
 """Synthetic PoseTrack: deterministic, exact PoseTrack18 format, rendered joints where the JSON says."""
+
 import filecmp
 import json
 import os
@@ -10,7 +11,11 @@ import pytest
 from pavenet.data.datasets.posetrack import load_posetrack_video_dicts
 from pavenet.data.keypoint_meta import POSETRACK18_SLOTS_FOR_15, POSETRACK_KEYPOINT_NAMES
 from pavenet.data.synthetic import (
-    JOINT_COLORS, ensure_synthetic_dataset, generate_synthetic_posetrack, joint_radius, render_video,
+    JOINT_COLORS,
+    ensure_synthetic_dataset,
+    generate_synthetic_posetrack,
+    joint_radius,
+    render_video,
 )
 
 KW = dict(num_train=3, num_val=1, num_frames=6, seed=7)
@@ -24,7 +29,9 @@ def syn(tmp_path_factory):
 
 
 def _files(root):
-    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
 
 
 def test_deterministic(syn, tmp_path):
@@ -45,7 +52,15 @@ def test_posetrack18_format(syn):
     assert set(data) == {"images", "annotations", "categories"}
     assert len(data["categories"][0]["keypoints"]) == 17
     img = data["images"][0]
-    for key in ("file_name", "id", "frame_id", "vid_id", "nframes", "is_labeled", "has_no_densepose"):
+    for key in (
+        "file_name",
+        "id",
+        "frame_id",
+        "vid_id",
+        "nframes",
+        "is_labeled",
+        "has_no_densepose",
+    ):
         assert key in img
     assert img["file_name"] == f"images/train/{seqs[0][:-5]}/000000.jpg" and img["nframes"] == 6
     assert os.path.isfile(syn / img["file_name"])
@@ -69,7 +84,9 @@ def test_default_dataset_properties():
         heights += [p["hp"] / 192 for p in people]
         n_ignore += bool(ignore)
         inside = (poses[..., 0] >= 0) & (poses[..., 0] < 256)
-        rng_people += [inside[:, i].all(1).any() and not inside[:, i].all() for i in range(len(people))]
+        rng_people += [
+            inside[:, i].all(1).any() and not inside[:, i].all() for i in range(len(people))
+        ]
     assert 0.4 <= min(heights) and max(heights) <= 0.9
     assert n_ignore >= 1 and any(rng_people)
 
@@ -83,13 +100,17 @@ def test_rendered_joints_match_json(syn):
             seq = f"{first + v:06d}_synth_{split}"
             data = json.load(open(syn / "annotations" / split / f"{seq}.json"))
             # re-render in memory for the drawing order (the JSON has no depth)
-            _, people, poses, _ = render_video(np.random.default_rng([KW["seed"], code, v]), KW["num_frames"], 256, 192)
+            _, people, poses, _ = render_video(
+                np.random.default_rng([KW["seed"], code, v]), KW["num_frames"], 256, 192
+            )
             front = people[-1]
             by_image = {}
             for a in data["annotations"]:
                 by_image.setdefault(a["image_id"], []).append(a)
             for t, img in enumerate(data["images"]):
-                pix = cv2.cvtColor(cv2.imread(str(syn / img["file_name"])), cv2.COLOR_BGR2RGB).astype(int)
+                pix = cv2.cvtColor(
+                    cv2.imread(str(syn / img["file_name"])), cv2.COLOR_BGR2RGB
+                ).astype(int)
                 others = poses[t].reshape(-1, 2)
                 r = joint_radius(front["hp"])
                 for a in by_image.get(img["id"], []):
@@ -105,7 +126,12 @@ def test_rendered_joints_match_json(syn):
                             continue
                         got = pix[int(round(y)), int(round(x))]
                         dist = {n: np.abs(got - np.array(c)).sum() for n, c in JOINT_COLORS.items()}
-                        assert min(dist, key=dist.get) == name and dist[name] < 60, (seq, t, name, got)
+                        assert min(dist, key=dist.get) == name and dist[name] < 60, (
+                            seq,
+                            t,
+                            name,
+                            got,
+                        )
                         checked += 1
     assert checked > 50
 
@@ -117,4 +143,6 @@ def test_ensure_generates_once(tmp_path):
     stamp = os.path.getmtime(root / ".done")
     ensure_synthetic_dataset(str(root), num_train=1, num_val=1, num_frames=2)
     assert os.path.getmtime(root / ".done") == stamp
-    assert [p for p in os.listdir(tmp_path) if p.startswith(".posetrack")] == []  # no temp folders left
+    assert [
+        p for p in os.listdir(tmp_path) if p.startswith(".posetrack")
+    ] == []  # no temp folders left

@@ -8,18 +8,18 @@
   the full decode (`return_intermediates=True`, what the golden test reads);
 * the eval forward decodes a batch of clips together == each clip decoded on its own.
 """
+
 import dataclasses
 
 import pytest
 import torch
 from detectron2.modeling import build_model
+from test_demo_predictor import _video, tiny_cfg
+from test_model_meta_arch import _clip
 
 import pavenet.modeling  # noqa: F401
 from pavenet.inference.predictor import ClipPredictor
 from pavenet.modeling.ms_deform_attn import ms_deform_attn_core, multi_frame_deform_attn
-
-from test_demo_predictor import _video, tiny_cfg
-from test_model_meta_arch import _clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -65,7 +65,9 @@ def test_cached_values_equal_each_layers_projection(predictor):
     feats, _ = _encode(predictor, _video(1))
     enc = feats[0]
     attns = model.head.decoder_attentions()
-    n_layers = model.head.transformer.decoder.num_layers + model.head.transformer.refine_decoder.num_layers
+    n_layers = (
+        model.head.transformer.decoder.num_layers + model.head.transformer.refine_decoder.num_layers
+    )
     assert len(attns) == n_layers and len(enc.values) == n_layers
     heads = attns[0].num_heads
     s, c = enc.memory.shape[1:]
@@ -90,8 +92,12 @@ def test_stream_projects_each_frame_once_per_layer(predictor):
     ran once per window that held the frame, F times, before the cache)."""
     frames = _video(5)
     rows = []
-    hooks = [a.value_proj.register_forward_hook(lambda m, i, o, k=k: rows.append((k, i[0].shape[:-1].numel())))
-             for k, a in enumerate(predictor.model.head.decoder_attentions())]
+    hooks = [
+        a.value_proj.register_forward_hook(
+            lambda m, i, o, k=k: rows.append((k, i[0].shape[:-1].numel()))
+        )
+        for k, a in enumerate(predictor.model.head.decoder_attentions())
+    ]
     try:
         out = list(predictor.stream(iter(frames)))
     finally:
@@ -102,7 +108,9 @@ def test_stream_projects_each_frame_once_per_layer(predictor):
     per_layer = {}
     for k, n in rows:
         per_layer[k] = per_layer.get(k, 0) + n
-    assert per_layer == {k: len(frames) * tokens for k in range(len(predictor.model.head.decoder_attentions()))}
+    assert per_layer == {
+        k: len(frames) * tokens for k in range(len(predictor.model.head.decoder_attentions()))
+    }
 
 
 def test_window_list_equals_concatenation_and_recomputed_values(predictor):
@@ -115,7 +123,10 @@ def test_window_list_equals_concatenation_and_recomputed_values(predictor):
     # Decoding from the memory alone (values recomputed per call) gives the same result.
     bare = dataclasses.replace(cat, values=None)
     _same(as_list, model.decode_clip(bare, hw, (72, 100)))
-    _same(as_list, model.decode_clip([dataclasses.replace(f, values=None) for f in feats], hw, (72, 100)))
+    _same(
+        as_list,
+        model.decode_clip([dataclasses.replace(f, values=None) for f in feats], hw, (72, 100)),
+    )
     with pytest.raises(ValueError, match="frames of one clip"):
         model.decode_clip(feats[:2], hw)
     with pytest.raises(ValueError, match="frames of one clip"):
@@ -130,7 +141,9 @@ def test_lean_decode_equals_full_decode(predictor):
     feats, hw = _encode(predictor, _video(3, seed=2))
     n_dec = head.transformer.decoder.num_layers
     rows = []
-    hook = head.kpt_branches[n_dec].register_forward_hook(lambda m, i, o: rows.append(i[0].shape[1]))
+    hook = head.kpt_branches[n_dec].register_forward_hook(
+        lambda m, i, o: rows.append(i[0].shape[1])
+    )
     try:
         lean = model.decode_clip(feats, hw, (72, 100))
         full, inter = model.decode_clip(feats, hw, (72, 100), return_intermediates=True)
@@ -142,14 +155,20 @@ def test_lean_decode_equals_full_decode(predictor):
     assert len(lean) == min(model.test_topk, head.num_queries)
     # The full decode's outputs are all there (the golden test reads them).
     assert {"keypoints", "sigma"} <= set(inter["pose"]["enc"])
-    assert all({"logits", "keypoints", "sigma", "references"} <= set(layer) for layer in inter["pose"]["pose_layers"])
+    assert all(
+        {"logits", "keypoints", "sigma", "references"} <= set(layer)
+        for layer in inter["pose"]["pose_layers"]
+    )
     # The lean dict: the joint decoder's start for the selected persons equals the full one.
     pose = head.decode_pose(head.with_values(feats), lean=True)
     assert "keypoints" not in pose["enc"] and "references" not in pose["pose_layers"][-1]
     q = inter["query_index"]
     clip = torch.zeros_like(q)
-    torch.testing.assert_close(head.joint_init_references(pose, clip, q),
-                               head.joint_init_references(inter["pose"], clip, q), **TOL)
+    torch.testing.assert_close(
+        head.joint_init_references(pose, clip, q),
+        head.joint_init_references(inter["pose"], clip, q),
+        **TOL,
+    )
     head.train()
     try:
         with pytest.raises(ValueError, match="lean"):
@@ -171,7 +190,7 @@ def test_batched_eval_forward_equals_clips_decoded_one_by_one(msda_impl):
         feats = model.encode_frames(images, [s for s in sizes for _ in range(F)])
         outs = [(128, 192), (64, 96), (48, 80)]
         for i, (o, size) in enumerate(zip(batch, outs)):
-            alone = model.decode_clip(feats[i * F:(i + 1) * F], sizes[i], size)
+            alone = model.decode_clip(feats[i * F : (i + 1) * F], sizes[i], size)
             assert o["instances"].image_size == size
             _same(o["instances"], alone)
         # A batch of one is exactly decode_clip (the streaming path).
@@ -196,8 +215,10 @@ def test_core_takes_per_frame_value_lists(msda_impl):
         w = torch.rand(n, q, h, f * lvl, p, generator=g)
         cat_locs = locs.reshape(n, q, h, f * lvl, p, 2)
         flat = ms_deform_attn_core(values.reshape(n, f * s, h, d), shapes.repeat(f, 1), cat_locs, w)
-        assert torch.equal(ms_deform_attn_core([values[:, i] for i in range(f)], shapes.repeat(f, 1), cat_locs, w),
-                           flat)
+        assert torch.equal(
+            ms_deform_attn_core([values[:, i] for i in range(f)], shapes.repeat(f, 1), cat_locs, w),
+            flat,
+        )
         with pytest.raises(ValueError, match="whole levels"):
             ms_deform_attn_core([values[:, 0, :40]], shapes, locs[:, :, :, 0], w[:, :, :, :lvl])
     else:

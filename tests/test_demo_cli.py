@@ -1,4 +1,5 @@
 """tools/demo.py end to end on the real 5-frame sample video (random tiny weights), and bad input."""
+
 import importlib.util
 import json
 import os
@@ -35,17 +36,40 @@ def demo_tool():
 def cfg_args(tmp_path):
     """--config-file plus --opts for a tiny random-weight model at a small test size."""
     cfg_file, extra = str(TINY_CONFIG), []
-    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128"]
+    opts = [
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.DEVICE",
+        "cpu",
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "INPUT.MAX_SIZE_TEST",
+        "128",
+    ]
     return ["--config-file", cfg_file, "--no-progress", "--confidence-threshold", "0"], opts + extra
 
 
-def test_sample_video_gives_5_frame_overlay_and_posetrack_json(demo_tool, sample_dir, tmp_path, cfg_args):
+def test_sample_video_gives_5_frame_overlay_and_posetrack_json(
+    demo_tool, sample_dir, tmp_path, cfg_args
+):
     args, opts = cfg_args
     out = tmp_path / "out"
-    summary = demo_tool.main(args + [
-        "--video-input", str(sample_dir / SAMPLE_VIDEO), "--output", str(out), "--save-frames",
-        "--save-json", str(out / "pred.json"), "--save-coco", str(out / "coco.json"), "--opts", *opts,
-    ])
+    summary = demo_tool.main(
+        args
+        + [
+            "--video-input",
+            str(sample_dir / SAMPLE_VIDEO),
+            "--output",
+            str(out),
+            "--save-frames",
+            "--save-json",
+            str(out / "pred.json"),
+            "--save-coco",
+            str(out / "coco.json"),
+            "--opts",
+            *opts,
+        ]
+    )
     assert summary["num_frames"] == 5
     n, size = video_frame_count(str(out / "000001_mpiinew_test.mp4"))
     assert n == 5 and size == (720, 1280)  # overlays at the original resolution
@@ -78,10 +102,19 @@ def test_sample_video_gives_5_frame_overlay_and_posetrack_json(demo_tool, sample
 def test_image_folder_input_and_window_mode(demo_tool, sample_dir, tmp_path, cfg_args):
     args, opts = cfg_args
     video = tmp_path / "overlay.avi"
-    summary = demo_tool.main(args + [
-        "--input", str(sample_dir / SAMPLE_VIDEO.parent / "*.jpg"), "--mode", "window", "--output", str(video),
-        "--opts", *opts,
-    ])
+    summary = demo_tool.main(
+        args
+        + [
+            "--input",
+            str(sample_dir / SAMPLE_VIDEO.parent / "*.jpg"),
+            "--mode",
+            "window",
+            "--output",
+            str(video),
+            "--opts",
+            *opts,
+        ]
+    )
     assert summary["num_frames"] == 5 and summary["num_tracks"] >= 1
     assert video_frame_count(str(video))[0] == 5
 
@@ -90,7 +123,9 @@ def test_bad_inputs_leave_no_output(demo_tool, tmp_path, cfg_args, sample_dir):
     args, opts = cfg_args
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError, match="missing.mp4"):
-        demo_tool.main(args + ["--video-input", str(tmp_path / "missing.mp4"), "--output", str(out)])
+        demo_tool.main(
+            args + ["--video-input", str(tmp_path / "missing.mp4"), "--output", str(out)]
+        )
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 2048)
     with pytest.raises(ValueError, match="broken.mp4"):
@@ -105,12 +140,26 @@ def test_bad_inputs_leave_no_output(demo_tool, tmp_path, cfg_args, sample_dir):
         (frames / f"{i:06d}.jpg").write_bytes((src / f"{i:06d}.jpg").read_bytes())
     (frames / "000003.jpg").write_bytes(b"corrupt")
     with pytest.raises(ValueError, match="000003.jpg"):
-        demo_tool.main(args + ["--input", str(frames), "--output", str(out), "--save-frames",
-                               "--save-json", str(out / "p.json"), "--opts", *opts])
+        demo_tool.main(
+            args
+            + [
+                "--input",
+                str(frames),
+                "--output",
+                str(out),
+                "--save-frames",
+                "--save-json",
+                str(out / "p.json"),
+                "--opts",
+                *opts,
+            ]
+        )
     assert not out.exists() or os.listdir(out) == []
 
 
-def test_unwritable_output_stops_the_tool_with_one_line_and_status_2(tmp_path, sample_dir, cfg_args):
+def test_unwritable_output_stops_the_tool_with_one_line_and_status_2(
+    tmp_path, sample_dir, cfg_args
+):
     """The real command line: no traceback, the option and the path named, nothing written, and the
     model is never built (the check comes before it)."""
     import subprocess
@@ -119,21 +168,45 @@ def test_unwritable_output_stops_the_tool_with_one_line_and_status_2(tmp_path, s
     args, opts = cfg_args
     blocker = tmp_path / "results"
     blocker.write_text("a file where a folder is needed")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "projects" / "PAVENet"),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(REPO / "projects" / "PAVENet"), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "demo.py"), *args, "--video-input", str(sample_dir / SAMPLE_VIDEO),
-         "--output", str(blocker / "overlay.mp4"), "--opts", *opts, "MODEL.WEIGHTS", str(tmp_path / "never_read.pth")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(REPO / "tools" / "demo.py"),
+            *args,
+            "--video-input",
+            str(sample_dir / SAMPLE_VIDEO),
+            "--output",
+            str(blocker / "overlay.mp4"),
+            "--opts",
+            *opts,
+            "MODEL.WEIGHTS",
+            str(tmp_path / "never_read.pth"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == (f"error: --output {blocker / 'overlay.mp4'}: cannot be created, {blocker} is a file, "
-                    "not a folder"), proc.stderr[-2000:]
+    assert last == (
+        f"error: --output {blocker / 'overlay.mp4'}: cannot be created, {blocker} is a file, "
+        "not a folder"
+    ), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["results"]
 
 
-def test_outputs_checked_before_the_model_is_built(demo_tool, tmp_path, sample_dir, cfg_args, monkeypatch):
+def test_outputs_checked_before_the_model_is_built(
+    demo_tool, tmp_path, sample_dir, cfg_args, monkeypatch
+):
     args, opts = cfg_args
     video = str(sample_dir / SAMPLE_VIDEO)
 
@@ -145,23 +218,38 @@ def test_outputs_checked_before_the_model_is_built(demo_tool, tmp_path, sample_d
     from pavenet.apps.demo.outputs import DemoOutputError
 
     with pytest.raises(DemoOutputError, match=r"--save-json .*taken/p\.json: cannot be created"):
-        demo_tool.main(args + ["--video-input", video, "--save-json", str(tmp_path / "taken" / "p.json")])
-    with pytest.raises(DemoOutputError, match=r"--output .*taken: exists and is a file, expected a folder"):
+        demo_tool.main(
+            args + ["--video-input", video, "--save-json", str(tmp_path / "taken" / "p.json")]
+        )
+    with pytest.raises(
+        DemoOutputError, match=r"--output .*taken: exists and is a file, expected a folder"
+    ):
         demo_tool.main(args + ["--video-input", video, "--output", str(tmp_path / "taken")])
     with pytest.raises(DemoOutputError, match="--save-frames needs --output to be a folder"):
-        demo_tool.main(args + ["--video-input", video, "--output", str(tmp_path / "o.mp4"), "--save-frames"])
+        demo_tool.main(
+            args + ["--video-input", video, "--output", str(tmp_path / "o.mp4"), "--save-frames"]
+        )
     with pytest.raises(FileNotFoundError, match=r"--gt-json: .*missing_gt\.json"):
-        demo_tool.main(args + ["--video-input", video, "--save-json", str(tmp_path / "p.json"),
-                               "--gt-json", str(tmp_path / "missing_gt.json")])
+        demo_tool.main(
+            args
+            + [
+                "--video-input",
+                video,
+                "--save-json",
+                str(tmp_path / "p.json"),
+                "--gt-json",
+                str(tmp_path / "missing_gt.json"),
+            ]
+        )
     assert sorted(os.listdir(tmp_path)) == ["taken"]
 
 
 def test_frames_failing_half_way_leave_no_output(tmp_path, cfg_args):
     """A source that breaks after two frames (e.g. a camera or file that disappears): no video, frame
     folder or JSON at the final paths."""
+    from pavenet.apps.demo.runner import VideoPoseDemo, run_demo
     from pavenet.config import load_pavenet_config
     from pavenet.inference.frames import FrameSource
-    from pavenet.apps.demo.runner import VideoPoseDemo, run_demo
 
     args, opts = cfg_args
 
@@ -176,6 +264,13 @@ def test_frames_failing_half_way_leave_no_output(tmp_path, cfg_args):
     demo = VideoPoseDemo(load_pavenet_config(args[1], opts))
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="frame 2 of broken"):
-        run_demo(demo, Breaks(), output=str(out), save_frames=True, save_json=str(out / "p.json"),
-                 save_coco=str(out / "c.json"), progress=False)
+        run_demo(
+            demo,
+            Breaks(),
+            output=str(out),
+            save_frames=True,
+            save_json=str(out / "p.json"),
+            save_coco=str(out / "c.json"),
+            progress=False,
+        )
     assert not out.exists() or os.listdir(out) == []

@@ -1,12 +1,13 @@
 """Frame sources, sliding windows with border replication, atomic outputs."""
+
 import os
 
 import cv2
 import numpy as np
 import pytest
 
-from pavenet.inference.frames import ImageListSource, VideoFileSource, open_frame_source
 from pavenet.apps.demo.outputs import VideoWriter, atomic_dir, atomic_path, video_frame_count
+from pavenet.inference.frames import ImageListSource, VideoFileSource, open_frame_source
 from pavenet.inference.predictor import sliding_windows
 
 
@@ -134,13 +135,19 @@ def test_atomic_outputs_leave_nothing_on_failure(tmp_path):
 def test_video_input_that_is_not_a_video_names_the_file(tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(ValueError, match=r"video .*empty\.mp4 is empty \(0 bytes\): expected a video file"):
+    with pytest.raises(
+        ValueError, match=r"video .*empty\.mp4 is empty \(0 bytes\): expected a video file"
+    ):
         VideoFileSource(str(empty))
-    with pytest.raises(ValueError, match=r"--video-input .* is a folder; for a folder of frames use --input"):
+    with pytest.raises(
+        ValueError, match=r"--video-input .* is a folder; for a folder of frames use --input"
+    ):
         VideoFileSource(str(tmp_path))
     image = tmp_path / "frame.jpg"
     cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
-    assert cv2.VideoCapture(str(image)).isOpened()  # OpenCV alone would play it as a one-frame video
+    assert cv2.VideoCapture(
+        str(image)
+    ).isOpened()  # OpenCV alone would play it as a one-frame video
     with pytest.raises(ValueError, match=r"--video-input .*frame\.jpg is an image, not a video"):
         VideoFileSource(str(image))
 
@@ -158,15 +165,21 @@ def test_image_inputs_are_checked_before_any_frame_is_decoded(tmp_path):
     assert "000003.jpg is 40x30 (WxH)" in msg and "000000.jpg is 40x32" in msg and "one size" in msg
 
     (folder / "000003.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ValueError, match=r"cannot read image .*000003\.jpg \(not an image or corrupt"):
+    with pytest.raises(
+        ValueError, match=r"cannot read image .*000003\.jpg \(not an image or corrupt"
+    ):
         ImageListSource(str(folder))
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
-    with pytest.raises(ValueError, match=r"input .*notes\.txt is not an image file \(expected \.jpg"):
+    with pytest.raises(
+        ValueError, match=r"input .*notes\.txt is not an image file \(expected \.jpg"
+    ):
         ImageListSource([str(folder / "000000.jpg"), str(notes)])
     clip = tmp_path / "clip.mp4"
     _write_video(clip, _frames(2))
-    with pytest.raises(ValueError, match=r"clip\.mp4 is not an image file .*; for a video use --video-input"):
+    with pytest.raises(
+        ValueError, match=r"clip\.mp4 is not an image file .*; for a video use --video-input"
+    ):
         open_frame_source(inputs=[str(clip)])
 
 
@@ -175,13 +188,20 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
 
     a_file = tmp_path / "results"
     a_file.write_text("I am a file")
-    with pytest.raises(DemoOutputError, match=r"--output .*results/out\.mp4: cannot be created, .*results is a file"):
+    with pytest.raises(
+        DemoOutputError,
+        match=r"--output .*results/out\.mp4: cannot be created, .*results is a file",
+    ):
         check_output_path(str(a_file / "out.mp4"), "--output")
-    with pytest.raises(DemoOutputError, match=r"--output .*results: exists and is a file, expected a folder"):
+    with pytest.raises(
+        DemoOutputError, match=r"--output .*results: exists and is a file, expected a folder"
+    ):
         check_output_path(str(a_file), "--output", is_dir=True)
     with pytest.raises(DemoOutputError, match=r"--save-json .*: is a folder, expected a file name"):
         check_output_path(str(tmp_path), "--save-json")
-    check_output_path(str(tmp_path / "new" / "deeper" / "pred.json"), "--save-json")  # created later
+    check_output_path(
+        str(tmp_path / "new" / "deeper" / "pred.json"), "--save-json"
+    )  # created later
     assert sorted(os.listdir(tmp_path)) == ["results"]  # the check creates nothing
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"

@@ -3,6 +3,7 @@
 The model is replaced by an oracle that returns the true poses of every window's frames (jittered, in a
 random order each window), so the numbers isolate the tracker, the JSON writing and the frame pairing.
 """
+
 import os
 
 import numpy as np
@@ -10,11 +11,11 @@ import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
+from pavenet.apps.demo.runner import VideoPoseDemo, run_demo
 from pavenet.data.synthetic import generate_synthetic_posetrack, render_video
+from pavenet.evaluation.poseval import evaluate_dirs
 from pavenet.inference.frames import ImageListSource
 from pavenet.inference.predictor import sliding_windows
-from pavenet.apps.demo.runner import VideoPoseDemo, run_demo
-from pavenet.evaluation.poseval import evaluate_dirs
 
 W, H, N, SEED = 160, 120, 16, 0
 
@@ -36,18 +37,27 @@ class OraclePredictor:
             frame = window[self.num_frames // 2][1]
             fk = self.poses[idx].transpose(1, 0, 2, 3)  # (P, F, 15, 2)
             key_pose = self.poses[key]  # (P, 15, 2)
-            inside = (key_pose[..., 0] >= 0) & (key_pose[..., 0] <= W - 1) & (key_pose[..., 1] >= 0) & (
-                key_pose[..., 1] <= H - 1)
+            inside = (
+                (key_pose[..., 0] >= 0)
+                & (key_pose[..., 0] <= W - 1)
+                & (key_pose[..., 1] >= 0)
+                & (key_pose[..., 1] <= H - 1)
+            )
             people = np.nonzero(inside.any(1))[0]
             people = self.rng.permutation(people)
             fk = fk[people] + self.rng.normal(0, self.noise, fk[people].shape)
-            kp = np.concatenate([fk[:, 1], inside[people, :, None].astype(float)], 2)  # score 0 outside
+            kp = np.concatenate(
+                [fk[:, 1], inside[people, :, None].astype(float)], 2
+            )  # score 0 outside
             inst = Instances((H, W))
             inst.pred_keypoints = torch.as_tensor(kp, dtype=torch.float32)
             inst.scores = torch.ones(len(people))
             xy = inst.pred_keypoints[..., :2]
-            inst.pred_boxes = Boxes(torch.cat([xy.min(1).values, xy.max(1).values], 1) if len(people)
-                                    else torch.zeros(0, 4))
+            inst.pred_boxes = Boxes(
+                torch.cat([xy.min(1).values, xy.max(1).values], 1)
+                if len(people)
+                else torch.zeros(0, 4)
+            )
             inst.pred_classes = torch.zeros(len(people), dtype=torch.int64)
             inst.pred_frame_keypoints = torch.as_tensor(fk, dtype=torch.float32)
             assert 0 <= key < n
@@ -57,7 +67,9 @@ class OraclePredictor:
 @pytest.fixture(scope="module")
 def synthetic_video(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synth"))
-    generate_synthetic_posetrack(root, num_train=0, num_val=1, num_frames=N, width=W, height=H, seed=SEED)
+    generate_synthetic_posetrack(
+        root, num_train=0, num_val=1, num_frames=N, width=W, height=H, seed=SEED
+    )
     seq = "001000_synth_val"
     # The generator's scene for val video 0 (same rng stream as the generator): poses on every frame.
     _, _, poses, _ = render_video(np.random.default_rng([SEED, 1, 0]), N, W, H)
@@ -68,8 +80,14 @@ def _run(root, seq, poses, tmp, **demo_kw):
     demo = VideoPoseDemo(None, keypoint_thresh=0.5, predictor=OraclePredictor(poses), **demo_kw)
     pred_dir = os.path.join(tmp, "pred")
     gt_file = os.path.join(root, "annotations", "val", seq + ".json")
-    summary = run_demo(demo, ImageListSource(os.path.join(root, "images", "val", seq)), output=os.path.join(tmp, "vis"),
-                       save_json=pred_dir, gt_json=gt_file, progress=False)
+    summary = run_demo(
+        demo,
+        ImageListSource(os.path.join(root, "images", "val", seq)),
+        output=os.path.join(tmp, "vis"),
+        save_json=pred_dir,
+        gt_json=gt_file,
+        progress=False,
+    )
     assert summary["num_frames"] == N
     res = evaluate_dirs(os.path.join(root, "annotations", "val"), pred_dir, eval_track=True)
     return summary, res.summary()

@@ -4,14 +4,23 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, load_tiny_cfg
 from pavenet.inference.predictor import ClipPredictor
+
+from conftest import TINY_CONFIG, load_tiny_cfg
 
 TINY_YAML = TINY_CONFIG
 # Small enough for a CPU test whatever the tiny YAML says; applied after it.
 FAST_OPTS = [
-    "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 128,
-    "MODEL.PAVENET.TEST.SCORE_THRESH", 0.0,
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.DEVICE",
+    "cpu",
+    "INPUT.MIN_SIZE_TEST",
+    64,
+    "INPUT.MAX_SIZE_TEST",
+    128,
+    "MODEL.PAVENET.TEST.SCORE_THRESH",
+    0.0,
 ]
 
 
@@ -29,7 +38,7 @@ def _video(n, h=72, w=100, seed=0):
     frames = []
     for i in range(n):
         f = base.copy()
-        f[10:30, 5 + 12 * i: 25 + 12 * i] = 255
+        f[10:30, 5 + 12 * i : 25 + 12 * i] = 255
         frames.append(f)
     return frames
 
@@ -94,7 +103,7 @@ def test_window_is_border_replicated_clip_of_model_forward(predictor):
     wrong = predictor([frames[3]] * F)
     assert not torch.allclose(out[0].pred_keypoints, wrong.pred_keypoints, atol=1e-3)
     with pytest.raises(ValueError, match="expected"):
-        predictor(frames[:F - 1])
+        predictor(frames[: F - 1])
 
 
 def test_score_threshold_filters_and_short_video(predictor):
@@ -115,7 +124,9 @@ def test_loads_model_weights(predictor, tmp_path):
     path = tmp_path / "model.pth"
     torch.save({"model": predictor.model.state_dict()}, path)
     torch.manual_seed(123)  # a different random init, overwritten by the checkpoint
-    loaded = ClipPredictor(tiny_cfg("MODEL.WEIGHTS", str(path), "MODEL.PAVENET.MSDA_IMPL", predictor.model.msda_impl))
+    loaded = ClipPredictor(
+        tiny_cfg("MODEL.WEIGHTS", str(path), "MODEL.PAVENET.MSDA_IMPL", predictor.model.msda_impl)
+    )
     frames = _video(3)
     for (_, _, a), (_, _, b) in zip(predictor.stream(frames), loaded.stream(frames)):
         _assert_same(a, b, atol=1e-5)
@@ -156,7 +167,9 @@ def test_prepare_is_the_input_stream_encodes(predictor):
     assert image.dtype == torch.uint8 and image.shape[0] == 3
     encoded = [predictor.encode(predictor.prepare(f)) for f in frames]
     with torch.no_grad():
-        out = predictor.backend.decode_clip([e[0] for e in encoded], encoded[0][1], frames[0].shape[:2])
+        out = predictor.backend.decode_clip(
+            [e[0] for e in encoded], encoded[0][1], frames[0].shape[:2]
+        )
     # The window frames[0:F] is the one of key frame F // 2 (earlier keys replicate the first frame).
     streamed = {key: inst for key, _, inst in predictor.stream(frames)}[predictor.num_frames // 2]
     _assert_same(out, streamed)

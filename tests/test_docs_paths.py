@@ -9,6 +9,7 @@ detectron2 (docs/INSTALL.md names detectron2's). Brace lists (`configs/posetrack
 (`tests/test_golden*.py`) are expanded. `NOT_IN_REPO` lists the few paths that are deliberately not
 files of this repository, each with the reason; anything else that does not resolve fails the test.
 """
+
 import ast
 import glob
 import importlib.util
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
 from pavenet.config import load_pavenet_config
 
+from conftest import REPO_ROOT
+
 PACKAGE_ROOT = REPO_ROOT / "projects" / "PAVENet"
-ROOTED = re.compile(r"(?<![\w/.<-])((?:tools|configs|docs|tests|scripts|datasets|projects)/[\w./*{},-]*[\w*}/])")
+ROOTED = re.compile(
+    r"(?<![\w/.<-])((?:tools|configs|docs|tests|scripts|datasets|projects)/[\w./*{},-]*[\w*}/])"
+)
 PACKAGE = re.compile(r"(?<![\w/.-])(pavenet/[\w./*-]*[\w*/])")
 MODULE = re.compile(r"`([a-z_]+(?:/[a-z_]+)*\.py)`")
 PYTHON_M = re.compile(r"python -m ([\w.]+)")
@@ -49,7 +53,9 @@ def _doc_texts():
     out = [(str(p.relative_to(REPO_ROOT)), p.read_text()) for p in _markdown_files()]
     for tool in sorted((REPO_ROOT / "tools").glob("*.py")):
         tree = ast.parse(tool.read_text())
-        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        nodes = [tree] + [
+            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+        ]
         docs = [ast.get_docstring(n) or "" for n in nodes]
         out.append((f"tools/{tool.name}", "\n".join(docs)))
     return out
@@ -59,8 +65,12 @@ def _expand_braces(path):
     m = re.search(r"\{([^{}]*)\}", path)
     if not m:
         return [path]
-    return list(itertools.chain.from_iterable(
-        _expand_braces(path[:m.start()] + alt + path[m.end():]) for alt in m.group(1).split(",")))
+    return list(
+        itertools.chain.from_iterable(
+            _expand_braces(path[: m.start()] + alt + path[m.end() :])
+            for alt in m.group(1).split(",")
+        )
+    )
 
 
 def _exists(root: Path, path: str) -> bool:
@@ -84,12 +94,22 @@ def _named_paths():
 def test_named_paths_exist():
     found = _named_paths()
     assert len(found) > 100, len(found)  # the extraction itself works
-    missing = [f"{source}: {path}" for source, path, root in found
-               if not _excused(path) and not _exists(root, path)]
-    assert not missing, "named in the docs but not in the repository:\n" + "\n".join(sorted(set(missing)))
-    used = {p for p in NOT_IN_REPO if any(_excused(path) and (path == p or path.startswith(p + "/"))
-                                          for _, path, _ in found)}
-    assert used == set(NOT_IN_REPO), f"no longer named, remove from NOT_IN_REPO: {set(NOT_IN_REPO) - used}"
+    missing = [
+        f"{source}: {path}"
+        for source, path, root in found
+        if not _excused(path) and not _exists(root, path)
+    ]
+    assert not missing, "named in the docs but not in the repository:\n" + "\n".join(
+        sorted(set(missing))
+    )
+    used = {
+        p
+        for p in NOT_IN_REPO
+        if any(_excused(path) and (path == p or path.startswith(p + "/")) for _, path, _ in found)
+    }
+    assert used == set(NOT_IN_REPO), (
+        f"no longer named, remove from NOT_IN_REPO: {set(NOT_IN_REPO) - used}"
+    )
     assert "posetrack_synthetic" in (PACKAGE_ROOT / "pavenet" / "data" / "synthetic.py").read_text()
 
 
@@ -98,16 +118,26 @@ def test_named_package_modules_exist_in_pavenet_or_detectron2():
 
     roots = [PACKAGE_ROOT / "pavenet", Path(detectron2.__file__).parent]
     found = [(source, m.group(1)) for source, text in _doc_texts() for m in MODULE.finditer(text)]
-    found = [(s, p) for s, p in found if not ROOTED.fullmatch(p) and not p.startswith("pavenet/")
-             and "/" in p]
+    found = [
+        (s, p)
+        for s, p in found
+        if not ROOTED.fullmatch(p) and not p.startswith("pavenet/") and "/" in p
+    ]
     assert len(found) >= 5, found
     missing = [f"{s}: {p}" for s, p in found if not any((r / p).is_file() for r in roots)]
     assert not missing, "\n".join(missing)
 
 
 def test_named_configs_load_with_the_project_loader():
-    configs = sorted({p for _, path, root in _named_paths() if path.endswith(".yaml")
-                      for pattern in _expand_braces(path) for p in glob.glob(str(root / pattern))})
+    configs = sorted(
+        {
+            p
+            for _, path, root in _named_paths()
+            if path.endswith(".yaml")
+            for pattern in _expand_braces(path)
+            for p in glob.glob(str(root / pattern))
+        }
+    )
     assert len(configs) >= 5, configs
     for path in configs:
         load_pavenet_config(path)  # raises ConfigError naming the file
@@ -130,17 +160,29 @@ def test_named_python_modules_and_make_targets_exist():
 
 
 def test_relative_markdown_links_resolve():
-    links = [(md, m.group(1)) for md in _markdown_files() for m in MD_LINK.finditer(md.read_text())
-             if "://" not in m.group(1) and not m.group(1).startswith("mailto:")]
+    links = [
+        (md, m.group(1))
+        for md in _markdown_files()
+        for m in MD_LINK.finditer(md.read_text())
+        if "://" not in m.group(1) and not m.group(1).startswith("mailto:")
+    ]
     assert len(links) >= 10, links
-    broken = [f"{md.relative_to(REPO_ROOT)}: {target}" for md, target in links if not (md.parent / target).exists()]
+    broken = [
+        f"{md.relative_to(REPO_ROOT)}: {target}"
+        for md, target in links
+        if not (md.parent / target).exists()
+    ]
     assert not broken, "\n".join(broken)
 
 
-@pytest.mark.parametrize("bad", ["configs/posetrack17/no_such.yaml", "docs/NOPE.md", "pavenet/nope.py"])
+@pytest.mark.parametrize(
+    "bad", ["configs/posetrack17/no_such.yaml", "docs/NOPE.md", "pavenet/nope.py"]
+)
 def test_the_extraction_catches_a_broken_path(bad):
     text = f"run `python tools/train_net.py --config-file {bad}` (see it)."
-    paths = [m.group(1) for m in ROOTED.finditer(text)] + [m.group(1) for m in PACKAGE.finditer(text)]
+    paths = [m.group(1) for m in ROOTED.finditer(text)] + [
+        m.group(1) for m in PACKAGE.finditer(text)
+    ]
     assert bad in paths
     root = PACKAGE_ROOT if bad.startswith("pavenet/") else REPO_ROOT
     assert not _exists(root, bad) and _exists(REPO_ROOT, "tools/train_net.py")

@@ -1,15 +1,16 @@
 """MODEL.PAVENET.EMA_DECAY (pavenet/engine/ema.py): the weight average's formula, that it leaves training
 untouched, that evaluations during training and every weights-only load get it, and that --resume restores
 the raw weights and the average both."""
+
 import os
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import load_tiny_cfg
 from pavenet.engine.ema import ModelEMA
 
+from conftest import load_tiny_cfg
 
 
 def test_average_follows_the_formula_and_the_model_gets_its_weights_back():
@@ -26,7 +27,9 @@ def test_average_follows_the_formula_and_the_model_gets_its_weights_back():
     for state in history[1:]:
         expected = 0.75 * expected + 0.25 * state["0.weight"]
     torch.testing.assert_close(ema.weights["0.weight"], expected)
-    by_hand = ((1 * 0.75 + 0.25 * 2) * 0.75 + 0.25 * 3) * 0.75 + 0.25 * 4  # weights filled with 1, 2, 3, 4
+    by_hand = (
+        (1 * 0.75 + 0.25 * 2) * 0.75 + 0.25 * 3
+    ) * 0.75 + 0.25 * 4  # weights filled with 1, 2, 3, 4
     assert ema.weights["0.weight"][0, 0].item() == pytest.approx(by_hand)
     mean = history[0]["1.running_mean"]
     for state in history[1:]:
@@ -43,7 +46,9 @@ def test_average_follows_the_formula_and_the_model_gets_its_weights_back():
 
     copy = ModelEMA(0.75)
     copy.load_state_dict(ema.state_dict())
-    assert copy.num_updates == 4 and all(torch.equal(copy.weights[k], v) for k, v in ema.weights.items())
+    assert copy.num_updates == 4 and all(
+        torch.equal(copy.weights[k], v) for k, v in ema.weights.items()
+    )
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match="EMA_DECAY"):
             ModelEMA(bad)
@@ -57,8 +62,9 @@ def train_name(tmp_path_factory):
     from pavenet.data.datasets.posetrack import register_posetrack
     from pavenet.data.synthetic import generate_synthetic_posetrack
 
-    root = generate_synthetic_posetrack(str(tmp_path_factory.mktemp("synthetic")), num_train=2, num_val=1,
-                                        num_frames=8)
+    root = generate_synthetic_posetrack(
+        str(tmp_path_factory.mktemp("synthetic")), num_train=2, num_val=1, num_frames=8
+    )
     name = "ema_synth_train"
     if name not in DatasetCatalog.list():
         register_posetrack(name, os.path.join(root, "annotations", "train"), root)
@@ -66,11 +72,30 @@ def train_name(tmp_path_factory):
 
 
 def _cfg(out, max_iter, train_name, decay, eval_period=0):
-    return load_tiny_cfg(*[
-        "DATASETS.TRAIN", f"('{train_name}',)", "DATASETS.TEST", "()",
-        "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", max_iter,
-        "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", eval_period, "MODEL.PAVENET.EMA_DECAY", decay,
-        "SEED", 3, "OUTPUT_DIR", str(out)])
+    return load_tiny_cfg(
+        *[
+            "DATASETS.TRAIN",
+            f"('{train_name}',)",
+            "DATASETS.TEST",
+            "()",
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "SOLVER.MAX_ITER",
+            max_iter,
+            "SOLVER.CHECKPOINT_PERIOD",
+            2,
+            "TEST.EVAL_PERIOD",
+            eval_period,
+            "MODEL.PAVENET.EMA_DECAY",
+            decay,
+            "SEED",
+            3,
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
 
 
 def _train(cfg, resume=False):
@@ -84,7 +109,9 @@ def _train(cfg, resume=False):
 
     class Record(HookBase):
         def after_step(self):
-            states.append({k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()})
+            states.append(
+                {k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()}
+            )
 
     seed_all_rng(cfg.SEED)
     trainer = Trainer(cfg)
@@ -95,7 +122,8 @@ def _train(cfg, resume=False):
 
 
 def test_trainer_averages_without_changing_training_evaluates_the_average_and_resumes(
-        tmp_path, train_name, monkeypatch):
+    tmp_path, train_name, monkeypatch
+):
     from pavenet.checkpoint import PAVENetCheckpointer
     from pavenet.engine import Trainer
 
@@ -124,7 +152,9 @@ def test_trainer_averages_without_changing_training_evaluates_the_average_and_re
     assert name in expected
     for k, v in expected.items():
         torch.testing.assert_close(trainer.model_ema.weights[k], v, rtol=1e-6, atol=1e-7, msg=k)
-    assert not torch.allclose(expected[name], states[-1][name])  # a real average, not the last weights
+    assert not torch.allclose(
+        expected[name], states[-1][name]
+    )  # a real average, not the last weights
     # Evaluations at iterations 2 and 4 saw the average of that moment; the model got its weights back.
     assert len(evaluated) == 2
     for seen, avg in zip(evaluated, (averages[0], averages[2])):

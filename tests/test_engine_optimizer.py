@@ -1,6 +1,7 @@
 """The shipped optimizer recipe equals the official one for every parameter (AdamW, lr 2e-5, weight decay
 1e-4 on everything, lr x 0.1 where the OFFICIAL name contains `backbone` or `sampling_offsets`, full-model
 L2 clipping at 0.1), and the joint decoder's tied offset biases keep one optimizer entry per frame."""
+
 import json
 
 import pytest
@@ -45,8 +46,12 @@ def test_solver_settings_are_the_official_ones(shipped):
     cfg, model = shipped
     s = cfg.SOLVER
     assert (s.OPTIMIZER, s.BASE_LR, s.WEIGHT_DECAY, s.IMS_PER_BATCH) == ("ADAMW", 2e-5, 1e-4, 8)
-    assert (s.CLIP_GRADIENTS.ENABLED, s.CLIP_GRADIENTS.CLIP_TYPE, s.CLIP_GRADIENTS.CLIP_VALUE,
-            s.CLIP_GRADIENTS.NORM_TYPE) == (True, "full_model", 0.1, 2.0)
+    assert (
+        s.CLIP_GRADIENTS.ENABLED,
+        s.CLIP_GRADIENTS.CLIP_TYPE,
+        s.CLIP_GRADIENTS.CLIP_VALUE,
+        s.CLIP_GRADIENTS.NORM_TYPE,
+    ) == (True, "full_model", 0.1, 2.0)
     assert s.WARMUP_ITERS == 0 and cfg.MODEL.PAVENET.LOSS_NORMALIZATION == "clip"
     opt = build_pavenet_optimizer(cfg, model)
     assert isinstance(opt, torch.optim.AdamW)
@@ -66,17 +71,25 @@ def test_every_parameter_gets_the_official_lr_and_weight_decay(shipped, official
             continue
         assert name in official, f"{name} has no official counterpart"
         want = cfg.SOLVER.BASE_LR * official_lr_multiplier(official[name])
-        assert lr[name] == pytest.approx(want), f"{name} ({official[name]}): lr {lr[name]} vs official {want}"
+        assert lr[name] == pytest.approx(want), (
+            f"{name} ({official[name]}): lr {lr[name]} vs official {want}"
+        )
         assert wd[name] == cfg.SOLVER.WEIGHT_DECAY, name
         checked += 1
     assert checked > 600
     # both multipliers are exercised: the backbone and all per-frame sampling offsets
     assert lr["backbone.res5.2.conv3.weight"] == pytest.approx(2e-6)
-    assert lr["head.transformer.decoder.layers.0.attentions.1.pre_sampling_offsets.bias"] == pytest.approx(2e-6)
-    assert lr["head.transformer.decoder.layers.0.attentions.1.value_proj.weight"] == pytest.approx(2e-5)
+    assert lr[
+        "head.transformer.decoder.layers.0.attentions.1.pre_sampling_offsets.bias"
+    ] == pytest.approx(2e-6)
+    assert lr["head.transformer.decoder.layers.0.attentions.1.value_proj.weight"] == pytest.approx(
+        2e-5
+    )
 
 
-def test_trainable_set_equals_the_official_one_but_for_documented_frozen_branches(shipped, golden_dir):
+def test_trainable_set_equals_the_official_one_but_for_documented_frozen_branches(
+    shipped, golden_dir
+):
     """The official training (golden case meta) trains every parameter that has a gradient; ours trains the
     same set except the never-read branches (official gradient exactly zero; frozen here) and fc_hm."""
     case = golden_dir / "train_r50_f3_seed2026" / "meta.json"
@@ -87,7 +100,9 @@ def test_trainable_set_equals_the_official_one_but_for_documented_frozen_branche
     ours = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
     official_zero = {rename_official_key(n) for n in meta["params_with_zero_grad"]}
     assert official_zero.isdisjoint(ours)
-    frozen_here = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    frozen_here = {
+        n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad
+    }
     assert official_zero <= frozen_here
 
 
@@ -106,7 +121,12 @@ def _tiny_model_with_grads(seed: int):
 
     # A weight decay large enough that lr x decay is not lost in float32 (1 - 1e-4 * 1e-4 rounds to 1): then
     # decaying the tied storage three times before updating it differs from the loop's decay-update order.
-    cfg = quickstart_cfg(str(REPO_ROOT / "configs/synthetic/pavenet_tiny.yaml"), "", 0, ["SOLVER.WEIGHT_DECAY", "0.05"])
+    cfg = quickstart_cfg(
+        str(REPO_ROOT / "configs/synthetic/pavenet_tiny.yaml"),
+        "",
+        0,
+        ["SOLVER.WEIGHT_DECAY", "0.05"],
+    )
     torch.manual_seed(seed)
     model = build_model(cfg)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -121,26 +141,41 @@ def test_multi_tensor_step_gives_the_per_parameter_loops_weights():
     cfg, ours, grads = _tiny_model_with_grads(0)
     _, ref, _ = _tiny_model_with_grads(0)
     layer = ours.head.transformer.refine_decoder.layers[0].attentions[1]
-    assert len({m.bias.data_ptr() for m in layer.offset_layers()}) == 1, "the demo model ties its offset biases"
+    assert len({m.bias.data_ptr() for m in layer.offset_layers()}) == 1, (
+        "the demo model ties its offset biases"
+    )
     opt = build_pavenet_optimizer(cfg, ours)
     groups = build_optimizer_param_groups(cfg, ours)
-    assert [len(g["params"]) for g in groups[-2:]] == [1, 1]  # the 2nd and 3rd entries over the tied storage
-    assert groups[-2]["lr"] == groups[-1]["lr"] == cfg.SOLVER.BASE_LR * cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER
+    assert [len(g["params"]) for g in groups[-2:]] == [
+        1,
+        1,
+    ]  # the 2nd and 3rd entries over the tied storage
+    assert (
+        groups[-2]["lr"]
+        == groups[-1]["lr"]
+        == cfg.SOLVER.BASE_LR * cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER
+    )
 
     merged = {}
     for g in build_optimizer_param_groups(cfg, ref):  # back to one group per lr multiplier
         key = g["lr"]
         merged.setdefault(key, dict(g, params=[], names=[]))
         merged[key]["params"] += g["params"]
-    ref_opt = torch.optim.AdamW(list(merged.values()), lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-                                foreach=False)
+    ref_opt = torch.optim.AdamW(
+        list(merged.values()),
+        lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        foreach=False,
+    )
     ref_params = [p for g in ref_opt.param_groups for p in g["params"]]
     for step in range(3):
         for model in (ours, ref):
             for p, g in zip(model.parameters(), grads):
                 p.grad = g * (step + 1)
         opt.step()
-        torch.nn.utils.clip_grad_norm_(ref_params, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, foreach=False)
+        torch.nn.utils.clip_grad_norm_(
+            ref_params, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, foreach=False
+        )
         ref_opt.step()
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), name

@@ -1,15 +1,16 @@
 """The duplicate report (evaluation/duplicates.py): what duplicate detections cost under poseval's score-free
 person assignment, pinned by hand-made frames."""
+
 import json
 
 import numpy as np
 import pytest
+from test_eval_poseval import gt_ann, gt_seq, pose, pred_person, pred_seq
 
 from pavenet.evaluation import poseval
 from pavenet.evaluation.duplicates import duplicate_report
 from pavenet.evaluation.posetrack import main as eval_cli
 from pavenet.evaluation.poseval import GTSequence, parse_predictions
-from test_eval_poseval import gt_ann, gt_seq, pose, pred_person, pred_seq
 
 NAME = "000001_mpii_test"
 
@@ -33,7 +34,14 @@ def test_a_better_placed_low_scoring_copy_takes_the_person_and_costs_ap():
     copy = pred_person(_off(a, range(12, 15)), 0.2, 2)  # 12 of 15 right, low score
     gt = gt_seq(NAME, [[gt_ann(a, 1)]])
     r = _report(gt, pred_seq(gt, [[match, copy]]))
-    assert (r.frames, r.gt_people, r.predictions, r.duplicates, r.steals, r.ranking) == (1, 1, 2, 1, 1, 0)
+    assert (r.frames, r.gt_people, r.predictions, r.duplicates, r.steals, r.ranking) == (
+        1,
+        1,
+        2,
+        1,
+        1,
+        0,
+    )
     # As is: poseval gives the person to the copy, so the match's 10 right joints rank first as false
     # positives (AP 50 on the 12 joints the copy has right, 0 on 3). Without the copy: AP 100 on 10 joints.
     assert r.ap == pytest.approx(12 * 50.0 / 15)
@@ -71,14 +79,35 @@ def test_far_off_predictions_and_frames_without_gt_are_not_duplicates():
 def test_cli_reports_duplicates_in_the_json(tmp_path, capsys):
     a = pose()
     gt = gt_seq(NAME, [[gt_ann(a, 1)]])
-    pred = pred_seq(gt, [[pred_person(_off(a, range(10, 15)), 0.9, 1), pred_person(_off(a, range(12, 15)), 0.2, 2)]])
+    pred = pred_seq(
+        gt,
+        [
+            [
+                pred_person(_off(a, range(10, 15)), 0.9, 1),
+                pred_person(_off(a, range(12, 15)), 0.2, 2),
+            ]
+        ],
+    )
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()
     (tmp_path / "gt" / f"{NAME}.json").write_text(json.dumps(gt))
     (tmp_path / "pred" / f"{NAME}.json").write_text(json.dumps(pred))
     out = tmp_path / "m.json"
-    assert eval_cli(["--gt-dir", str(tmp_path / "gt"), "--pred-dir", str(tmp_path / "pred"), "--no-track",
-                     "--duplicates", "--json", str(out)]) == 0
+    assert (
+        eval_cli(
+            [
+                "--gt-dir",
+                str(tmp_path / "gt"),
+                "--pred-dir",
+                str(tmp_path / "pred"),
+                "--no-track",
+                "--duplicates",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "1 people taken by a duplicate" in capsys.readouterr().out
     metrics = json.loads(out.read_text())
     assert metrics["duplicates"]["steals"] == 1

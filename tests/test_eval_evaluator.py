@@ -1,4 +1,5 @@
 """PoseTrackEvaluator end to end (registered tiny split, fake model outputs) and the PoseTrack18 writer."""
+
 import json
 import os
 import uuid
@@ -9,10 +10,18 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
-from pavenet.data.keypoint_meta import POSETRACK18_SLOT_NAMES, POSETRACK_KEYPOINT_NAMES, posetrack_metadata
+from pavenet.data.keypoint_meta import (
+    POSETRACK18_SLOT_NAMES,
+    POSETRACK_KEYPOINT_NAMES,
+    posetrack_metadata,
+)
 from pavenet.evaluation import poseval
 from pavenet.evaluation.posetrack_evaluator import PoseTrackEvaluator
-from pavenet.evaluation.writer import atomic_write_json, build_posetrack18_sequence, write_coco_keypoint_results
+from pavenet.evaluation.writer import (
+    atomic_write_json,
+    build_posetrack18_sequence,
+    write_coco_keypoint_results,
+)
 
 HEAD = [0.0, 0.0, 30.0, 40.0]  # head size 30 -> 15 px radius
 EARS = [POSETRACK18_SLOT_NAMES.index("left_ear"), POSETRACK18_SLOT_NAMES.index("right_ear")]
@@ -24,7 +33,10 @@ def _pose(ox, oy):
 
 def _people(seq_idx, frame):
     """Two people per frame, drifting slowly; track ids 0 and 1."""
-    return [_pose(100 + 3 * frame + 500 * seq_idx, 100), _pose(100 + 3 * frame + 500 * seq_idx, 400)]
+    return [
+        _pose(100 + 3 * frame + 500 * seq_idx, 100),
+        _pose(100 + 3 * frame + 500 * seq_idx, 400),
+    ]
 
 
 def _write_gt(root, n_seqs=2, n_frames=4):
@@ -34,19 +46,37 @@ def _write_gt(root, n_seqs=2, n_frames=4):
         images, anns = [], []
         for f in range(n_frames):
             image_id = int(f"1{s + 1:06d}{f:04d}")
-            images.append({"id": image_id, "file_name": f"images/val/{name}/{f:06d}.jpg", "is_labeled": f != 1,
-                           "nframes": n_frames, "frame_id": image_id, "vid_id": f"{s + 1:06d}"})
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": f"images/val/{name}/{f:06d}.jpg",
+                    "is_labeled": f != 1,
+                    "nframes": n_frames,
+                    "frame_id": image_id,
+                    "vid_id": f"{s + 1:06d}",
+                }
+            )
             if f == 1:
                 continue  # an unlabeled frame: no GT people
             for t, xy in enumerate(_people(s, f)):
                 kp = np.zeros((17, 3))
                 for k, n in enumerate(POSETRACK_KEYPOINT_NAMES):
                     kp[POSETRACK18_SLOT_NAMES.index(n)] = (*xy[k], 1)
-                anns.append({"image_id": image_id, "track_id": t, "keypoints": kp.reshape(-1).tolist(),
-                             "bbox_head": [HEAD[0], HEAD[1], HEAD[2] - HEAD[0], HEAD[3] - HEAD[1]],
-                             "category_id": 1, "scores": []})
-        data = {"images": images, "annotations": anns,
-                "categories": [{"id": 1, "name": "person", "keypoints": list(POSETRACK18_SLOT_NAMES)}]}
+                anns.append(
+                    {
+                        "image_id": image_id,
+                        "track_id": t,
+                        "keypoints": kp.reshape(-1).tolist(),
+                        "bbox_head": [HEAD[0], HEAD[1], HEAD[2] - HEAD[0], HEAD[3] - HEAD[1]],
+                        "category_id": 1,
+                        "scores": [],
+                    }
+                )
+        data = {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "keypoints": list(POSETRACK18_SLOT_NAMES)}],
+        }
         (root / f"{name}.json").write_text(json.dumps(data))
         names.append(name)
     return names
@@ -59,19 +89,35 @@ def tiny_split(tmp_path):
     names = _write_gt(gt_dir)
     name = f"posetrack_eval_test_{uuid.uuid4().hex[:8]}"
     DatasetCatalog.register(name, lambda: [])
-    MetadataCatalog.get(name).set(evaluator_type="posetrack", annotations=str(gt_dir), image_root=str(tmp_path),
-                                  **posetrack_metadata())
+    MetadataCatalog.get(name).set(
+        evaluator_type="posetrack",
+        annotations=str(gt_dir),
+        image_root=str(tmp_path),
+        **posetrack_metadata(),
+    )
     yield name, gt_dir, names
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
 
 
-def _run(evaluator, names, n_frames=4, jitter=0.0, with_tracks=True, swap_track_at=None, use_file_name=True):
+def _run(
+    evaluator,
+    names,
+    n_frames=4,
+    jitter=0.0,
+    with_tracks=True,
+    swap_track_at=None,
+    use_file_name=True,
+):
     evaluator.reset()
     rng = np.random.default_rng(0)
     for s, name in enumerate(names):
         for f in range(n_frames):
-            xy = np.stack(_people(s, f)) + rng.normal(0, jitter, (2, 15, 2)) if jitter else np.stack(_people(s, f))
+            xy = (
+                np.stack(_people(s, f)) + rng.normal(0, jitter, (2, 15, 2))
+                if jitter
+                else np.stack(_people(s, f))
+            )
             kp = np.concatenate([xy, np.full((2, 15, 1), 0.8)], axis=2)
             inst = Instances((720, 1280))
             inst.pred_keypoints = torch.tensor(kp, dtype=torch.float32)
@@ -81,8 +127,11 @@ def _run(evaluator, names, n_frames=4, jitter=0.0, with_tracks=True, swap_track_
             if with_tracks:
                 ids = [0, 1] if swap_track_at is None or f < swap_track_at else [1, 0]
                 inst.pred_track_ids = torch.tensor(ids)
-            inp = {"image_id": int(f"1{s + 1:06d}{f:04d}") if use_file_name else f"x{s}{f}",
-                   "video_id": name, "frame_index": f}
+            inp = {
+                "image_id": int(f"1{s + 1:06d}{f:04d}") if use_file_name else f"x{s}{f}",
+                "video_id": name,
+                "frame_index": f,
+            }
             if use_file_name:
                 inp["file_name"] = f"/data/posetrack/images/val/{name}/{f:06d}.jpg"
             evaluator.process([inp], [{"instances": inst}])
@@ -103,7 +152,9 @@ def test_evaluator_end_to_end_perfect(tiny_split, tmp_path):
     for name in names:
         pred = json.loads((out / "posetrack_predictions" / f"{name}.json").read_text())
         gt = json.loads((gt_dir / f"{name}.json").read_text())
-        assert [im["file_name"] for im in pred["images"]] == [im["file_name"] for im in gt["images"]]
+        assert [im["file_name"] for im in pred["images"]] == [
+            im["file_name"] for im in gt["images"]
+        ]
         assert pred["categories"][0]["name"] == "person"
         assert pred["categories"][0]["keypoints"] == list(POSETRACK18_SLOT_NAMES)
         assert len(pred["annotations"]) == 2 * 4
@@ -126,22 +177,30 @@ def test_evaluator_end_to_end_perfect(tiny_split, tmp_path):
 
 def test_evaluator_tracking_and_jitter(tiny_split, tmp_path):
     dataset, gt_dir, names = tiny_split
-    ev = PoseTrackEvaluator(dataset, output_dir=str(tmp_path / "o"), distributed=False, eval_tracking=True)
+    ev = PoseTrackEvaluator(
+        dataset, output_dir=str(tmp_path / "o"), distributed=False, eval_tracking=True
+    )
     # ids swap at frame 2 (evaluated frames 0, 2, 3; 3 is last and skipped): 2 switches on 4 objects / joint
     m = _run(ev, names, swap_track_at=2)["posetrack"]
     assert m["AP"] == pytest.approx(100.0)
     assert m["MOTA"] == pytest.approx(100.0 * (1 - 4 / 8))
     # big jitter lowers AP; eval_tracking=False gives AP only
-    ev = PoseTrackEvaluator(dataset, output_dir=str(tmp_path / "o2"), distributed=False, eval_tracking=False)
+    ev = PoseTrackEvaluator(
+        dataset, output_dir=str(tmp_path / "o2"), distributed=False, eval_tracking=False
+    )
     m = _run(ev, names, jitter=12.0)["posetrack"]
     assert 0 < m["AP"] < 100 and "MOTA" not in m
     # without track ids: AP only even when tracking is asked for
-    ev = PoseTrackEvaluator(dataset, output_dir=str(tmp_path / "o3"), distributed=False, eval_tracking=True)
+    ev = PoseTrackEvaluator(
+        dataset, output_dir=str(tmp_path / "o3"), distributed=False, eval_tracking=True
+    )
     m = _run(ev, names, with_tracks=False)["posetrack"]
     assert m["AP"] == pytest.approx(100.0) and "MOTA" not in m
 
 
-def test_evaluator_places_frames_by_video_and_index_and_counts_missing_sequences(tiny_split, tmp_path):
+def test_evaluator_places_frames_by_video_and_index_and_counts_missing_sequences(
+    tiny_split, tmp_path
+):
     dataset, gt_dir, names = tiny_split
     ev = PoseTrackEvaluator(dataset, output_dir=str(tmp_path / "o"), distributed=False)
     m = _run(ev, names, use_file_name=False)["posetrack"]
@@ -177,11 +236,15 @@ def test_evaluator_without_gt_writes_files_and_returns_empty(tmp_path):
 
 
 def test_writer_slots_threshold_and_atomic_replace(tmp_path):
-    images = [{"id": 7, "file_name": "images/val/000001_mpii_test/000000.jpg", "extra": 1}, {"id": 8}]
+    images = [
+        {"id": 7, "file_name": "images/val/000001_mpii_test/000000.jpg", "extra": 1},
+        {"id": 8},
+    ]
     kp = np.zeros((15, 3))
     kp[:, 0], kp[:, 1], kp[:, 2] = np.arange(15) + 1, 2.0, np.linspace(0.05, 0.95, 15)
-    data = build_posetrack18_sequence(images, [[{"keypoints": kp, "score": 0.5, "track_id": 3}], []],
-                                      joint_score_thresh=0.5)
+    data = build_posetrack18_sequence(
+        images, [[{"keypoints": kp, "score": 0.5, "track_id": 3}], []], joint_score_thresh=0.5
+    )
     assert [im["id"] for im in data["images"]] == [7, 8] and "extra" not in data["images"][0]
     (ann,) = data["annotations"]
     slots = np.asarray(ann["keypoints"]).reshape(17, 3)
@@ -200,6 +263,12 @@ def test_writer_slots_threshold_and_atomic_replace(tmp_path):
         atomic_write_json(str(path), {"a": object()})
     assert json.loads(path.read_text()) == {"a": 2}
     assert os.listdir(path.parent) == ["x.json"]
-    res = write_coco_keypoint_results(str(tmp_path / "c.json"),
-                                      [{"image_id": 7, "keypoints": kp[None], "scores": [0.5], "track_ids": [3]}])
-    assert res[0]["track_id"] == 3 and res[0]["keypoints"][3 * EARS[0]:3 * EARS[0] + 3] == [0, 0, 0]
+    res = write_coco_keypoint_results(
+        str(tmp_path / "c.json"),
+        [{"image_id": 7, "keypoints": kp[None], "scores": [0.5], "track_ids": [3]}],
+    )
+    assert res[0]["track_id"] == 3 and res[0]["keypoints"][3 * EARS[0] : 3 * EARS[0] + 3] == [
+        0,
+        0,
+        0,
+    ]

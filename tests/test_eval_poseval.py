@@ -1,4 +1,5 @@
 """poseval re-implementation: each rule of docs/POSETRACK_METRICS.md pinned by a hand-computed case."""
+
 import json
 import math
 import os
@@ -7,7 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from pavenet.data.keypoint_meta import POSETRACK18_SLOT_NAMES, POSETRACK_KEYPOINT_NAMES, POSEVAL_ID_FOR_15
+from pavenet.data.keypoint_meta import (
+    POSETRACK18_SLOT_NAMES,
+    POSETRACK_KEYPOINT_NAMES,
+    POSEVAL_ID_FOR_15,
+)
 from pavenet.evaluation import poseval
 from pavenet.evaluation.poseval import (
     GTSequence,
@@ -29,7 +34,9 @@ HEAD = (0.0, 0.0, 30.0, 40.0)  # diagonal 50 -> head size 30 -> PCKh@0.5 radius 
 def pose(origin=(100.0, 100.0), spacing=40.0):
     """(15, 2) a person whose joints lie on a grid far apart (> 15 px) so no joint matches another."""
     x0, y0 = origin
-    return np.array([[x0 + spacing * (k % 5), y0 + spacing * (k // 5)] for k in range(15)], dtype=float)
+    return np.array(
+        [[x0 + spacing * (k % 5), y0 + spacing * (k // 5)] for k in range(15)], dtype=float
+    )
 
 
 def gt_ann(xy, track_id, head=HEAD, drop=()):
@@ -41,42 +48,67 @@ def gt_ann(xy, track_id, head=HEAD, drop=()):
         s = POSETRACK18_SLOT_NAMES.index(name)
         kp[s] = (xy[k, 0], xy[k, 1], 1)
     x1, y1, x2, y2 = head
-    return {"keypoints": kp.reshape(-1).tolist(), "track_id": track_id, "bbox_head": [x1, y1, x2 - x1, y2 - y1],
-            "category_id": 1, "scores": []}
+    return {
+        "keypoints": kp.reshape(-1).tolist(),
+        "track_id": track_id,
+        "bbox_head": [x1, y1, x2 - x1, y2 - y1],
+        "category_id": 1,
+        "scores": [],
+    }
 
 
 def gt_seq(name, frames, ignore=None):
     """frames[i]: list of GT annotations for frame i; ignore: {frame: [(xs, ys), ...]}."""
     images, anns = [], []
     for i, people in enumerate(frames):
-        im = {"id": 10000000000 + i, "file_name": f"images/val/{name}/{i:06d}.jpg", "is_labeled": bool(people),
-              "nframes": len(frames), "vid_id": name.split("_")[0], "frame_id": 10000000000 + i}
+        im = {
+            "id": 10000000000 + i,
+            "file_name": f"images/val/{name}/{i:06d}.jpg",
+            "is_labeled": bool(people),
+            "nframes": len(frames),
+            "vid_id": name.split("_")[0],
+            "frame_id": 10000000000 + i,
+        }
         if ignore and i in ignore:
             im["ignore_regions_x"] = [list(map(float, xs)) for xs, _ in ignore[i]]
             im["ignore_regions_y"] = [list(map(float, ys)) for _, ys in ignore[i]]
         images.append(im)
         for a in people:
             anns.append(dict(a, image_id=im["id"]))
-    return {"images": images, "annotations": anns,
-            "categories": [{"id": 1, "name": "person", "keypoints": list(POSETRACK18_SLOT_NAMES)}]}
+    return {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person", "keypoints": list(POSETRACK18_SLOT_NAMES)}],
+    }
 
 
 def pred_person(xy, score=0.9, track_id=0, joint_scores=None, absent=(), v_zero=()):
     kp = np.zeros((15, 3))
     kp[:, :2] = xy
     kp[:, 2] = score if joint_scores is None else joint_scores
-    return {"keypoints": kp, "score": score, "track_id": track_id, "_absent": absent, "_vzero": v_zero}
+    return {
+        "keypoints": kp,
+        "score": score,
+        "track_id": track_id,
+        "_absent": absent,
+        "_vzero": v_zero,
+    }
 
 
 def pred_seq(gt, frames):
     """PoseTrack18 prediction dict over the GT images; honours `_absent` (0,0,0) and `_vzero` (x, y, 0)."""
-    data = build_posetrack18_sequence(gt["images"], [[{k: v for k, v in p.items() if not k.startswith("_")}
-                                                      for p in people] for people in frames])
+    data = build_posetrack18_sequence(
+        gt["images"],
+        [
+            [{k: v for k, v in p.items() if not k.startswith("_")} for p in people]
+            for people in frames
+        ],
+    )
     flat = [p for people in frames for p in people]
     for ann, p in zip(data["annotations"], flat):
         for name in p["_absent"]:
             s = POSETRACK18_SLOT_NAMES.index(name)
-            ann["keypoints"][3 * s:3 * s + 3] = [0, 0, 0]
+            ann["keypoints"][3 * s : 3 * s + 3] = [0, 0, 0]
         for name in p["_vzero"]:
             s = POSETRACK18_SLOT_NAMES.index(name)
             ann["keypoints"][3 * s + 2] = 0
@@ -107,7 +139,7 @@ def test_perfect_predictions_give_100_ap_and_mota():
 def test_known_jitter_threshold_is_inclusive_and_uses_gt_head_size():
     a = pose()
     jitter = a.copy()
-    jitter[: 7] += (9.0, 12.0)  # exactly 15 px = 0.5 head sizes -> a match (<= is inclusive)
+    jitter[:7] += (9.0, 12.0)  # exactly 15 px = 0.5 head sizes -> a match (<= is inclusive)
     jitter[7:] += (9.0, 12.5)  # 15.3 px -> a miss
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1)]])
     res = run(gt, pred_seq(gt, [[pred_person(jitter)]]), eval_track=False)
@@ -115,7 +147,9 @@ def test_known_jitter_threshold_is_inclusive_and_uses_gt_head_size():
     np.testing.assert_allclose(res.ap[7:], 0.0)
     # Same offsets with a head box twice as big: everything matches.
     gt2 = gt_seq("000001_mpii_test", [[gt_ann(a, 1, head=(0, 0, 60, 80))]])
-    np.testing.assert_allclose(run(gt2, pred_seq(gt2, [[pred_person(jitter)]]), eval_track=False).ap, 100.0)
+    np.testing.assert_allclose(
+        run(gt2, pred_seq(gt2, [[pred_person(jitter)]]), eval_track=False).ap, 100.0
+    )
 
 
 def test_duplicates_are_false_positives_and_ranking_is_global():
@@ -123,7 +157,9 @@ def test_duplicates_are_false_positives_and_ranking_is_global():
     # -> rec (0, .5, .5), prec (0, .5, 1/3) -> VOC AP = 0.5 * 0.5 = 25.
     a, b = pose((100, 100)), pose((400, 400))
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]])
-    pred = pred_seq(gt, [[pred_person(a, 0.9, 0), pred_person(b + 100, 0.8, 1), pred_person(a + 1, 0.95, 2)]])
+    pred = pred_seq(
+        gt, [[pred_person(a, 0.9, 0), pred_person(b + 100, 0.8, 1), pred_person(a + 1, 0.95, 2)]]
+    )
     res = run(gt, pred, eval_track=False)
     np.testing.assert_allclose(res.ap, 25.0)
     np.testing.assert_allclose(res.precision, 100 / 3)
@@ -158,19 +194,50 @@ def test_unannotated_joint_is_exactly_zero_triplet():
     sb = np.full(15, 0.5)
     sb[lw] = 0.9
     # B predicts a left wrist that B's GT lacks: an FP ranked first -> (FP, TP) over 1 GT -> AP 50.
-    res = run(gt, pred_seq(gt, [[pred_person(a, joint_scores=sa, track_id=0),
-                                 pred_person(b, joint_scores=sb, track_id=1)]]), eval_track=False)
+    res = run(
+        gt,
+        pred_seq(
+            gt,
+            [
+                [
+                    pred_person(a, joint_scores=sa, track_id=0),
+                    pred_person(b, joint_scores=sb, track_id=1),
+                ]
+            ],
+        ),
+        eval_track=False,
+    )
     assert res.ap[lw] == pytest.approx(50.0)
     assert res.num_gt[lw] == 1 and res.num_gt[J["nose"]] == 2
     # Written as (x, y, 0) it is still a prediction (v is ignored) ...
-    res = run(gt, pred_seq(gt, [[pred_person(a, joint_scores=sa, track_id=0),
-                                 pred_person(b, joint_scores=sb, track_id=1, v_zero=("left_wrist",))]]),
-              eval_track=False)
+    res = run(
+        gt,
+        pred_seq(
+            gt,
+            [
+                [
+                    pred_person(a, joint_scores=sa, track_id=0),
+                    pred_person(b, joint_scores=sb, track_id=1, v_zero=("left_wrist",)),
+                ]
+            ],
+        ),
+        eval_track=False,
+    )
     assert res.ap[lw] == pytest.approx(50.0)
     # ... only exactly (0, 0, 0) is absent.
-    res = run(gt, pred_seq(gt, [[pred_person(a, joint_scores=sa, track_id=0),
-                                 pred_person(b, joint_scores=sb, track_id=1, absent=("left_wrist",))]]),
-              eval_track=False)
+    res = run(
+        gt,
+        pred_seq(
+            gt,
+            [
+                [
+                    pred_person(a, joint_scores=sa, track_id=0),
+                    pred_person(b, joint_scores=sb, track_id=1, absent=("left_wrist",)),
+                ]
+            ],
+        ),
+        eval_track=False,
+    )
     assert res.ap[lw] == pytest.approx(100.0)
     # A GT joint (x, y, 0) with coordinates counts as annotated.
     ann = gt_ann(a, 1)
@@ -184,7 +251,9 @@ def test_frames_without_gt_people_are_not_evaluated():
     a = pose()
     # frame 1: unlabeled (no GT people): predictions there are ignored, never FPs
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1)], [], [gt_ann(a, 1)]])
-    pred = pred_seq(gt, [[pred_person(a, 0.5)], [pred_person(a + 300, 0.99)], [pred_person(a, 0.5)]])
+    pred = pred_seq(
+        gt, [[pred_person(a, 0.5)], [pred_person(a + 300, 0.99)], [pred_person(a, 0.5)]]
+    )
     res = run(gt, pred, eval_track=False)
     np.testing.assert_allclose(res.ap, 100.0)
     assert res.num_frames == 2
@@ -212,9 +281,12 @@ def test_points_strictly_inside_polygon():
     pts = np.array([[5, 5], [0, 5], [10, 10], [5, 0], [11, 5], [-1, -1], [9.999, 0.001]])
     np.testing.assert_array_equal(points_strictly_inside(pts, square), [1, 0, 0, 0, 0, 0, 1])
     # concave "U": the notch is outside
-    u = np.array([[0, 0], [30, 0], [30, 30], [20, 30], [20, 10], [10, 10], [10, 30], [0, 30]], float)
-    np.testing.assert_array_equal(points_strictly_inside(np.array([[15, 20], [5, 20], [25, 20], [15, 5]]), u),
-                                  [0, 1, 1, 1])
+    u = np.array(
+        [[0, 0], [30, 0], [30, 30], [20, 30], [20, 10], [10, 10], [10, 30], [0, 30]], float
+    )
+    np.testing.assert_array_equal(
+        points_strictly_inside(np.array([[15, 20], [5, 20], [25, 20], [15, 5]]), u), [0, 1, 1, 1]
+    )
     assert not points_strictly_inside(np.array([[1, 1]]), np.array([[0, 0], [5, 5]])).any()
 
 
@@ -223,19 +295,31 @@ def test_ignore_regions_remove_joints_and_people():
     # polygon around all of B and around A's nose; A's head_bottom lies exactly on the polygon edge
     box_b = ([550, 800, 800, 550], [50, 50, 300, 300])
     nose = a[J["nose"]]
-    box_nose = ([nose[0] - 5, nose[0] + 5, nose[0] + 5, nose[0] - 5], [nose[1] - 5, nose[1] - 5, nose[1] + 5, nose[1] + 5])
+    box_nose = (
+        [nose[0] - 5, nose[0] + 5, nose[0] + 5, nose[0] - 5],
+        [nose[1] - 5, nose[1] - 5, nose[1] + 5, nose[1] + 5],
+    )
     hb = a[J["head_bottom"]]
-    box_edge = ([hb[0], hb[0] + 10, hb[0] + 10, hb[0]], [hb[1] - 5, hb[1] - 5, hb[1] + 5, hb[1] + 5])
-    gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]], ignore={0: [box_b, box_nose, box_edge]})
+    box_edge = (
+        [hb[0], hb[0] + 10, hb[0] + 10, hb[0]],
+        [hb[1] - 5, hb[1] - 5, hb[1] + 5, hb[1] + 5],
+    )
+    gt = gt_seq(
+        "000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]], ignore={0: [box_b, box_nose, box_edge]}
+    )
     # predictions: A perfect except a far-off nose (inside the nose box, so deleted); no prediction for B
     pa = a.copy()
     pa[J["nose"]] += (1, 1)
     res = run(gt, pred_seq(gt, [[pred_person(pa)]]), eval_track=False)
     np.testing.assert_allclose(res.ap[[k for k in range(15) if k != J["nose"]]], 100.0)
     assert res.num_gt[J["nose"]] == 0 and res.num_gt[J["head_bottom"]] == 1  # on-edge joint is kept
-    assert math.isnan(res.ap[J["nose"]]) is False and res.ap[J["nose"]] == 0.0  # no prediction left -> 0
+    assert (
+        math.isnan(res.ap[J["nose"]]) is False and res.ap[J["nose"]] == 0.0
+    )  # no prediction left -> 0
     # a prediction for B inside the ignored region is deleted too (no FP)
-    res = run(gt, pred_seq(gt, [[pred_person(pa, 0.5, 0), pred_person(b, 0.9, 1)]]), eval_track=False)
+    res = run(
+        gt, pred_seq(gt, [[pred_person(pa, 0.5, 0), pred_person(b, 0.9, 1)]]), eval_track=False
+    )
     np.testing.assert_allclose(res.ap[[k for k in range(15) if k != J["nose"]]], 100.0)
 
 
@@ -249,10 +333,14 @@ def test_head_column_and_mean_are_formed_as_poseval():
     assert g["Head"] == pytest.approx(200 / 3)
     assert g["Shoulder"] == g["Ankle"] == 100
     assert g["Mean"] == pytest.approx(1400 / 15)  # mean of the 15 joints ...
-    assert g["Mean"] != pytest.approx(np.mean([g[c] for c in poseval.GROUP_NAMES]))  # ... not of the 7 columns
+    assert g["Mean"] != pytest.approx(
+        np.mean([g[c] for c in poseval.GROUP_NAMES])
+    )  # ... not of the 7 columns
     js = res.to_json()
     assert js["ap"]["total"] == pytest.approx(1400 / 15)
-    assert js["ap"]["per_joint"]["nose"] == 0.0 and js["ap"]["groups"]["Head"] == pytest.approx(200 / 3)
+    assert js["ap"]["per_joint"]["nose"] == 0.0 and js["ap"]["groups"]["Head"] == pytest.approx(
+        200 / 3
+    )
 
 
 def test_mota_skips_the_last_frame_of_each_video():
@@ -270,8 +358,14 @@ def test_motp_and_tracking_precision_recall_as_poseval():
     a = pose()
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1)]] * 3)
     # head size 30: 6 px = distance 0.2, 3 px = 0.1. Frame 0 also has a far-away false positive; frame 2 is skipped.
-    pred = pred_seq(gt, [[pred_person(a + [6, 0], track_id=1), pred_person(pose((900, 900)), track_id=2)],
-                         [pred_person(a + [3, 0], track_id=1)], []])
+    pred = pred_seq(
+        gt,
+        [
+            [pred_person(a + [6, 0], track_id=1), pred_person(pose((900, 900)), track_id=2)],
+            [pred_person(a + [3, 0], track_id=1)],
+            [],
+        ],
+    )
     res = run(gt, pred)
     np.testing.assert_allclose(res.mota, 50.0)  # 1 - 1 FP / 2 objects
     np.testing.assert_allclose(res.motp, 100 * (1 - (0.2 + 0.1) / 2))  # mean paired distance 0.15
@@ -284,8 +378,14 @@ def test_motp_and_tracking_precision_recall_as_poseval():
 def test_mota_empty_frame_rule_feeds_one_dummy_miss_and_fp():
     a, b = pose((100, 100)), pose((400, 400))
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]] * 3)
-    pred = pred_seq(gt, [[pred_person(a, track_id=1), pred_person(b, track_id=2)], [],
-                         [pred_person(a, track_id=1), pred_person(b, track_id=2)]])
+    pred = pred_seq(
+        gt,
+        [
+            [pred_person(a, track_id=1), pred_person(b, track_id=2)],
+            [],
+            [pred_person(a, track_id=1), pred_person(b, track_id=2)],
+        ],
+    )
     res = run(gt, pred)
     # frame 1 has no predictions: 1 object, 1 miss, 1 FP per joint, not 2 misses
     np.testing.assert_array_equal(res.mot_counts["objects"], 3)
@@ -330,8 +430,18 @@ def test_mot_accumulator_semantics():
     acc = MOTAccumulator()
     acc.update(np.array([1, 2]), np.array([10, 20]), np.array([[0.1, np.nan], [np.nan, 0.1]]))
     # carried-over pairing 1-10 is kept even though 1-20 would be cheaper; 2 goes to 30 -> one switch
-    acc.update(np.array([1, 2]), np.array([10, 20, 30]), np.array([[0.4, 0.0, np.nan], [np.nan, np.nan, 0.2]]))
-    assert (acc.matches, acc.switches, acc.misses, acc.false_positives, acc.objects) == (3, 1, 0, 1, 4)
+    acc.update(
+        np.array([1, 2]),
+        np.array([10, 20, 30]),
+        np.array([[0.4, 0.0, np.nan], [np.nan, np.nan, 0.2]]),
+    )
+    assert (acc.matches, acc.switches, acc.misses, acc.false_positives, acc.objects) == (
+        3,
+        1,
+        0,
+        1,
+        4,
+    )
     # maximum cardinality beats a cheaper single pairing
     acc = MOTAccumulator()
     acc.update(np.array([1, 2]), np.array([10, 20]), np.array([[0.0, 0.3], [0.1, np.nan]]))
@@ -351,10 +461,17 @@ def test_mot_accumulator_agrees_with_py_motmetrics():
             d[d > 0.5] = np.nan
             ours.update(oids, hids, d)
             ref.update(list(oids), list(hids), d)
-        m = mm.metrics.create().compute(ref, metrics=["num_misses", "num_switches", "num_false_positives",
-                                                      "num_objects"], return_dataframe=False)
+        m = mm.metrics.create().compute(
+            ref,
+            metrics=["num_misses", "num_switches", "num_false_positives", "num_objects"],
+            return_dataframe=False,
+        )
         assert (ours.misses, ours.switches, ours.false_positives, ours.objects) == (
-            m["num_misses"], m["num_switches"], m["num_false_positives"], m["num_objects"])
+            m["num_misses"],
+            m["num_switches"],
+            m["num_false_positives"],
+            m["num_objects"],
+        )
 
 
 # --------------------------------------------------------------------------------------------------- formats
@@ -372,17 +489,25 @@ def _to_2017(gt18):
             for k, name in enumerate(POSETRACK_KEYPOINT_NAMES):
                 x, y, v = kp[POSETRACK18_SLOT_NAMES.index(name)]
                 if (x, y, v) != (0, 0, 0):
-                    pts.append({"id": [POSEVAL_ID_FOR_15[k]], "x": [x], "y": [y], "is_visible": [int(v)]})
+                    pts.append(
+                        {"id": [POSEVAL_ID_FOR_15[k]], "x": [x], "y": [y], "is_visible": [int(v)]}
+                    )
             rect = {"track_id": [ann["track_id"]], "annopoints": [{"point": pts}] if pts else []}
             if "bbox_head" in ann:
                 x, y, w, h = ann["bbox_head"]
                 rect.update({"x1": [x], "y1": [y], "x2": [x + w], "y2": [y + h]})
             rects.append(rect)
-        fr = {"image": [{"name": im["file_name"]}], "imgnum": [1 + len(annolist)], "annorect": rects,
-              "is_labeled": [1 if rects else 0]}
+        fr = {
+            "image": [{"name": im["file_name"]}],
+            "imgnum": [1 + len(annolist)],
+            "annorect": rects,
+            "is_labeled": [1 if rects else 0],
+        }
         if "ignore_regions_x" in im:
-            fr["ignore_regions"] = [{"point": [{"x": [x], "y": [y]} for x, y in zip(xs, ys)]}
-                                    for xs, ys in zip(im["ignore_regions_x"], im["ignore_regions_y"])]
+            fr["ignore_regions"] = [
+                {"point": [{"x": [x], "y": [y]} for x, y in zip(xs, ys)]}
+                for xs, ys in zip(im["ignore_regions_x"], im["ignore_regions_y"])
+            ]
         annolist.append(fr)
     return {"annolist": annolist}
 
@@ -390,11 +515,17 @@ def _to_2017(gt18):
 def test_posetrack2017_and_2018_gt_give_the_same_numbers(tmp_path):
     a, b = pose((100, 100)), pose((400, 400))
     p = a.copy()
-    p[: 5] += 14
-    gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2, drop=("nose", "left_knee"))]] * 3,
-                ignore={1: [([390, 410, 410, 390], [390, 390, 410, 410])]})
-    frames = [[pred_person(p, 0.7, 1), pred_person(b, 0.8, 2)], [pred_person(a, 0.6, 1)],
-              [pred_person(b, 0.9, 1), pred_person(a, 0.5, 2)]]
+    p[:5] += 14
+    gt = gt_seq(
+        "000001_mpii_test",
+        [[gt_ann(a, 1), gt_ann(b, 2, drop=("nose", "left_knee"))]] * 3,
+        ignore={1: [([390, 410, 410, 390], [390, 390, 410, 410])]},
+    )
+    frames = [
+        [pred_person(p, 0.7, 1), pred_person(b, 0.8, 2)],
+        [pred_person(a, 0.6, 1)],
+        [pred_person(b, 0.9, 1), pred_person(a, 0.5, 2)],
+    ]
     pred = pred_seq(gt, frames)
     for sub in ("gt18", "gt17", "pred"):
         (tmp_path / sub).mkdir()
@@ -419,10 +550,38 @@ def test_posetrack2017_and_2018_gt_give_the_same_numbers(tmp_path):
 
 
 def test_2017_person_without_annopoints_is_dropped():
-    data = {"annolist": [{"image": [{"name": "images/x/000001_mpii/00000001.jpg"}], "annorect": [
-        {"x1": [0], "y1": [0], "x2": [30], "y2": [40], "track_id": [0], "annopoints": []},
-        {"x1": [0], "y1": [0], "x2": [30], "y2": [40], "track_id": [1],
-         "annopoints": [{"point": [{"id": [13], "x": [5], "y": [6]}, {"id": [13], "x": [99], "y": [99]}]}]}]}]}
+    data = {
+        "annolist": [
+            {
+                "image": [{"name": "images/x/000001_mpii/00000001.jpg"}],
+                "annorect": [
+                    {
+                        "x1": [0],
+                        "y1": [0],
+                        "x2": [30],
+                        "y2": [40],
+                        "track_id": [0],
+                        "annopoints": [],
+                    },
+                    {
+                        "x1": [0],
+                        "y1": [0],
+                        "x2": [30],
+                        "y2": [40],
+                        "track_id": [1],
+                        "annopoints": [
+                            {
+                                "point": [
+                                    {"id": [13], "x": [5], "y": [6]},
+                                    {"id": [13], "x": [99], "y": [99]},
+                                ]
+                            }
+                        ],
+                    },
+                ],
+            }
+        ]
+    }
     frames, _, _ = poseval.parse_posetrack(data, "x.json")
     np.testing.assert_array_equal(frames[0].has_points, [False, True])
     assert frames[0].present[1].sum() == 1
@@ -454,7 +613,15 @@ def test_real_sample_gt_as_predictions_gives_100(sample_dir, tmp_path, capsys):
     js = json.loads(out.read_text())
     assert set(js) == {"ap", "mota", "motp", "mot_precision", "mot_recall"}
     assert set(js["ap"]) == {"per_joint", "groups", "total"}
-    assert list(js["ap"]["groups"]) == ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"]
+    assert list(js["ap"]["groups"]) == [
+        "Head",
+        "Shoulder",
+        "Elbow",
+        "Wrist",
+        "Hip",
+        "Knee",
+        "Ankle",
+    ]
     assert js["ap"]["per_joint"]["head_bottom"] == 100.0 and js["ap"]["total"] == 100.0
     assert set(js["ap"]["per_joint"]) == set(POSETRACK_KEYPOINT_NAMES)
     assert _cli("--gt-dir", gt_dir, "--pred-dir", gt_dir, "--json", out, "--no-track") == 0
@@ -467,10 +634,24 @@ def test_cli_runs_as_a_module(sample_dir, tmp_path):
 
     gt_dir = sample_dir / "annotations" / "val"
     out = tmp_path / "m.json"
-    proc = subprocess.run([sys.executable, "-m", "pavenet.evaluation.posetrack", "--gt-dir", str(gt_dir),
-                           "--pred-dir", str(gt_dir), "--no-track", "--json", str(out)],
-                          capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pavenet.evaluation.posetrack",
+            "--gt-dir",
+            str(gt_dir),
+            "--pred-dir",
+            str(gt_dir),
+            "--no-track",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Shoulder" in proc.stdout
     assert json.loads(out.read_text())["ap"]["total"] == 100.0
@@ -504,7 +685,9 @@ def test_bad_inputs_name_the_file(tmp_path, capsys):
     short = pred_seq(gt2, [[pred_person(a)], []])
     short["images"] = short["images"][:1]
     (pdir / "000002_mpii_test.json").write_text(json.dumps(short))
-    with pytest.raises(PoseTrackFormatError, match=r"000002_mpii_test\.json.*1 prediction frames.*has 2"):
+    with pytest.raises(
+        PoseTrackFormatError, match=r"000002_mpii_test\.json.*1 prediction frames.*has 2"
+    ):
         evaluate_dirs(str(gdir), str(pdir), eval_track=False)
     # malformed JSON (through the CLI: exit code 2, message on stderr)
     (pdir / "000002_mpii_test.json").write_text('{"images": [')
@@ -514,7 +697,9 @@ def test_bad_inputs_name_the_file(tmp_path, capsys):
     bad = json.loads(json.dumps(good2))
     bad["annotations"][0]["keypoints"] = bad["annotations"][0]["keypoints"][:-3]
     (pdir / "000002_mpii_test.json").write_text(json.dumps(bad))
-    with pytest.raises(PoseTrackFormatError, match=r"000002_mpii_test\.json.*48 keypoint values, expected 51"):
+    with pytest.raises(
+        PoseTrackFormatError, match=r"000002_mpii_test\.json.*48 keypoint values, expected 51"
+    ):
         evaluate_dirs(str(gdir), str(pdir), eval_track=False)
 
 
@@ -535,15 +720,24 @@ def _corrupt(pred, what):
     return pred
 
 
-@pytest.mark.parametrize("what, needle", [
-    ("other_sequence", r"frame 0 is .*000002_mpii_test/000000.jpg, of video 000002, but GT sequence 000001_mpii_test"),
-    ("no_annotations", r"expected PoseTrack18 'images' and 'annotations' lists \(got fields \['categories', 'images'\]\)"),
-    ("nan_score", r"annotation 0 of image \d+: non-finite value in field 'scores'"),
-    ("nan_keypoint", r"annotation 0 of image \d+: non-finite value in field 'keypoints'"),
-    (1.5, r"field 'track_id' = 1.5 is not an integer"),
-    (float("inf"), r"field 'track_id' = inf is not an integer"),
-    ("p7", r"field 'track_id' = 'p7' is not an integer"),
-])
+@pytest.mark.parametrize(
+    "what, needle",
+    [
+        (
+            "other_sequence",
+            r"frame 0 is .*000002_mpii_test/000000.jpg, of video 000002, but GT sequence 000001_mpii_test",
+        ),
+        (
+            "no_annotations",
+            r"expected PoseTrack18 'images' and 'annotations' lists \(got fields \['categories', 'images'\]\)",
+        ),
+        ("nan_score", r"annotation 0 of image \d+: non-finite value in field 'scores'"),
+        ("nan_keypoint", r"annotation 0 of image \d+: non-finite value in field 'keypoints'"),
+        (1.5, r"field 'track_id' = 1.5 is not an integer"),
+        (float("inf"), r"field 'track_id' = inf is not an integer"),
+        ("p7", r"field 'track_id' = 'p7' is not an integer"),
+    ],
+)
 def test_predictions_that_cannot_be_right_are_refused_naming_file_and_field(tmp_path, what, needle):
     a = pose()
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1)], [gt_ann(a, 1)]])
@@ -559,7 +753,10 @@ def test_gt_without_annotations_is_refused(tmp_path):
     gt = gt_seq("000001_mpii_test", [[gt_ann(pose(), 1)]])
     del gt["annotations"]
     (tmp_path / "000001_mpii_test.json").write_text(json.dumps(gt))
-    with pytest.raises(PoseTrackFormatError, match=r"000001_mpii_test\.json: expected PoseTrack18 'images' and 'annotations'"):
+    with pytest.raises(
+        PoseTrackFormatError,
+        match=r"000001_mpii_test\.json: expected PoseTrack18 'images' and 'annotations'",
+    ):
         read_gt(str(tmp_path))
 
 
@@ -572,20 +769,26 @@ def test_track_id_rules(tmp_path):
     # duplicate track ids within a frame are refused (even for AP, as poseval HEAD does)
     dup = pred_seq(gt, [[pred_person(a, track_id=4), pred_person(b, track_id=4)], []])
     path.write_text(json.dumps(dup))
-    with pytest.raises(PoseTrackFormatError, match=r"000001_mpii_test\.json: non-unique track ids \[4\] in frame 0"):
+    with pytest.raises(
+        PoseTrackFormatError, match=r"000001_mpii_test\.json: non-unique track ids \[4\] in frame 0"
+    ):
         evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"), eval_track=False)
     dup = pred_seq(gt, [[pred_person(a, track_id=-1), pred_person(b, track_id=-1)], []])
     path.write_text(json.dumps(dup))
     with pytest.raises(PoseTrackFormatError, match=r"non-unique track ids \[-1\]"):
         evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"), eval_track=False)
     # the same id in different frames is fine
-    path.write_text(json.dumps(pred_seq(gt, [[pred_person(a, track_id=4)], [pred_person(a, track_id=4)]])))
+    path.write_text(
+        json.dumps(pred_seq(gt, [[pred_person(a, track_id=4)], [pred_person(a, track_id=4)]]))
+    )
     evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"))
     # missing track ids: fine for AP, refused for MOTA
     ok = pred_seq(gt, [[pred_person(a), pred_person(b, track_id=1)]] * 2)
     del ok["annotations"][0]["track_id"]
     path.write_text(json.dumps(ok))
-    assert evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"), eval_track=False).ap[0] == 100.0
+    assert (
+        evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"), eval_track=False).ap[0] == 100.0
+    )
     with pytest.raises(PoseTrackFormatError, match="without track_id in frame 0"):
         evaluate_dirs(str(tmp_path / "gt"), str(tmp_path / "pred"), eval_track=True)
     # ids must be < 10000
@@ -604,8 +807,13 @@ def test_a_val_sized_run_counts_every_sequence_frame_and_person():
         people = [pose((100 + 300 * p, 100 + 50 * p)) for p in range(5)]
         frames = [[gt_ann(x, p) for p, x in enumerate(people)] for _ in range(12)]
         gt = gt_seq(f"{v:06d}_mpii_test", frames)
-        pf = [[pred_person(x + rng.normal(0, 8, x.shape), float(rng.uniform()), p)
-               for p, x in enumerate(people)] for _ in range(12)]
+        pf = [
+            [
+                pred_person(x + rng.normal(0, 8, x.shape), float(rng.uniform()), p)
+                for p, x in enumerate(people)
+            ]
+            for _ in range(12)
+        ]
         fr, ig, im = poseval.parse_posetrack(gt, "g.json")
         seq = GTSequence(f"{v:06d}", fr, ig, im, "g.json")
         seqs.append(seq)
@@ -635,25 +843,36 @@ def test_empty_or_unrelated_folders_are_refused_by_the_cli(tmp_path, capsys):
         assert out.out == "" and len(out.err.strip().splitlines()) == 1
         return out.err.strip()
 
-    assert err("--gt-dir", empty, "--pred-dir", pdir) == f"error: {empty}: no *.json GT files (expected one " \
+    assert (
+        err("--gt-dir", empty, "--pred-dir", pdir)
+        == f"error: {empty}: no *.json GT files (expected one "
         "PoseTrack JSON per sequence, or pass one COCO-style JSON file)"
+    )
     assert err("--gt-dir", tmp_path / "nope", "--pred-dir", pdir).startswith(
-        f"error: {tmp_path / 'nope'}: GT path does not exist")
+        f"error: {tmp_path / 'nope'}: GT path does not exist"
+    )
     assert err("--gt-dir", gdir, "--pred-dir", empty) == (
         f"error: {empty}: no *.json prediction files; expected one per GT sequence, named like the GT files "
-        "(e.g. 000001_mpii_test.json)")
+        "(e.g. 000001_mpii_test.json)"
+    )
     (pdir / "000777_mpii_test.json").write_text(json.dumps(pred_seq(gt, [[], []])))
     msg = err("--gt-dir", gdir, "--pred-dir", pdir)
-    assert msg.startswith(f"error: {pdir}: none of its 1 prediction files is named like a GT sequence of {gdir}")
+    assert msg.startswith(
+        f"error: {pdir}: none of its 1 prediction files is named like a GT sequence of {gdir}"
+    )
     assert "found 000777_mpii_test.json; expected e.g. 000001_mpii_test.json" in msg
     # GT whose frames have no people: nothing to evaluate (AP would be NaN everywhere)
     (gdir / "000001_mpii_test.json").write_text(json.dumps(gt_seq("000001_mpii_test", [[], []])))
     (pdir / "000001_mpii_test.json").write_text(json.dumps(pred_seq(gt, [[], []])))
-    assert err("--gt-dir", gdir, "--pred-dir", pdir).startswith(f"error: {gdir}: no GT frame has a person")
+    assert err("--gt-dir", gdir, "--pred-dir", pdir).startswith(
+        f"error: {gdir}: no GT frame has a person"
+    )
 
 
 @pytest.mark.parametrize("side", ["gt", "pred"])
-def test_missing_track_ids_when_mota_is_asked_for_name_file_person_frame_and_the_way_out(tmp_path, capsys, side):
+def test_missing_track_ids_when_mota_is_asked_for_name_file_person_frame_and_the_way_out(
+    tmp_path, capsys, side
+):
     a, b = pose((100, 100)), pose((400, 400))
     gt = gt_seq("000001_mpii_test", [[gt_ann(a, 1), gt_ann(b, 2)]] * 2)
     pred = pred_seq(gt, [[pred_person(a, track_id=1), pred_person(b, track_id=2)]] * 2)
@@ -675,6 +894,18 @@ def test_missing_track_ids_when_mota_is_asked_for_name_file_person_frame_and_the
     # an unwritable --json: one line naming the option and the path, status 2, nothing written
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
-    assert _cli("--gt-dir", tmp_path / "gt", "--pred-dir", tmp_path / "pred", "--no-track",
-                "--json", blocker / "m.json") == 2
-    assert capsys.readouterr().err.startswith(f"error: --json {blocker / 'm.json'}: cannot write it (")
+    assert (
+        _cli(
+            "--gt-dir",
+            tmp_path / "gt",
+            "--pred-dir",
+            tmp_path / "pred",
+            "--no-track",
+            "--json",
+            blocker / "m.json",
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.startswith(
+        f"error: --json {blocker / 'm.json'}: cannot write it ("
+    )

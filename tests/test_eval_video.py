@@ -1,6 +1,7 @@
 """Video evaluation: TEST.POSETRACK.VIDEO_MODE "stream" (cached, one video per batch) gives the predictions
 and AP of "clips" (every test frame's clip through the model's forward) with each frame encoded once, and
 the evaluation tracker's ids give poseval's MOTA."""
+
 import json
 import uuid
 
@@ -10,8 +11,9 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import Boxes, Instances
+from test_demo_predictor import _count_encoded_frames
+from test_eval_evaluator import _people, _write_gt
 
-from conftest import BASE_CONFIG, load_tiny_cfg, run_gloo_workers
 from pavenet.config import load_pavenet_config
 from pavenet.data.build import VideoInferenceLoader, get_test_clip_dicts
 from pavenet.data.clip_sampler import clip_frame_indices, clips_from_frames, frames_for_clips
@@ -19,18 +21,31 @@ from pavenet.data.datasets.posetrack import register_posetrack
 from pavenet.engine import Trainer
 from pavenet.evaluation import poseval
 from pavenet.evaluation.video_inference import VideoInference
-from test_demo_predictor import _count_encoded_frames
-from test_eval_evaluator import _people, _write_gt
 
+from conftest import BASE_CONFIG, load_tiny_cfg, run_gloo_workers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(dataset, out_dir, *opts):
     # Small test frames keep the random tiny model fast; the comparison does not depend on the size.
-    return load_tiny_cfg(*[
-        "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
-        "DATASETS.TEST", (dataset,), "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(out_dir), *opts])
+    return load_tiny_cfg(
+        *[
+            "MODEL.WEIGHTS",
+            "",
+            "INPUT.MIN_SIZE_TEST",
+            96,
+            "INPUT.MAX_SIZE_TEST",
+            128,
+            "DATASETS.TEST",
+            (dataset,),
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "OUTPUT_DIR",
+            str(out_dir),
+            *opts,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +53,9 @@ def synthetic_root(tmp_path_factory):
     """2 val videos of 8 frames: labelled 0, 2, 3, 4, 5 (a dense block plus every 4th frame)."""
     from pavenet.data.synthetic import generate_synthetic_posetrack
 
-    return generate_synthetic_posetrack(str(tmp_path_factory.mktemp("synthetic")), num_train=1, num_val=2,
-                                        num_frames=8)
+    return generate_synthetic_posetrack(
+        str(tmp_path_factory.mktemp("synthetic")), num_train=1, num_val=2, num_frames=8
+    )
 
 
 def _register_synthetic_val(root, name):
@@ -65,7 +81,9 @@ def tiny_model():
 def _evaluate(model, dataset, out_dir, mode, *opts):
     counter = _count_encoded_frames(model)
     try:
-        res = Trainer.test(tiny_cfg(dataset, out_dir, "TEST.POSETRACK.VIDEO_MODE", mode, *opts), model)
+        res = Trainer.test(
+            tiny_cfg(dataset, out_dir, "TEST.POSETRACK.VIDEO_MODE", mode, *opts), model
+        )
     finally:
         del model.encode_frames
     preds = json.loads((out_dir / "inference" / dataset / "keypoint_results.json").read_text())
@@ -74,8 +92,10 @@ def _evaluate(model, dataset, out_dir, mode, *opts):
 
 def _assert_same_predictions(a, b):
     assert len(a) == len(b) > 0
-    for pa, pb in zip(sorted(a, key=lambda p: (p["image_id"], -p["score"])),
-                      sorted(b, key=lambda p: (p["image_id"], -p["score"]))):
+    for pa, pb in zip(
+        sorted(a, key=lambda p: (p["image_id"], -p["score"])),
+        sorted(b, key=lambda p: (p["image_id"], -p["score"])),
+    ):
         assert pa["image_id"] == pb["image_id"]
         assert pa["score"] == pytest.approx(pb["score"], abs=1e-5)
         np.testing.assert_allclose(pa["keypoints"], pb["keypoints"], atol=1e-3)
@@ -89,12 +109,18 @@ def _expected_stream_encodes(dataset, num_frames):
     return total
 
 
-def test_stream_equals_clips_on_synthetic_val_and_encodes_each_frame_once(tiny_model, synthetic_val, tmp_path):
+def test_stream_equals_clips_on_synthetic_val_and_encodes_each_frame_once(
+    tiny_model, synthetic_val, tmp_path
+):
     F = tiny_model.num_frames
     n_keys = len(get_test_clip_dicts(synthetic_val))
     assert n_keys == 2 * 5
-    ap_clips, preds_clips, enc_clips = _evaluate(tiny_model, synthetic_val, tmp_path / "clips", "clips")
-    ap_stream, preds_stream, enc_stream = _evaluate(tiny_model, synthetic_val, tmp_path / "stream", "stream")
+    ap_clips, preds_clips, enc_clips = _evaluate(
+        tiny_model, synthetic_val, tmp_path / "clips", "clips"
+    )
+    ap_stream, preds_stream, enc_stream = _evaluate(
+        tiny_model, synthetic_val, tmp_path / "stream", "stream"
+    )
     assert enc_clips == F * n_keys  # today's path: every key frame's F frames
     # Stream: the frames the key frames' clips use (0..6 of each video: 1 and 6 only as neighbours), each once.
     assert enc_stream == _expected_stream_encodes(synthetic_val, F) == 2 * 7
@@ -161,7 +187,9 @@ class _GTPredictor:
             if self.offset_from is not None and key >= self.offset_from:
                 frame_kp = frame_kp + 1000.0
             inst = Instances((720, 1280))
-            inst.pred_keypoints = torch.tensor(np.concatenate([kp, np.full((2, 15, 1), 0.9)], 2), dtype=torch.float32)
+            inst.pred_keypoints = torch.tensor(
+                np.concatenate([kp, np.full((2, 15, 1), 0.9)], 2), dtype=torch.float32
+            )
             inst.scores = torch.tensor([0.9, 0.8])
             inst.pred_boxes = Boxes(torch.zeros(2, 4))
             inst.pred_classes = torch.zeros(2, dtype=torch.int64)
@@ -189,11 +217,24 @@ def gt_split(tmp_path):
 
 def _track_and_evaluate(gt_split, tmp_path, offset_from):
     name, gt_dir, names = gt_split
-    cfg = load_pavenet_config(str(BASE_CONFIG), ["MODEL.DEVICE", "cpu", "DATASETS.TEST", (name,), "OUTPUT_DIR", str(tmp_path),
-                                    "TEST.POSETRACK.EVAL_TRACKING", True])
+    cfg = load_pavenet_config(
+        str(BASE_CONFIG),
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TEST",
+            (name,),
+            "OUTPUT_DIR",
+            str(tmp_path),
+            "TEST.POSETRACK.EVAL_TRACKING",
+            True,
+        ],
+    )
     model = _NamedVideos.from_config(cfg, torch.nn.Linear(1, 1), name)
     model.predictor = _GTPredictor(names, cfg.MODEL.PAVENET.NUM_FRAMES, offset_from)
-    res = inference_on_dataset(model, Trainer.build_test_loader(cfg, name), Trainer.build_evaluator(cfg, name))
+    res = inference_on_dataset(
+        model, Trainer.build_test_loader(cfg, name), Trainer.build_evaluator(cfg, name)
+    )
     pred_dir = tmp_path / "inference" / name / "posetrack_predictions"
     files = {n: json.loads((pred_dir / f"{n}.json").read_text()) for n in names}
     cli = poseval.evaluate_dirs(str(gt_dir), str(pred_dir))
@@ -222,9 +263,17 @@ def test_tracking_identity_switch_costs_what_poseval_charges(gt_split, tmp_path)
     for data in files.values():
         ids = {}
         for im in data["images"]:
-            ids[im["file_name"][-10:-4]] = sorted(a["track_id"] for a in data["annotations"] if a["image_id"] == im["id"])
-        assert ids == {"000000": [0, 1], "000001": [], "000002": [0, 1], "000003": [2, 3], "000004": [2, 3],
-                       "000005": [2, 3]}
+            ids[im["file_name"][-10:-4]] = sorted(
+                a["track_id"] for a in data["annotations"] if a["image_id"] == im["id"]
+            )
+        assert ids == {
+            "000000": [0, 1],
+            "000001": [],
+            "000002": [0, 1],
+            "000003": [2, 3],
+            "000004": [2, 3],
+            "000005": [2, 3],
+        }
     assert cli.summary()["MOTA"]["Mean"] == pytest.approx(75.0)
     np.testing.assert_array_equal(cli.mot_counts["switches"], 4)
 
@@ -233,11 +282,16 @@ def test_tracking_identity_switch_costs_what_poseval_charges(gt_split, tmp_path)
 # Distributed evaluation
 # --------------------------------------------------------------------------------------------------
 def test_video_loader_shards_whole_videos_across_ranks():
-    dataset = [{"video_id": v, "frame_index": i, "video_file_names": names}
-               for v, names in (("a", ["a0", "a1"]), ("b", ["b0"]), ("c", ["c0", "c1", "c2"]))
-               for i in range(len(names))][::-1]  # any order in, frame order out
+    dataset = [
+        {"video_id": v, "frame_index": i, "video_file_names": names}
+        for v, names in (("a", ["a0", "a1"]), ("b", ["b0"]), ("c", ["c0", "c1", "c2"]))
+        for i in range(len(names))
+    ][::-1]  # any order in, frame order out
     shards = [list(VideoInferenceLoader(dataset, rank=r, world_size=2)) for r in range(2)]
-    assert [[[d["frame_index"] for d in v] for v in shard] for shard in shards] == [[[0, 1, 2], [0]], [[0, 1]]]
+    assert [[[d["frame_index"] for d in v] for v in shard] for shard in shards] == [
+        [[0, 1, 2], [0]],
+        [[0, 1]],
+    ]
     assert [[v[0]["video_id"] for v in shard] for shard in shards] == [["c", "b"], ["a"]]
 
 
@@ -262,10 +316,20 @@ def _eval_worker(rank, synthetic_root, name, weights, out_dir, result_file):
 def test_two_gloo_processes_evaluate_as_one(tiny_model, synthetic_root, synthetic_val, tmp_path):
     weights = str(tmp_path / "tiny.pth")
     torch.save(tiny_model.state_dict(), weights)
-    single = Trainer.test(tiny_cfg(synthetic_val, tmp_path / "single", *_TRACKING), tiny_model)["posetrack"]
+    single = Trainer.test(tiny_cfg(synthetic_val, tmp_path / "single", *_TRACKING), tiny_model)[
+        "posetrack"
+    ]
     result = tmp_path / "ddp.json"
-    run_gloo_workers(_eval_worker, 2, tmp_path, synthetic_root, synthetic_val, weights, str(tmp_path / "ddp"),
-                     str(result))
+    run_gloo_workers(
+        _eval_worker,
+        2,
+        tmp_path,
+        synthetic_root,
+        synthetic_val,
+        weights,
+        str(tmp_path / "ddp"),
+        str(result),
+    )
     ddp = json.loads(result.read_text())["posetrack"]
     assert {"AP", "MOTA", "MOTP", "Prec", "Rec"} <= set(single)
     assert set(ddp) == set(single)
@@ -274,6 +338,11 @@ def test_two_gloo_processes_evaluate_as_one(tiny_model, synthetic_root, syntheti
     pred = "inference/{}/posetrack_predictions".format(synthetic_val)
     for f in sorted((tmp_path / "single" / pred).glob("*.json")):
         a, b = json.loads(f.read_text()), json.loads((tmp_path / "ddp" / pred / f.name).read_text())
-        assert [x["track_id"] for x in a["annotations"]] == [x["track_id"] for x in b["annotations"]]
-        np.testing.assert_allclose([x["keypoints"] for x in a["annotations"]],
-                                   [x["keypoints"] for x in b["annotations"]], atol=1e-3)
+        assert [x["track_id"] for x in a["annotations"]] == [
+            x["track_id"] for x in b["annotations"]
+        ]
+        np.testing.assert_allclose(
+            [x["keypoints"] for x in a["annotations"]],
+            [x["keypoints"] for x in b["annotations"]],
+            atol=1e-3,
+        )

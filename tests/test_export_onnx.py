@@ -4,6 +4,7 @@ the ORT demo writes the PyTorch demo's JSON, and bad graph folders fail naming t
 
 Tolerances: keypoints within 1e-3 px for the tiny model, 1e-2 px for R50 (the golden README's pixel
 tolerance); scores within 1e-5 / 1e-4. Each model is exported once per module (module-scoped fixtures)."""
+
 import importlib.util
 import json
 import os
@@ -13,27 +14,41 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_demo_cli import REPO, SAMPLE_VIDEO, _load_tool
+from test_demo_predictor import FAST_OPTS, TINY_YAML, _video, tiny_cfg
 
 from pavenet.config import load_pavenet_config
-from pavenet.export import (DECODER_FILE, DECODER_INT8_FILE, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INT8_FILE,
-                            ENCODER_OUTPUTS, GraphMismatchError, OrtClipModel, build_predictor, export_onnx)
+from pavenet.export import (
+    DECODER_FILE,
+    DECODER_INT8_FILE,
+    DECODER_OUTPUTS,
+    ENCODER_FILE,
+    ENCODER_INT8_FILE,
+    ENCODER_OUTPUTS,
+    GraphMismatchError,
+    OrtClipModel,
+    build_predictor,
+    export_onnx,
+)
 from pavenet.export.quantize import keypoint_drift
 from pavenet.inference.predictor import ClipPredictor
 
 from conftest import GOLDEN_DIR, SAMPLE_DIR
 from golden_cases import case_dirs, convert_case_weights
-from test_demo_cli import REPO, SAMPLE_VIDEO, _load_tool
-from test_demo_predictor import FAST_OPTS, TINY_YAML, _video, tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 EXPORT_HW = (64, 96)  # tracing size of the tiny model; the tests run other sizes too
 
 
-
 def _first_clip(rows):
     """`PAVENet.decode_rows` is batched (B clips); the graphs decode one: its rows."""
-    return {k: v[0] for k, v in rows.items() if k in ("keypoints", "sigmas", "scores", "frame_keypoints", "query_index")}
+    return {
+        k: v[0]
+        for k, v in rows.items()
+        if k in ("keypoints", "sigmas", "scores", "frame_keypoints", "query_index")
+    }
+
 
 def _random_clip_rows(torch_pred, backend, hw, seed):
     """A random F=3 clip of size hw through both: (the graphs' rows, PyTorch's rows)."""
@@ -46,7 +61,9 @@ def _random_clip_rows(torch_pred, backend, hw, seed):
 
 
 def _export_tool():
-    spec = importlib.util.spec_from_file_location("tools_export_model", REPO / "tools" / "deploy" / "export_model.py")
+    spec = importlib.util.spec_from_file_location(
+        "tools_export_model", REPO / "tools" / "deploy" / "export_model.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -62,9 +79,22 @@ def tiny(tmp_path_factory):
     weights = tmp / "tiny.pth"
     torch.save({"model": predictor.model.state_dict()}, weights)
     out = tmp / "onnx"
-    paths = _export_tool().main([
-        "--config-file", str(TINY_YAML), "--output", str(out), "--height", str(EXPORT_HW[0]),
-        "--width", str(EXPORT_HW[1]), "--opts", *[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", str(weights)])
+    paths = _export_tool().main(
+        [
+            "--config-file",
+            str(TINY_YAML),
+            "--output",
+            str(out),
+            "--height",
+            str(EXPORT_HW[0]),
+            "--width",
+            str(EXPORT_HW[1]),
+            "--opts",
+            *[str(v) for v in FAST_OPTS],
+            "MODEL.WEIGHTS",
+            str(weights),
+        ]
+    )
     assert paths == {"encoder": str(out / ENCODER_FILE), "decoder": str(out / DECODER_FILE)}
     assert sorted(os.listdir(out)) == [DECODER_FILE, ENCODER_FILE]  # no partial files left
     cfg = tiny_cfg("MODEL.WEIGHTS", str(weights))
@@ -127,8 +157,13 @@ def test_graphs_match_pytorch_stage_by_stage(tiny_pair, hw):
 def _assert_same_instances(a, b, px=1e-3):
     assert len(a) == len(b)
     np.testing.assert_allclose(b.scores.numpy(), a.scores.numpy(), atol=1e-5)
-    assert np.abs(b.pred_keypoints[..., :2].numpy() - a.pred_keypoints[..., :2].numpy()).max(initial=0) < px
-    assert np.abs(b.pred_frame_keypoints.numpy() - a.pred_frame_keypoints.numpy()).max(initial=0) < px
+    assert (
+        np.abs(b.pred_keypoints[..., :2].numpy() - a.pred_keypoints[..., :2].numpy()).max(initial=0)
+        < px
+    )
+    assert (
+        np.abs(b.pred_frame_keypoints.numpy() - a.pred_frame_keypoints.numpy()).max(initial=0) < px
+    )
     assert np.abs(b.pred_boxes.tensor.numpy() - a.pred_boxes.tensor.numpy()).max(initial=0) < px
 
 
@@ -159,11 +194,17 @@ def test_bad_onnx_dirs_name_the_file_and_field(tiny, tmp_path):
     with pytest.raises(ValueError, match=f"{DECODER_FILE}: not a loadable ONNX graph"):
         OrtClipModel(str(only_enc), cfg)
     # Graphs of another config: the joint count and the frame count are fixed in the decoder graph.
-    with pytest.raises(ValueError, match=r"decoder.onnx: graph field 'keypoints' has num_keypoints=15 .*"
-                                         r"MODEL.PAVENET.NUM_KEYPOINTS=17"):
+    with pytest.raises(
+        ValueError,
+        match=r"decoder.onnx: graph field 'keypoints' has num_keypoints=15 .*"
+        r"MODEL.PAVENET.NUM_KEYPOINTS=17",
+    ):
         OrtClipModel(str(out), tiny_cfg("MODEL.PAVENET.NUM_KEYPOINTS", 17))
-    with pytest.raises(ValueError, match=r"decoder.onnx: graph field 'frame_keypoints' has num_frames=3 .*"
-                                         r"MODEL.PAVENET.NUM_FRAMES=5"):
+    with pytest.raises(
+        ValueError,
+        match=r"decoder.onnx: graph field 'frame_keypoints' has num_frames=3 .*"
+        r"MODEL.PAVENET.NUM_FRAMES=5",
+    ):
         OrtClipModel(str(out), tiny_cfg("MODEL.PAVENET.NUM_FRAMES", 5))
     with pytest.raises(ValueError, match="backend must be one of"):
         build_predictor(cfg, "tensorrt")
@@ -177,10 +218,27 @@ def test_ort_demo_json_equals_pytorch_demo(tiny, sample_dir, tmp_path):
     opts = [str(v) for v in FAST_OPTS] + ["MODEL.WEIGHTS", cfg.MODEL.WEIGHTS]
     results = {}
     for backend in ("pytorch", "onnxruntime"):
-        extra = ["--backend", backend] + (["--onnx-dir", str(out)] if backend == "onnxruntime" else [])
-        summary = demo.main(["--config-file", str(TINY_YAML), "--no-progress", "--confidence-threshold", "0",
-                             "--video-input", str(sample_dir / SAMPLE_VIDEO), "--output", str(tmp_path / backend),
-                             "--save-json", str(tmp_path / f"{backend}.json"), *extra, "--opts", *opts])
+        extra = ["--backend", backend] + (
+            ["--onnx-dir", str(out)] if backend == "onnxruntime" else []
+        )
+        summary = demo.main(
+            [
+                "--config-file",
+                str(TINY_YAML),
+                "--no-progress",
+                "--confidence-threshold",
+                "0",
+                "--video-input",
+                str(sample_dir / SAMPLE_VIDEO),
+                "--output",
+                str(tmp_path / backend),
+                "--save-json",
+                str(tmp_path / f"{backend}.json"),
+                *extra,
+                "--opts",
+                *opts,
+            ]
+        )
         assert summary["num_frames"] == 5 and summary["outputs"]["video"].endswith(".mp4")
         results[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
     ref, got = results["pytorch"], results["onnxruntime"]
@@ -196,8 +254,18 @@ def test_ort_demo_json_equals_pytorch_demo(tiny, sample_dir, tmp_path):
 
 def test_demo_onnxruntime_needs_onnx_dir(sample_dir):
     with pytest.raises(SystemExit, match="--onnx-dir"):
-        _load_tool("demo").main(["--config-file", str(TINY_YAML), "--video-input", str(sample_dir / SAMPLE_VIDEO),
-                                 "--backend", "onnxruntime", "--save-json", "x.json"])
+        _load_tool("demo").main(
+            [
+                "--config-file",
+                str(TINY_YAML),
+                "--video-input",
+                str(sample_dir / SAMPLE_VIDEO),
+                "--backend",
+                "onnxruntime",
+                "--save-json",
+                "x.json",
+            ]
+        )
 
 
 # --- R50 F=3: the golden clip ----------------------------------------------------------------------
@@ -211,8 +279,16 @@ def golden_onnx(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("golden_onnx")
     _, cfg_file, weights = convert_case_weights(request.param, tmp)
     torch.set_num_threads(2)
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights), "MODEL.PAVENET.TEST.OKS_NMS_THRESH", "0.45",
-            "MODEL.PAVENET.MSDA_IMPL", "pytorch"]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        str(weights),
+        "MODEL.PAVENET.TEST.OKS_NMS_THRESH",
+        "0.45",
+        "MODEL.PAVENET.MSDA_IMPL",
+        "pytorch",
+    ]
     cfg = load_pavenet_config(str(cfg_file), opts)
     torch_pred = ClipPredictor(cfg)
     from pavenet.export import export_onnx
@@ -229,7 +305,9 @@ def test_golden_clip_same_topk_and_detections(golden_onnx):
     meta = json.loads(str(inp["img_metas_json"]))
     gold = np.load(case / "outputs.npz")
     img = torch.from_numpy(inp["img"])[0]  # (F, 3, H, W) normalised
-    pixels = img * model.pixel_std + model.pixel_mean  # what the encoder graph takes (it normalises)
+    pixels = (
+        img * model.pixel_std + model.pixel_mean
+    )  # what the encoder graph takes (it normalises)
     hw, out_hw = tuple(meta["img_shape"][:2]), tuple(meta["ori_shape"][:2])
     with torch.no_grad():
         feats = model.encode_frames(model.preprocess_frames(pixels)[0])
@@ -263,9 +341,19 @@ def test_benchmark_times_onnxruntime_beside_pytorch(tiny):
     cfg, out = tiny
     from pavenet.apps.benchmark import run_benchmark
 
-    res = run_benchmark(str(TINY_YAML), [*[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS],
-                        height=64, width=96, frames=3, repeats=1, threads=1, flops=False, backends="pytorch",
-                        backend="onnxruntime", onnx_dir=str(out))
+    res = run_benchmark(
+        str(TINY_YAML),
+        [*[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS],
+        height=64,
+        width=96,
+        frames=3,
+        repeats=1,
+        threads=1,
+        flops=False,
+        backends="pytorch",
+        backend="onnxruntime",
+        onnx_dir=str(out),
+    )
     assert set(res["backends"]) == {"pytorch", "onnxruntime"}
     o, p = res["backends"]["onnxruntime"], res["backends"]["pytorch"]
     for key in ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_window"):
@@ -279,8 +367,11 @@ def test_deploy_doc_video_loop_runs(tiny, sample_dir, capsys):
     text = (REPO / "docs" / "DEPLOY.md").read_text()
     code = text.split("## Plain ONNX Runtime")[1].split("```python\n")[1].split("```")[0]
     first = next(line for line in code.splitlines() if line.startswith("ONNX_DIR, VIDEO"))
-    code = code.replace(first, f"ONNX_DIR, VIDEO, MIN_SIZE, MAX_SIZE, THRESH = {str(out)!r}, "
-                               f"{str(sample_dir / SAMPLE_VIDEO)!r}, 64, 128, 0.0")
+    code = code.replace(
+        first,
+        f"ONNX_DIR, VIDEO, MIN_SIZE, MAX_SIZE, THRESH = {str(out)!r}, "
+        f"{str(sample_dir / SAMPLE_VIDEO)!r}, 64, 128, 0.0",
+    )
     assert "import torch" not in code and "pavenet" not in code
     exec(compile(code, "DEPLOY.md", "exec"), {})
     lines = capsys.readouterr().out.strip().splitlines()
@@ -299,7 +390,9 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
     impl = model.msda_impl
     export_onnx(model, predictor.cfg, str(tmp_path), *EXPORT_HW)
     assert not model.training and not any(m.training for m in model.modules())
-    assert model.msda_impl == impl and all(getattr(m, "msda_impl", impl) == impl for m in model.modules())
+    assert model.msda_impl == impl and all(
+        getattr(m, "msda_impl", impl) == impl for m in model.modules()
+    )
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert not changed, changed[:5]
 
@@ -315,7 +408,9 @@ def test_standard_opset17_samplings_match_pytorch(tiny, sampling, tmp_path):
     assert max(o.version for o in enc.opset_import) == 17
     ops = {n.op_type for n in enc.graph.node}
     assert "GridSample" in ops and "DeformConv" not in ops
-    out, rows = _random_clip_rows(torch_pred, OrtClipModel(str(tmp_path), cfg, threads=1), (72, 128), seed=5)
+    out, rows = _random_clip_rows(
+        torch_pred, OrtClipModel(str(tmp_path), cfg, threads=1), (72, 128), seed=5
+    )
     assert np.array_equal(out["query_index"], rows["query_index"].numpy())
     assert np.abs((out["keypoints"] - rows["keypoints"].numpy()) * [128, 72]).max() < 1e-3
 
@@ -326,18 +421,34 @@ def test_graphs_of_other_weights_or_config_are_refused(tiny, tmp_path):
     cfg, out = tiny
     other = tmp_path / "other.pth"
     model = ClipPredictor(cfg).model
-    torch.save({"model": {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}}, other)
-    with pytest.raises(GraphMismatchError, match=r"MODEL.WEIGHTS: the graphs hold 'tiny.pth' \(sha256 [0-9a-f]{12}\), "
-                                                 r"the config asks for '.*other.pth' \(sha256 [0-9a-f]{12}\)"):
+    torch.save(
+        {
+            "model": {
+                k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()
+            }
+        },
+        other,
+    )
+    with pytest.raises(
+        GraphMismatchError,
+        match=r"MODEL.WEIGHTS: the graphs hold 'tiny.pth' \(sha256 [0-9a-f]{12}\), "
+        r"the config asks for '.*other.pth' \(sha256 [0-9a-f]{12}\)",
+    ):
         OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", str(other)))
     # The same content under another name is the same weights.
     renamed = tmp_path / "renamed.pth"
     shutil.copy(cfg.MODEL.WEIGHTS, renamed)
     assert OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", str(renamed))).mismatches == []
-    with pytest.raises(GraphMismatchError, match=r"MODEL.PAVENET.NUM_QUERIES: the graphs have \d+, the config 7"):
-        OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "MODEL.PAVENET.NUM_QUERIES", 7))
+    with pytest.raises(
+        GraphMismatchError, match=r"MODEL.PAVENET.NUM_QUERIES: the graphs have \d+, the config 7"
+    ):
+        OrtClipModel(
+            str(out), tiny_cfg("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "MODEL.PAVENET.NUM_QUERIES", 7)
+        )
     warned = OrtClipModel(str(out), tiny_cfg("MODEL.WEIGHTS", str(other)), on_mismatch="warn")
-    assert len(warned.mismatches) == 2 and all("MODEL.WEIGHTS" in m for m in warned.mismatches)  # both graphs
+    assert len(warned.mismatches) == 2 and all(
+        "MODEL.WEIGHTS" in m for m in warned.mismatches
+    )  # both graphs
 
 
 def test_demo_cli_mismatch_is_one_error_line(tiny, sample_dir, tmp_path):
@@ -349,13 +460,30 @@ def test_demo_cli_mismatch_is_one_error_line(tiny, sample_dir, tmp_path):
     other = tmp_path / "other.pth"
     torch.save({"model": {}}, other)
     env = dict(os.environ, PYTHONPATH=str(REPO / "projects" / "PAVENet"))
-    cmd = [sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", str(TINY_YAML), "--video-input",
-           str(sample_dir / SAMPLE_VIDEO), "--save-json", str(tmp_path / "x.json"), "--backend", "onnxruntime",
-           "--onnx-dir", str(out), "--opts", *[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", str(other)]
+    cmd = [
+        sys.executable,
+        str(REPO / "tools" / "demo.py"),
+        "--config-file",
+        str(TINY_YAML),
+        "--video-input",
+        str(sample_dir / SAMPLE_VIDEO),
+        "--save-json",
+        str(tmp_path / "x.json"),
+        "--backend",
+        "onnxruntime",
+        "--onnx-dir",
+        str(out),
+        "--opts",
+        *[str(v) for v in FAST_OPTS],
+        "MODEL.WEIGHTS",
+        str(other),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 2, res.stderr[-2000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "'tiny.pth'" in errors[0] and "other.pth" in errors[0], res.stderr[-2000:]
+    assert len(errors) == 1 and "'tiny.pth'" in errors[0] and "other.pth" in errors[0], res.stderr[
+        -2000:
+    ]
     assert "Traceback" not in res.stderr
 
 
@@ -363,17 +491,37 @@ def test_demo_cli_mismatch_is_one_error_line(tiny, sample_dir, tmp_path):
 def tiny_int8(tiny, tmp_path_factory):
     """The tiny model exported through the CLI with --int8, calibrated on the real sample video."""
     if not SAMPLE_DIR.is_dir():
-        pytest.skip(f"real PoseTrack18 sample not found at {SAMPLE_DIR} (set PAVENET_POSETRACK18_SAMPLE)")
+        pytest.skip(
+            f"real PoseTrack18 sample not found at {SAMPLE_DIR} (set PAVENET_POSETRACK18_SAMPLE)"
+        )
     sample_dir = SAMPLE_DIR
     cfg, _ = tiny
     out = tmp_path_factory.mktemp("tiny_int8")
-    paths = _export_tool().main([
-        "--config-file", str(TINY_YAML), "--output", str(out), "--height", str(EXPORT_HW[0]), "--width",
-        str(EXPORT_HW[1]), "--int8", str(sample_dir / SAMPLE_VIDEO), "--int8-frames", "4",
-        "--opts", *[str(v) for v in FAST_OPTS], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS])
+    paths = _export_tool().main(
+        [
+            "--config-file",
+            str(TINY_YAML),
+            "--output",
+            str(out),
+            "--height",
+            str(EXPORT_HW[0]),
+            "--width",
+            str(EXPORT_HW[1]),
+            "--int8",
+            str(sample_dir / SAMPLE_VIDEO),
+            "--int8-frames",
+            "4",
+            "--opts",
+            *[str(v) for v in FAST_OPTS],
+            "MODEL.WEIGHTS",
+            cfg.MODEL.WEIGHTS,
+        ]
+    )
     assert paths["encoder_int8"] == str(out / ENCODER_INT8_FILE)
     assert paths["decoder_int8"] == str(out / DECODER_INT8_FILE)
-    assert sorted(os.listdir(out)) == sorted([ENCODER_FILE, DECODER_FILE, ENCODER_INT8_FILE, DECODER_INT8_FILE])
+    assert sorted(os.listdir(out)) == sorted(
+        [ENCODER_FILE, DECODER_FILE, ENCODER_INT8_FILE, DECODER_INT8_FILE]
+    )
     return cfg, out
 
 
@@ -382,10 +530,14 @@ def test_int8_graphs_are_quantised_and_close_to_fp32(tiny_int8, sample_dir):
     enc, dec = onnx.load(str(out / ENCODER_INT8_FILE)), onnx.load(str(out / DECODER_INT8_FILE))
     enc_ops, dec_ops = {n.op_type for n in enc.graph.node}, {n.op_type for n in dec.graph.node}
     assert "QuantizeLinear" in enc_ops and "DequantizeLinear" in enc_ops  # QDQ convolutions
-    assert "DynamicQuantizeLinear" in enc_ops | dec_ops or "DynamicQuantizeMatMul" in enc_ops | dec_ops
+    assert (
+        "DynamicQuantizeLinear" in enc_ops | dec_ops or "DynamicQuantizeMatMul" in enc_ops | dec_ops
+    )
     meta = {p.key: p.value for p in enc.metadata_props}
     assert meta["pavenet.precision"] == "int8" and meta["pavenet.calibration_frames"] == "4"
-    assert meta["pavenet.weights"] == "tiny.pth"  # the fp32 record is kept: the mismatch check applies too
+    assert (
+        meta["pavenet.weights"] == "tiny.pth"
+    )  # the fp32 record is kept: the mismatch check applies too
     fp32 = OrtClipModel(str(out), cfg, threads=1)
     int8 = OrtClipModel(str(out), cfg, threads=1, precision="int8")
     frames = ClipPredictor(cfg, backend=fp32)
@@ -406,16 +558,44 @@ def test_demo_and_benchmark_take_the_int8_backend(tiny_int8, sample_dir, tmp_pat
     cfg, out = tiny_int8
     demo = _load_tool("demo")
     opts = [str(v) for v in FAST_OPTS] + ["MODEL.WEIGHTS", cfg.MODEL.WEIGHTS]
-    summary = demo.main(["--config-file", str(TINY_YAML), "--no-progress", "--confidence-threshold", "0",
-                         "--video-input", str(sample_dir / SAMPLE_VIDEO), "--save-json", str(tmp_path / "int8.json"),
-                         "--backend", "onnxruntime-int8", "--onnx-dir", str(out), "--opts", *opts])
+    summary = demo.main(
+        [
+            "--config-file",
+            str(TINY_YAML),
+            "--no-progress",
+            "--confidence-threshold",
+            "0",
+            "--video-input",
+            str(sample_dir / SAMPLE_VIDEO),
+            "--save-json",
+            str(tmp_path / "int8.json"),
+            "--backend",
+            "onnxruntime-int8",
+            "--onnx-dir",
+            str(out),
+            "--opts",
+            *opts,
+        ]
+    )
     assert summary["num_frames"] == 5
     assert len(json.loads((tmp_path / "int8.json").read_text())["annotations"]) > 0
     from pavenet.apps.benchmark import run_benchmark
 
-    res = run_benchmark(str(TINY_YAML), opts, height=64, width=96, frames=3, repeats=1, threads=1, flops=False,
-                        backends="pytorch", backend="onnxruntime-int8", onnx_dir=str(out))
+    res = run_benchmark(
+        str(TINY_YAML),
+        opts,
+        height=64,
+        width=96,
+        frames=3,
+        repeats=1,
+        threads=1,
+        flops=False,
+        backends="pytorch",
+        backend="onnxruntime-int8",
+        onnx_dir=str(out),
+    )
     assert set(res["backends"]) == {"pytorch", "onnxruntime", "onnxruntime_int8"}
     q = res["backends"]["onnxruntime_int8"]
     assert res["onnxruntime_int8_over_pytorch"]["stream_ms_per_frame"] == pytest.approx(
-        q["stream_ms_per_frame"] / res["backends"]["pytorch"]["stream_ms_per_frame"])
+        q["stream_ms_per_frame"] / res["backends"]["pytorch"]["stream_ms_per_frame"]
+    )

@@ -9,6 +9,7 @@ short, an image id renumbered consistently (same result) or on one side only (re
 means something by design (e.g. no `bbox`: the joints' extent; no `scores`: poseval's fallback) are not
 dropped or nulled. Bounded (derandomized, a fixed number of examples) to keep CI fast.
 """
+
 import copy
 import json
 import math
@@ -18,19 +19,37 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SAMPLE_DIR
 from pavenet.data.datasets.posetrack import load_posetrack_video_dicts
 from pavenet.data.posetrack_files import PoseTrackFormatError
 from pavenet.evaluation.poseval import evaluate_dirs
 
+from conftest import SAMPLE_DIR
+
 # Absent or null on purpose in valid files: dropping them changes the reading legitimately.
-OPTIONAL = {"bbox", "bbox_head", "track_id", "scores", "is_labeled", "height", "width", "nframes", "iscrowd", "area"}
+OPTIONAL = {
+    "bbox",
+    "bbox_head",
+    "track_id",
+    "scores",
+    "is_labeled",
+    "height",
+    "width",
+    "nframes",
+    "iscrowd",
+    "area",
+}
 RETYPED = ["x", None, [], {}, True, 7]
 NON_FINITE = [math.nan, math.inf, -math.inf]
-OPS = ["drop", "nonfinite", "lengthen", "truncate", "renumber", "renumber_one_side"] + [("retype", i) for i in
-                                                                                         range(len(RETYPED))]
-FUZZ = settings(max_examples=120, deadline=5000, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+OPS = ["drop", "nonfinite", "lengthen", "truncate", "renumber", "renumber_one_side"] + [
+    ("retype", i) for i in range(len(RETYPED))
+]
+FUZZ = settings(
+    max_examples=120,
+    deadline=5000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _kind(v):
@@ -68,7 +87,7 @@ def _mutate(data, path, op, cut):
     name = next((p for p in reversed(path) if isinstance(p, str)), "")
     if op == "truncate":
         text = json.dumps(d)
-        return text[:cut % len(text)]
+        return text[: cut % len(text)]
     if op in ("renumber", "renumber_one_side"):
         old = d["images"][0]["id"]
         d["images"][0]["id"] = old + 1_000_003
@@ -82,7 +101,9 @@ def _mutate(data, path, op, cut):
             if key in OPTIONAL:
                 return None
             del parent[key]
-        elif all(_kind(v) in ("number", "str", "list") for v in parent):  # a number / name / polygon list
+        elif all(
+            _kind(v) in ("number", "str", "list") for v in parent
+        ):  # a number / name / polygon list
             del parent[key]
         else:  # dropping a whole image or person gives another valid file
             return None
@@ -106,7 +127,9 @@ def _mutate(data, path, op, cut):
 def reference(tmp_path_factory):
     """The sample's val GT, predictions made from it (scores per joint), and their reference readings."""
     if not SAMPLE_DIR.is_dir():
-        pytest.skip(f"real PoseTrack18 sample not found at {SAMPLE_DIR} (set PAVENET_POSETRACK18_SAMPLE)")
+        pytest.skip(
+            f"real PoseTrack18 sample not found at {SAMPLE_DIR} (set PAVENET_POSETRACK18_SAMPLE)"
+        )
     sample_dir = SAMPLE_DIR
     root = tmp_path_factory.mktemp("fuzz")
     gt_dir, pred_dir = root / "gt", root / "pred"
@@ -118,16 +141,26 @@ def reference(tmp_path_factory):
     for f, data in gt.items():
         pred = copy.deepcopy(data)
         for k, ann in enumerate(pred["annotations"]):
-            ann["scores"] = [round(0.9 - 0.01 * (j + k), 3) for j in range(len(ann["keypoints"]) // 3)]
+            ann["scores"] = [
+                round(0.9 - 0.01 * (j + k), 3) for j in range(len(ann["keypoints"]) // 3)
+            ]
         preds[f] = pred
         (pred_dir / f).write_text(json.dumps(pred))
-    return dict(root=root, files=files, gt=gt, preds=preds, sample_dir=sample_dir,
-                loaded=load_posetrack_video_dicts(str(gt_dir), str(sample_dir)),
-                metrics=_metrics(gt_dir, pred_dir))
+    return dict(
+        root=root,
+        files=files,
+        gt=gt,
+        preds=preds,
+        sample_dir=sample_dir,
+        loaded=load_posetrack_video_dicts(str(gt_dir), str(sample_dir)),
+        metrics=_metrics(gt_dir, pred_dir),
+    )
 
 
 def _metrics(gt_dir, pred_dir) -> str:
-    return json.dumps(evaluate_dirs(str(gt_dir), str(pred_dir)).to_json(), sort_keys=True)  # NaN == NaN here
+    return json.dumps(
+        evaluate_dirs(str(gt_dir), str(pred_dir)).to_json(), sort_keys=True
+    )  # NaN == NaN here
 
 
 def _without_image_ids(dicts):
@@ -142,7 +175,7 @@ def _draw_case(ref, draw, which):
     data = ref["gt" if which == "gt" else "preds"][name]
     path = draw(st.sampled_from(sorted(set(_paths(data)), key=str)))
     op = draw(st.sampled_from(OPS))
-    text = _mutate(data, path, op, draw(st.integers(0, 10 ** 6)))
+    text = _mutate(data, path, op, draw(st.integers(0, 10**6)))
     if text is None:
         return None
     case = ref["root"] / "case"
@@ -150,7 +183,9 @@ def _draw_case(ref, draw, which):
     for kind, src in (("gt", ref["gt"]), ("pred", ref["preds"])):
         (case / kind).mkdir(parents=True)
         for f, content in src.items():
-            (case / kind / f).write_text(text if (kind, f) == (which, name) else json.dumps(content))
+            (case / kind / f).write_text(
+                text if (kind, f) == (which, name) else json.dumps(content)
+            )
     return (op, path), case / "gt", case / "pred", case / which / name
 
 
@@ -175,10 +210,18 @@ def test_mutated_gt_files_give_the_reference_or_an_error_naming_the_file(referen
         same = lambda got: _without_image_ids(got) == _without_image_ids(reference["loaded"])  # noqa: E731
     else:
         same = lambda got: got == reference["loaded"]  # noqa: E731
-    _check(f"loader, {op} at {path}", lambda: load_posetrack_video_dicts(str(gt_dir), str(reference["sample_dir"])),
-           same, mutated)
-    _check(f"evaluator, {op} at {path}", lambda: _metrics(gt_dir, pred_dir), lambda got: got == reference["metrics"],
-           mutated)
+    _check(
+        f"loader, {op} at {path}",
+        lambda: load_posetrack_video_dicts(str(gt_dir), str(reference["sample_dir"])),
+        same,
+        mutated,
+    )
+    _check(
+        f"evaluator, {op} at {path}",
+        lambda: _metrics(gt_dir, pred_dir),
+        lambda got: got == reference["metrics"],
+        mutated,
+    )
 
 
 @FUZZ
@@ -188,5 +231,9 @@ def test_mutated_prediction_files_give_the_reference_or_an_error_naming_the_file
     if case is None:
         return
     (op, path), gt_dir, pred_dir, mutated = case
-    _check(f"evaluator, {op} at {path}", lambda: _metrics(gt_dir, pred_dir), lambda got: got == reference["metrics"],
-           mutated)
+    _check(
+        f"evaluator, {op} at {path}",
+        lambda: _metrics(gt_dir, pred_dir),
+        lambda got: got == reference["metrics"],
+        mutated,
+    )

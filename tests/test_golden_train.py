@@ -7,12 +7,12 @@ settings) -> `model([{"images": uint8 frames, "instances": key-frame GT}])` -> `
 -> one step of the shipped optimizer. Tolerances are the case README's (10-25x the official code's own
 thread noise); nothing is loosened.
 """
+
 import math
 
 import numpy as np
 import pytest
 import torch
-
 from detectron2.modeling import build_model
 
 import pavenet.modeling  # noqa: F401  (registers PAVENet)
@@ -29,11 +29,16 @@ CASES = case_dirs("train")
 
 # Our loss names -> the official ones (3 pose-decoder and 2 joint-decoder layers).
 OFFICIAL_LOSS_NAMES = {
-    "loss_cls_enc": "enc_loss_cls", "loss_kpt_enc": "enc_loss_kpt",
-    "loss_cls_d0": "d0.loss_cls", "loss_kpt_d0": "d0.loss_kpt",
-    "loss_cls_d1": "d1.loss_cls", "loss_kpt_d1": "d1.loss_kpt",
-    "loss_cls": "loss_cls", "loss_kpt": "loss_kpt",
-    "loss_kpt_refine_d0": "d0.loss_kpt_refine", "loss_kpt_refine_d1": "d1.loss_kpt_refine",
+    "loss_cls_enc": "enc_loss_cls",
+    "loss_kpt_enc": "enc_loss_kpt",
+    "loss_cls_d0": "d0.loss_cls",
+    "loss_kpt_d0": "d0.loss_kpt",
+    "loss_cls_d1": "d1.loss_cls",
+    "loss_kpt_d1": "d1.loss_kpt",
+    "loss_cls": "loss_cls",
+    "loss_kpt": "loss_kpt",
+    "loss_kpt_refine_d0": "d0.loss_kpt_refine",
+    "loss_kpt_refine_d1": "d1.loss_kpt_refine",
 }
 JOINT_BIAS = "head.transformer.refine_decoder.layers.{}.attentions.1.{}sampling_offsets.bias"
 
@@ -60,7 +65,11 @@ def _record_matches(model):
         found = {}
         for stage, logits in sets.items():
             # the same tensor, or the criterion's one-clip view of it (LOSS_NORMALIZATION "clip")
-            hits = [idx for lg, idx in calls if lg.data_ptr() == logits.data_ptr() and lg.shape == logits.shape]
+            hits = [
+                idx
+                for lg, idx in calls
+                if lg.data_ptr() == logits.data_ptr() and lg.shape == logits.shape
+            ]
             assert hits, f"stage {stage} was never matched"
             found[stage] = hits[0]
         return found
@@ -70,7 +79,9 @@ def _record_matches(model):
 
 @pytest.fixture(scope="module", params=[c.name for c in CASES] or [None])
 def trained(request, tmp_path_factory):
-    meta, cfg_file, weights = convert_case_weights(request.param, tmp_path_factory.mktemp(request.param or "none"))
+    meta, cfg_file, weights = convert_case_weights(
+        request.param, tmp_path_factory.mktemp(request.param or "none")
+    )
     case = GOLDEN_DIR / request.param
     torch.set_num_threads(2)
     cfg = load_pavenet_config(str(cfg_file), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
@@ -90,26 +101,42 @@ def trained(request, tmp_path_factory):
 
     # One step of the shipped optimizer (AdamW, lr multipliers, full-model clipping) on these gradients.
     optimizer = build_pavenet_optimizer(cfg, model)
-    before = {n: named[n].detach().clone() for n in named if "refine_decoder" in n and n.endswith("offsets.bias")}
+    before = {
+        n: named[n].detach().clone()
+        for n in named
+        if "refine_decoder" in n and n.endswith("offsets.bias")
+    }
     optimizer.step()
     after = {n: named[n].detach().clone() for n in before}
-    return {"gold": dict(np.load(case / "outputs.npz")), "meta": meta, "losses": {k: v.detach() for k, v in
-            losses.items()}, "total": total.detach(), "matches": matches(), "grads": grads, "trainable": trainable,
-            "cfg": cfg, "optimizer": optimizer, "before": before, "after": after, "model": model}
+    return {
+        "gold": dict(np.load(case / "outputs.npz")),
+        "meta": meta,
+        "losses": {k: v.detach() for k, v in losses.items()},
+        "total": total.detach(),
+        "matches": matches(),
+        "grads": grads,
+        "trainable": trainable,
+        "cfg": cfg,
+        "optimizer": optimizer,
+        "before": before,
+        "after": after,
+        "model": model,
+    }
 
 
 def test_matches_of_every_supervised_stage(trained):
     g = trained["gold"]
     for stage, idx in trained["matches"].items():
-        (pred, gt), = idx
+        ((pred, gt),) = idx
         ours = sorted(zip(pred.tolist(), gt.tolist()))
         official = sorted(zip(g[f"match_{stage}_query"].tolist(), g[f"match_{stage}_gt"].tolist()))
         assert ours == official, f"{stage}: {ours} vs official {official}"
     # The joint decoder is trained on the last pose layer's matched persons.
     last = f"d{len(trained['matches']) - 2}"
-    (pred, gt), = trained["matches"][last]
-    assert sorted(zip(pred.tolist(), gt.tolist())) == sorted(zip(g["refine_pos_query_inds"].tolist(),
-                                                                 g["refine_gt_inds"].tolist()))
+    ((pred, gt),) = trained["matches"][last]
+    assert sorted(zip(pred.tolist(), gt.tolist())) == sorted(
+        zip(g["refine_pos_query_inds"].tolist(), g["refine_gt_inds"].tolist())
+    )
 
 
 def test_loss_terms_and_total(trained):
@@ -138,7 +165,7 @@ def test_stored_gradients_elementwise(trained):
     names = [k for k in g if k.startswith("grad:")]
     assert len(names) >= 30
     for key in names:
-        official_name, rows = key[len("grad:"):], slice(None)
+        official_name, rows = key[len("grad:") :], slice(None)
         if official_name.endswith("]"):  # e.g. query_embedding.weight[0:5]
             official_name, spec = official_name[:-1].split("[")
             rows = slice(*map(int, spec.split(":")))
@@ -175,7 +202,9 @@ def test_every_gradient_norm_and_which_parameters_get_none(trained):
     assert not extra, f"trainable here but not in the official training: {sorted(extra)[:5]}"
     for name in meta.get("params_without_grad", []):
         ours = rename_official_key(name)
-        assert ours is None or grads.get(ours) is None, f"{name}: the official model gives it no gradient"
+        assert ours is None or grads.get(ours) is None, (
+            f"{name}: the official model gives it no gradient"
+        )
 
 
 def test_tied_joint_offset_bias_gets_one_gradient_per_frame(trained):
@@ -185,7 +214,9 @@ def test_tied_joint_offset_bias_gets_one_gradient_per_frame(trained):
     for layer in range(len(model.head.transformer.refine_decoder.layers)):
         per_frame = [grads[JOINT_BIAS.format(layer, p)] for p in prefixes]
         assert all(gr is not None for gr in per_frame)
-        assert not torch.allclose(per_frame[0], per_frame[-1]), "the frames' gradients should differ"
+        assert not torch.allclose(per_frame[0], per_frame[-1]), (
+            "the frames' gradients should differ"
+        )
 
 
 def test_one_optimizer_step_moves_the_tied_storage_as_f_separate_updates(trained):
@@ -196,10 +227,14 @@ def test_one_optimizer_step_moves_the_tied_storage_as_f_separate_updates(trained
     clip = cfg.SOLVER.CLIP_GRADIENTS
     assert clip.ENABLED and cfg.SOLVER.OPTIMIZER.upper() == "ADAMW"
     all_grads = [gr for n, gr in grads.items() if gr is not None]
-    total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(gr, clip.NORM_TYPE)
-                                                       for gr in all_grads]), clip.NORM_TYPE)
+    total_norm = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(gr, clip.NORM_TYPE) for gr in all_grads]),
+        clip.NORM_TYPE,
+    )
     coef = torch.clamp(clip.CLIP_VALUE / (total_norm + 1e-6), max=1.0)
-    group = next(gr for gr in trained["optimizer"].param_groups if JOINT_BIAS.format(0, "") in gr["names"])
+    group = next(
+        gr for gr in trained["optimizer"].param_groups if JOINT_BIAS.format(0, "") in gr["names"]
+    )
     lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
     b1, b2 = group["betas"]
     assert lr == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER)
@@ -214,7 +249,9 @@ def test_one_optimizer_step_moves_the_tied_storage_as_f_separate_updates(trained
             denom = ((1 - b2) * gr * gr).sqrt() / math.sqrt(1 - b2) + eps
             ref.addcdiv_((1 - b1) * gr, denom, value=-lr / (1 - b1))
         got = trained["after"][names[0]]
-        assert all(torch.equal(trained["after"][n], got) for n in names), "the frames no longer share storage"
+        assert all(torch.equal(trained["after"][n], got) for n in names), (
+            "the frames no longer share storage"
+        )
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-9)
         summed = sum(grads[n] for n in names) * coef  # what one shared Parameter would do
         one = start * (1 - lr * wd) - lr * summed / (summed.abs() + eps)

@@ -1,5 +1,6 @@
 """The GPU check's verdict (pavenet.apps.gpu_check, tools/gpu_check.py): both backends must match the golden
 outputs and each other within the CPU golden test's tolerances; inputs it cannot run on are clear errors."""
+
 import json
 
 import numpy as np
@@ -11,7 +12,11 @@ from pavenet.apps.gpu_check import GOLDEN_CASE, GpuCheckError, check_kernel, com
 
 def _run(memory, det):
     det = torch.as_tensor(det, dtype=torch.float64)
-    return {"memory": torch.as_tensor(memory, dtype=torch.float64), "prenms": det.clone(), "det": det}
+    return {
+        "memory": torch.as_tensor(memory, dtype=torch.float64),
+        "prenms": det.clone(),
+        "det": det,
+    }
 
 
 def _gold():
@@ -23,7 +28,11 @@ def test_identical_runs_pass_and_a_kernel_off_by_a_pixel_fails():
     gold = _gold()
     same = _run(gold["memory"], gold["det_kpts"])
     res = compare_runs({"pytorch": same, "kernel": same}, gold)
-    assert res["ok"] and res["kernel_vs_pytorch"]["det_xy_px"] == 0.0 and res["pytorch"]["memory_vs_golden"] == 0.0
+    assert (
+        res["ok"]
+        and res["kernel_vs_pytorch"]["det_xy_px"] == 0.0
+        and res["pytorch"]["memory_vs_golden"] == 0.0
+    )
     shifted = gold["det_kpts"].copy()
     shifted[1, 4, 0] += 1.0  # one joint one pixel off
     res = compare_runs({"pytorch": same, "kernel": _run(gold["memory"], shifted)}, gold)

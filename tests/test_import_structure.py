@@ -1,5 +1,6 @@
 """The package's imports stay one-way: no cycle between pavenet modules (read statically, imports inside
 functions included), and the checkpoint file I/O sits below both the checkpointer and the converter."""
+
 import ast
 
 from conftest import REPO_ROOT
@@ -73,7 +74,10 @@ def _cycles(graph):
 
 def _ignoring_package_inits(graph):
     # `pkg/__init__.py` re-exporting its own submodules is not a cycle a reader has to follow.
-    return {m: {d for d in deps if not (m.startswith(d + ".") and d in graph)} for m, deps in graph.items()}
+    return {
+        m: {d for d in deps if not (m.startswith(d + ".") and d in graph)}
+        for m, deps in graph.items()
+    }
 
 
 def test_no_import_cycles_between_pavenet_modules():

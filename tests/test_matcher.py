@@ -1,4 +1,5 @@
 """Hungarian pose matcher (docs/REFERENCE.md §8): hand-built assignments and hand-computed cost terms."""
+
 import math
 
 import pytest
@@ -15,8 +16,12 @@ def _target(kpts, visible=None, areas=None, image_size=(100, 200)):
     n = kpts.shape[0]
     return {
         "keypoints": kpts,
-        "visible": torch.ones(n, K) if visible is None else torch.as_tensor(visible, dtype=torch.float32),
-        "areas": torch.full((n,), 2000.0) if areas is None else torch.as_tensor(areas, dtype=torch.float32),
+        "visible": torch.ones(n, K)
+        if visible is None
+        else torch.as_tensor(visible, dtype=torch.float32),
+        "areas": torch.full((n,), 2000.0)
+        if areas is None
+        else torch.as_tensor(areas, dtype=torch.float32),
         "image_size": image_size,
     }
 
@@ -35,17 +40,17 @@ def test_obvious_assignment_and_permutation_invariance():
         preds[0, q] = gt[j] + 0.002
     logits = torch.zeros(1, 8, 1)
     matcher = PoseHungarianMatcher()
-    (pred_idx, gt_idx), = matcher(logits, preds, [_target(gt)])
+    ((pred_idx, gt_idx),) = matcher(logits, preds, [_target(gt)])
     assert dict(zip(pred_idx.tolist(), gt_idx.tolist())) == {1: 1, 4: 0, 6: 2}
     assert pred_idx.tolist() == sorted(pred_idx.tolist())
 
     # Permuting the queries permutes the result the same way.
     perm = torch.randperm(8)
-    (p2, g2), = matcher(logits[:, perm], preds[:, perm], [_target(gt)])
+    ((p2, g2),) = matcher(logits[:, perm], preds[:, perm], [_target(gt)])
     assert {int(perm[p]): int(g) for p, g in zip(p2, g2)} == {1: 1, 4: 0, 6: 2}
     # Permuting the GT permutes the GT indices.
     gperm = torch.tensor([2, 0, 1])
-    (p3, g3), = matcher(logits, preds, [_target(gt[gperm])])
+    ((p3, g3),) = matcher(logits, preds, [_target(gt[gperm])])
     assert {int(p): int(gperm[g]) for p, g in zip(p3, g3)} == {1: 1, 4: 0, 6: 2}
 
 
@@ -53,7 +58,7 @@ def test_classification_cost_breaks_ties():
     gt = _people(1)
     preds = gt[None].repeat(1, 3, 1, 1)  # three identical poses
     logits = torch.tensor([[[-3.0], [4.0], [0.0]]])
-    (pred_idx, gt_idx), = PoseHungarianMatcher()(logits, preds, [_target(gt)])
+    ((pred_idx, gt_idx),) = PoseHungarianMatcher()(logits, preds, [_target(gt)])
     assert pred_idx.tolist() == [1] and gt_idx.tolist() == [0]
 
 
@@ -67,7 +72,7 @@ def test_empty_gt_and_batch():
     assert out[0][0].numel() == 0 and out[0][1].numel() == 0 and out[0][0].dtype == torch.int64
     assert sorted(out[1][1].tolist()) == [0, 1]
     # More GT than queries: every query is used once.
-    (p, g), = matcher(torch.zeros(1, 2, 1), preds[:1, :2], [_target(_people(4))])
+    ((p, g),) = matcher(torch.zeros(1, 2, 1), preds[:1, :2], [_target(_people(4))])
     assert sorted(p.tolist()) == [0, 1] and len(set(g.tolist())) == 2
 
 
@@ -78,10 +83,10 @@ def test_valid_mask_excludes_rows_even_if_nan():
     preds[0, 3] = float("nan")  # ... and a garbage one, both invalid
     preds[0, 2] = gt[0] + 0.01
     valid = torch.tensor([[False, True, True, False]])
-    (p, g), = PoseHungarianMatcher()(torch.zeros(1, 4, 1), preds, [_target(gt)], valid=valid)
+    ((p, g),) = PoseHungarianMatcher()(torch.zeros(1, 4, 1), preds, [_target(gt)], valid=valid)
     assert p.tolist() == [2] and g.tolist() == [0]
     # Without the mask the perfect one wins (and the nan row does not crash scipy).
-    (p, g), = PoseHungarianMatcher()(torch.zeros(1, 4, 1), preds, [_target(gt)])
+    ((p, g),) = PoseHungarianMatcher()(torch.zeros(1, 4, 1), preds, [_target(gt)])
     assert p.tolist() == [0]
 
 
@@ -89,7 +94,7 @@ def test_class_cost_hand_computed():
     m = PoseHungarianMatcher(focal_alpha=0.25, focal_gamma=2.0)
     x = 0.7
     p = 1 / (1 + math.exp(-x))
-    expected = 0.25 * (1 - p) ** 2 * -math.log(p + 1e-12) - 0.75 * p ** 2 * -math.log(1 - p + 1e-12)
+    expected = 0.25 * (1 - p) ** 2 * -math.log(p + 1e-12) - 0.75 * p**2 * -math.log(1 - p + 1e-12)
     c = m.class_cost(torch.tensor([[x], [x]]), 3)
     assert c.shape == (2, 3)
     assert torch.allclose(c, torch.full((2, 3), expected), atol=1e-6)
@@ -142,7 +147,7 @@ def test_total_cost_is_the_weighted_sum():
     )
     assert torch.allclose(total, expected, atol=1e-5)
     # And the assignment minimises it: brute force over all injective maps of 2 GT into 6 queries.
-    (p, g), = m(logits[None], preds[None], [tgt])
+    ((p, g),) = m(logits[None], preds[None], [tgt])
     best = min(total[a, 0] + total[b, 1] for a in range(6) for b in range(6) if a != b)
     got = sum(total[pi, gi] for pi, gi in zip(p.tolist(), g.tolist()))
     assert float(got) == pytest.approx(float(best), abs=1e-5)
@@ -151,9 +156,27 @@ def test_total_cost_is_the_weighted_sum():
 def test_bad_targets_raise_clear_errors():
     m = PoseHungarianMatcher()
     with pytest.raises(KeyError, match="areas"):
-        m(torch.zeros(1, 2, 1), torch.rand(1, 2, K, 2), [{"keypoints": torch.rand(1, K, 2),
-                                                         "visible": torch.ones(1, K), "image_size": (10, 10)}])
+        m(
+            torch.zeros(1, 2, 1),
+            torch.rand(1, 2, K, 2),
+            [
+                {
+                    "keypoints": torch.rand(1, K, 2),
+                    "visible": torch.ones(1, K),
+                    "image_size": (10, 10),
+                }
+            ],
+        )
     with pytest.raises(ValueError, match="OKS sigmas"):
-        m(torch.zeros(1, 2, 1), torch.rand(1, 2, 17, 2),
-          [{"keypoints": torch.rand(1, 17, 2), "visible": torch.ones(1, 17), "areas": torch.ones(1),
-            "image_size": (10, 10)}])
+        m(
+            torch.zeros(1, 2, 1),
+            torch.rand(1, 2, 17, 2),
+            [
+                {
+                    "keypoints": torch.rand(1, 17, 2),
+                    "visible": torch.ones(1, 17),
+                    "areas": torch.ones(1),
+                    "image_size": (10, 10),
+                }
+            ],
+        )

@@ -1,13 +1,18 @@
 """Deformable attention: grid_sample core vs a naive per-point bilinear loop, and the multi-frame form
 (frames as extra levels, one softmax) vs the official per-frame loop with re-weighted softmaxes."""
+
 import math
 
 import pytest
-
 import torch
 
-from pavenet.modeling.ms_deform_attn import (MultiFrameDeformAttn, PoseAwareAttention, frame_prefixes,
-                                             ms_deform_attn_core, multi_frame_deform_attn)
+from pavenet.modeling.ms_deform_attn import (
+    MultiFrameDeformAttn,
+    PoseAwareAttention,
+    frame_prefixes,
+    ms_deform_attn_core,
+    multi_frame_deform_attn,
+)
 
 
 def _bilinear(vmap, x, y):
@@ -35,11 +40,13 @@ def _naive(value, shapes, locs, weights):
             for hh in range(nh):
                 acc = torch.zeros(d, dtype=torch.float64)
                 for lv, (h, w) in enumerate(shapes):
-                    vmap = value[b, starts[lv]:starts[lv] + h * w, hh].T.reshape(d, h, w)
+                    vmap = value[b, starts[lv] : starts[lv] + h * w, hh].T.reshape(d, h, w)
                     for pi in range(p):
                         x, y = locs[b, qi, hh, lv, pi]
-                        acc += float(weights[b, qi, hh, lv, pi]) * _bilinear(vmap, float(x), float(y))
-                out[b, qi, hh * d:(hh + 1) * d] = acc
+                        acc += float(weights[b, qi, hh, lv, pi]) * _bilinear(
+                            vmap, float(x), float(y)
+                        )
+                out[b, qi, hh * d : (hh + 1) * d] = acc
     return out
 
 
@@ -80,29 +87,48 @@ def test_frame_prefixes_and_official_attribute_names():
     assert frame_prefixes(1) == [""]
     assert frame_prefixes(3) == ["pre_", "", "next_"]
     assert frame_prefixes(5) == ["pre_pre_", "pre_", "", "next_", "next_next_"]
-    names = {n for n, _ in PoseAwareAttention(num_frames=5, embed_dim=32, num_heads=4, num_keypoints=3).named_parameters()}
-    assert "pre_pre_sampling_offsets.weight" in names and "next_next_attention_weights.bias" in names
+    names = {
+        n
+        for n, _ in PoseAwareAttention(
+            num_frames=5, embed_dim=32, num_heads=4, num_keypoints=3
+        ).named_parameters()
+    }
+    assert (
+        "pre_pre_sampling_offsets.weight" in names and "next_next_attention_weights.bias" in names
+    )
 
 
 def test_pose_attention_init_samples_the_reference_keypoints():
     """Zero-init offsets/weights: sampling sits exactly on each frame's reference keypoints, uniform weights."""
     torch.manual_seed(0)
-    attn = PoseAwareAttention(num_frames=3, embed_dim=16, num_heads=2, num_levels=1, num_keypoints=2, dropout=0.0).eval()
+    attn = PoseAwareAttention(
+        num_frames=3, embed_dim=16, num_heads=2, num_levels=1, num_keypoints=2, dropout=0.0
+    ).eval()
     shapes = torch.tensor([(4, 4)])
     values = torch.randn(1, 3, 16, 16)
     refs = torch.rand(1, 3, 1, 1, 4) * 0.8 + 0.1  # (N, F, Q, L, 2K)
     q = torch.randn(1, 1, 16)
     out = attn(q, torch.zeros_like(q), values, refs, shapes)
     v = attn.value_proj(values).view(1, 3, 16, 2, 8)
-    locs = refs.view(1, 3, 1, 2, 2).permute(0, 2, 1, 3, 4)[:, :, None, :, None].expand(1, 1, 2, 3, 1, 2, 2)
-    expect = ms_deform_attn_core(v.reshape(1, 48, 2, 8), [(4, 4)] * 3, locs.reshape(1, 1, 2, 3, 2, 2),
-                                 torch.full((1, 1, 2, 3, 2), 1 / 6))
+    locs = (
+        refs.view(1, 3, 1, 2, 2)
+        .permute(0, 2, 1, 3, 4)[:, :, None, :, None]
+        .expand(1, 1, 2, 3, 1, 2, 2)
+    )
+    expect = ms_deform_attn_core(
+        v.reshape(1, 48, 2, 8),
+        [(4, 4)] * 3,
+        locs.reshape(1, 1, 2, 3, 2, 2),
+        torch.full((1, 1, 2, 3, 2), 1 / 6),
+    )
     assert torch.allclose(out, q + attn.output_proj(expect), atol=1e-5)
 
 
 def test_joint_attention_grouped_by_clip_equals_per_person():
     torch.manual_seed(0)
-    attn = MultiFrameDeformAttn(num_frames=3, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0).eval()
+    attn = MultiFrameDeformAttn(
+        num_frames=3, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0
+    ).eval()
     for m in attn.offset_layers() + attn.weight_layers():
         torch.nn.init.normal_(m.weight, std=0.1)
     shapes = torch.tensor([(4, 5), (2, 3)])
@@ -134,7 +160,9 @@ def test_sampling_is_mirror_consistent():
     out = ms_deform_attn_core(to_tokens(maps), shapes, loc, weights)
     mirrored_loc = loc.clone()
     mirrored_loc[..., 0] = 1 - loc[..., 0]
-    out_flipped = ms_deform_attn_core(to_tokens([m.flip(-1) for m in maps]), shapes, mirrored_loc, weights)
+    out_flipped = ms_deform_attn_core(
+        to_tokens([m.flip(-1) for m in maps]), shapes, mirrored_loc, weights
+    )
     torch.testing.assert_close(out_flipped, out, rtol=1e-5, atol=1e-6)
     # Mirroring y instead (a swapped x/y convention) must not agree.
     wrong_loc = loc.clone()
@@ -144,15 +172,26 @@ def test_sampling_is_mirror_consistent():
 
 
 def _joint_attn(offset_bias):
-    return MultiFrameDeformAttn(num_frames=5, embed_dim=16, num_heads=2, num_levels=2, num_points=2, dropout=0.0,
-                                offset_bias=offset_bias)
+    return MultiFrameDeformAttn(
+        num_frames=5,
+        embed_dim=16,
+        num_heads=2,
+        num_levels=2,
+        num_points=2,
+        dropout=0.0,
+        offset_bias=offset_bias,
+    )
 
 
 def _joint_attn_inputs():
     g = torch.Generator().manual_seed(3)
-    return (torch.randn(1, 3, 16, generator=g), torch.randn(1, 3, 16, generator=g),
-            torch.randn(1, 5, 4 * 4 + 2 * 2, 16, generator=g), torch.tensor([[4, 4], [2, 2]]),
-            torch.rand(1, 5, 3, 2, 2, generator=g))
+    return (
+        torch.randn(1, 3, 16, generator=g),
+        torch.randn(1, 3, 16, generator=g),
+        torch.randn(1, 5, 4 * 4 + 2 * 2, 16, generator=g),
+        torch.tensor([[4, 4], [2, 2]]),
+        torch.rand(1, 5, 3, 2, 2, generator=g),
+    )
 
 
 def test_joint_offset_bias_modes_load_like_the_official_model():
@@ -187,7 +226,9 @@ def test_joint_offset_bias_shared_storage_is_official_f_parameters_over_one_tens
     storage(q, pos, values, refs, shapes).sum().backward()
     param(q, pos, values, refs, shapes).sum().backward()
     per_frame = []
-    for f in range(5):  # frame f's contribution alone: an independent copy, gradient of frame f's bias
+    for f in range(
+        5
+    ):  # frame f's contribution alone: an independent copy, gradient of frame f's bias
         one = _joint_attn("independent")
         one.load_state_dict(storage.state_dict())
         one(q, pos, values, refs, shapes).sum().backward()

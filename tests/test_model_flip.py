@@ -14,6 +14,7 @@ other runs), the gap much less (0.15-0.33 correct, <= 0.05 mutant), so the gap i
 config's 256x192 an iteration costs twice as much (1.1-1.2 s vs 0.6 s; 200 iterations gave 0.68 vs 0.29,
 the mutant 0.30 vs 0.30). The `make demo` model (1800 iterations of 4 clips at 256x192) gives 0.97 vs 0.40.
 """
+
 import os
 
 import numpy as np
@@ -46,24 +47,41 @@ def train_tiny(out_dir, root, max_iter=200):
     from pavenet.engine import Trainer
 
     names = _register(root)
-    cfg = load_tiny_cfg(*[
-        "DATASETS.TRAIN", (names["train"],),
-        "DATASETS.TEST", (),
-        "DATALOADER.NUM_WORKERS", 0,
-        "SOLVER.IMS_PER_BATCH", 2,
-        "SOLVER.MAX_ITER", max_iter,
-        "SOLVER.STEPS", (10 * max_iter,),
-        "SOLVER.CHECKPOINT_PERIOD", 10 * max_iter,
-        # 128x96 frames instead of the config's 256x192: half the CPU time per iteration (numbers in the
-        # module docstring)
-        "INPUT.MIN_SIZE_TRAIN", (96,),
-        "INPUT.MAX_SIZE_TRAIN", 128,
-        "INPUT.MIN_SIZE_TEST", 96,
-        "INPUT.MAX_SIZE_TEST", 128,
-        "SEED", 3,
-        "OUTPUT_DIR", str(out_dir),
-    ])
-    assert cfg.INPUT.RANDOM_FLIP == "horizontal"  # the model learns left/right from flipped clips too
+    cfg = load_tiny_cfg(
+        *[
+            "DATASETS.TRAIN",
+            (names["train"],),
+            "DATASETS.TEST",
+            (),
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "SOLVER.MAX_ITER",
+            max_iter,
+            "SOLVER.STEPS",
+            (10 * max_iter,),
+            "SOLVER.CHECKPOINT_PERIOD",
+            10 * max_iter,
+            # 128x96 frames instead of the config's 256x192: half the CPU time per iteration (numbers in the
+            # module docstring)
+            "INPUT.MIN_SIZE_TRAIN",
+            (96,),
+            "INPUT.MAX_SIZE_TRAIN",
+            128,
+            "INPUT.MIN_SIZE_TEST",
+            96,
+            "INPUT.MAX_SIZE_TEST",
+            128,
+            "SEED",
+            3,
+            "OUTPUT_DIR",
+            str(out_dir),
+        ]
+    )
+    assert (
+        cfg.INPUT.RANDOM_FLIP == "horizontal"
+    )  # the model learns left/right from flipped clips too
     seed_all_rng(cfg.SEED)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -85,7 +103,11 @@ def flip_consistency(cfg, model, dataset_name, every=1):
     from detectron2.data import DatasetCatalog
 
     from pavenet.data.dataset_mapper import PoseTrackClipDatasetMapper
-    from pavenet.data.keypoint_meta import POSETRACK_KEYPOINT_NAMES, POSETRACK_OKS_SIGMAS, flip_indices
+    from pavenet.data.keypoint_meta import (
+        POSETRACK_KEYPOINT_NAMES,
+        POSETRACK_OKS_SIGMAS,
+        flip_indices,
+    )
 
     mapper = PoseTrackClipDatasetMapper(cfg, is_train=False)
     swap = flip_indices(POSETRACK_KEYPOINT_NAMES)
@@ -111,8 +133,9 @@ def flip_consistency(cfg, model, dataset_name, every=1):
 def synthetic_root(tmp_path_factory):
     from pavenet.data.synthetic import generate_synthetic_posetrack
 
-    return generate_synthetic_posetrack(str(tmp_path_factory.mktemp("flip_synth")), num_train=8, num_val=4,
-                                        num_frames=16)
+    return generate_synthetic_posetrack(
+        str(tmp_path_factory.mktemp("flip_synth")), num_train=8, num_val=4, num_frames=16
+    )
 
 
 def test_flipped_clip_gives_mirrored_predictions(tmp_path, synthetic_root, one_torch_thread):

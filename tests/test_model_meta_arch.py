@@ -1,9 +1,9 @@
 """PAVENet meta-architecture: official parameter count / names, a tiny train step, batched eval, no NMS."""
+
 import copy
 
 import pytest
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Instances, Keypoints
@@ -17,7 +17,11 @@ from conftest import REPO_ROOT
 
 def _cfg(tiny=True, **over):
     cfg = add_pavenet_config(get_cfg())
-    cfg.merge_from_file(str(REPO_ROOT / "configs" / ("synthetic/pavenet_tiny.yaml" if tiny else "Base-PAVENet.yaml")))
+    cfg.merge_from_file(
+        str(
+            REPO_ROOT / "configs" / ("synthetic/pavenet_tiny.yaml" if tiny else "Base-PAVENet.yaml")
+        )
+    )
     cfg.MODEL.DEVICE = "cpu"
     cfg.merge_from_list([x for item in over.items() for x in item])
     return cfg
@@ -37,8 +41,11 @@ def _read_keys(path):
 
 def test_r50_f3_matches_official_count_and_names(official_keys_file):
     model = build_model(_cfg(tiny=False))
-    frozen_bn = sum(b.numel() for n, b in model.named_buffers()
-                    if n.startswith("backbone") and n.endswith(("norm.weight", "norm.bias")))
+    frozen_bn = sum(
+        b.numel()
+        for n, b in model.named_buffers()
+        if n.startswith("backbone") and n.endswith(("norm.weight", "norm.bias"))
+    )
     fc_hm = sum(b.numel() for n, b in model.named_buffers() if "fc_hm" in n)
     total = sum(p.numel() for p in model.parameters()) + frozen_bn + fc_hm
     # As official, the joint offset biases are F Parameters over one storage, each counted (2 x 3 x 256).
@@ -46,7 +53,9 @@ def test_r50_f3_matches_official_count_and_names(official_keys_file):
     # One-to-one: every official tensor (minus num_batches_tracked) maps onto exactly one of ours, same shape.
     official = {k: torch.zeros(s) for k, s in _read_keys(official_keys_file).items()}
     ours = model.state_dict()
-    converted = convert_official_state_dict(official, arch="pavenet", num_frames=3, target_state_dict=ours)
+    converted = convert_official_state_dict(
+        official, arch="pavenet", num_frames=3, target_state_dict=ours
+    )
     assert set(converted) == set(ours)
     assert all(tuple(converted[k].shape) == tuple(ours[k].shape) for k in ours)
     assert sum(1 for k in official if not k.endswith("num_batches_tracked")) == len(ours)
@@ -58,17 +67,28 @@ def test_r50_f3_matches_official_count_and_names(official_keys_file):
 def test_r50_f5_names_and_size():
     model = build_model(_cfg(tiny=False, **{"MODEL.PAVENET.NUM_FRAMES": 5}))
     names = set(model.state_dict())
-    for n in ("head.transformer.decoder.layers.0.attentions.1.pre_pre_sampling_offsets.weight",
-              "head.transformer.refine_decoder.layers.1.attentions.1.next_next_attention_weights.bias",
-              "head.next_next_kpt_branches.2.6.weight", "head.pre_pre_refine_kpt_branches.1.4.bias"):
+    for n in (
+        "head.transformer.decoder.layers.0.attentions.1.pre_pre_sampling_offsets.weight",
+        "head.transformer.refine_decoder.layers.1.attentions.1.next_next_attention_weights.bias",
+        "head.next_next_kpt_branches.2.6.weight",
+        "head.pre_pre_refine_kpt_branches.1.4.bias",
+    ):
         assert n in names, n
-    total = sum(t.numel() for n, t in model.state_dict().items() if "running_" not in n and "flow.mask" not in n)
+    total = sum(
+        t.numel()
+        for n, t in model.state_dict().items()
+        if "running_" not in n and "flow.mask" not in n
+    )
     assert abs(total - 58.1e6) <= 0.01 * 58.1e6, total
 
 
 def _clip(h, w, n=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    d = {"images": torch.randint(0, 256, (3, 3, h, w), dtype=torch.uint8, generator=g), "height": h, "width": w}
+    d = {
+        "images": torch.randint(0, 256, (3, 3, h, w), dtype=torch.uint8, generator=g),
+        "height": h,
+        "width": w,
+    }
     inst = Instances((h, w))
     kp = torch.rand(n, 15, 3, generator=g) * torch.tensor([w, h, 1.0])
     kp[..., 2] = 2
@@ -84,8 +104,15 @@ def test_tiny_train_step_finite_losses_and_every_param_gets_a_gradient():
     torch.manual_seed(0)
     model = build_model(_cfg()).train()
     losses = model([_clip(96, 128, seed=1), _clip(80, 112, n=3, seed=2)])
-    expected = {"loss_cls_enc", "loss_kpt_enc", "loss_cls", "loss_kpt", "loss_cls_d0", "loss_kpt_d0",
-                "loss_kpt_refine_d0"}
+    expected = {
+        "loss_cls_enc",
+        "loss_kpt_enc",
+        "loss_cls",
+        "loss_kpt",
+        "loss_cls_d0",
+        "loss_kpt_d0",
+        "loss_kpt_refine_d0",
+    }
     assert expected <= set(losses), sorted(losses)
     assert all(torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()
@@ -136,12 +163,21 @@ def test_duplicate_queries_survive_without_nms_and_oks_nms_removes_them():
     k[3] = torch.rand(15, 2)
     sigma = torch.full((4, 15, 2), 0.05)
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
-    inst, post = model.postprocess(k, sigma, scores, k[:, None].repeat(1, 3, 1, 1), (100, 100), (100, 100))
+    inst, post = model.postprocess(
+        k, sigma, scores, k[:, None].repeat(1, 3, 1, 1), (100, 100), (100, 100)
+    )
     assert len(inst) == 4  # identical poses are all kept: NMS-free by default
     keep = oks_nms(post["prenms_keypoints"][..., :2], scores, 0.45, [0.05] * 15)
     assert keep.tolist() == [0, 3]
     model.oks_nms_thresh = 0.45
-    assert len(model.postprocess(k, sigma, scores, k[:, None].repeat(1, 3, 1, 1), (100, 100), (100, 100))[0]) == 2
+    assert (
+        len(
+            model.postprocess(
+                k, sigma, scores, k[:, None].repeat(1, 3, 1, 1), (100, 100), (100, 100)
+            )[0]
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize("frames", [1, 5])
@@ -155,17 +191,21 @@ def test_other_frame_counts_run(frames):
 
 
 def test_f5_joint_start_pose_follows_the_official_t2_branch():
-    """docs/REFERENCE.md §16 8a: the official F=5 head recomputes the t+2 joint-decoder start pose with next_kpt_branches
+    """docs/REFERENCE.md §16 8a: the official F=5 head recomputes the t+2 joint-decoder start pose with
+    next_kpt_branches
     (default "next"); "next_next" starts from the pose decoder's own t+2 reference."""
     from pavenet.modeling.transformer import inverse_sigmoid
 
     models = {}
     for branch in ("next", "next_next"):
         torch.manual_seed(0)
-        models[branch] = build_model(_cfg(**{"MODEL.PAVENET.NUM_FRAMES": 5,
-                                             "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH": branch})).eval()
+        models[branch] = build_model(
+            _cfg(**{"MODEL.PAVENET.NUM_FRAMES": 5, "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH": branch})
+        ).eval()
     head = models["next"].head
-    with torch.no_grad():  # make the t+1 and t+2 branches differ (their last layers start at 0 / equal init)
+    with (
+        torch.no_grad()
+    ):  # make the t+1 and t+2 branches differ (their last layers start at 0 / equal init)
         for p in head.next_kpt_branches[-1].parameters():
             p.normal_(0, 0.1)
         models["next_next"].load_state_dict(models["next"].state_dict())
@@ -180,11 +220,16 @@ def test_f5_joint_start_pose_follows_the_official_t2_branch():
     # frames t-2..t+1: the last pose layer's references in both variants
     assert torch.equal(official[:, :4], own[:, :4])
     assert torch.equal(own[:, 4].flatten(1), last["references"][0, 4, q])
-    expect = (head.next_kpt_branches[-1](last["hs"][0, q]) + inverse_sigmoid(pose["input_references"][0, 4, q])).sigmoid()
+    expect = (
+        head.next_kpt_branches[-1](last["hs"][0, q])
+        + inverse_sigmoid(pose["input_references"][0, 4, q])
+    ).sigmoid()
     torch.testing.assert_close(official[:, 4].flatten(1), expect)
     assert not torch.allclose(official[:, 4], own[:, 4])
     with pytest.raises(ValueError, match="F5_T2_REFERENCE_BRANCH"):
-        build_model(_cfg(**{"MODEL.PAVENET.NUM_FRAMES": 5, "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH": "t2"}))
+        build_model(
+            _cfg(**{"MODEL.PAVENET.NUM_FRAMES": 5, "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH": "t2"})
+        )
 
 
 def test_clip_normalization_batch_gradient_is_the_mean_of_its_parts():
@@ -203,5 +248,10 @@ def test_clip_normalization_batch_gradient_is_the_mean_of_its_parts():
     whole, first, second = grads(clips), grads(clips[:2]), grads(clips[2:])
     assert set(whole) == set(first) == set(second)
     for name, g in whole.items():
-        torch.testing.assert_close(g, (first[name] + second[name]) / 2, rtol=1e-4, atol=1e-6 * g.abs().max().item(),
-                                   msg=name)
+        torch.testing.assert_close(
+            g,
+            (first[name] + second[name]) / 2,
+            rtol=1e-4,
+            atol=1e-6 * g.abs().max().item(),
+            msg=name,
+        )

@@ -5,21 +5,29 @@ Tolerance: float32 everywhere; the two backends sum the L * P bilinear samples i
 outputs to 1e-5, gradients of one module to rtol 1e-4 / atol 1e-5, every gradient of the whole model to
 1e-4 of that parameter's largest gradient (measured: max |diff| ~1e-6 resp. 2e-6 of the largest).
 """
+
 import pytest
 import torch
 from detectron2.modeling import build_model
+from test_model_meta_arch import _clip
 
 import pavenet.modeling  # noqa: F401
 from pavenet.modeling import msda_backend
-from pavenet.modeling.ms_deform_attn import (MSDeformAttn, MultiFrameDeformAttn, PoseAwareAttention,
-                                             ms_deform_attn_core)
+from pavenet.modeling.ms_deform_attn import (
+    MSDeformAttn,
+    MultiFrameDeformAttn,
+    PoseAwareAttention,
+    ms_deform_attn_core,
+)
+
 from conftest import load_tiny_cfg
-from test_model_meta_arch import _clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-needs_kernel = pytest.mark.skipif(not msda_backend.kernel_available(),
-                                  reason=f"{msda_backend.KERNEL_PACKAGE} is not importable "
-                                         f"(install: {msda_backend.KERNEL_INSTALL})")
+needs_kernel = pytest.mark.skipif(
+    not msda_backend.kernel_available(),
+    reason=f"{msda_backend.KERNEL_PACKAGE} is not importable "
+    f"(install: {msda_backend.KERNEL_INSTALL})",
+)
 OUT_TOL = dict(rtol=1e-5, atol=1e-5)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -34,17 +42,27 @@ def test_resolve_and_named_errors(monkeypatch):
     # The package missing: auto falls back, kernel names the package and the install command.
     monkeypatch.setattr(msda_backend, "_import_kernel", lambda: (None, "ImportError: no module"))
     assert msda_backend.resolve_msda_impl("auto") == "pytorch"
-    with pytest.raises(ImportError, match="torch-ms-deform-attn==0.1.1.*pip install --no-build-isolation"):
+    with pytest.raises(
+        ImportError, match="torch-ms-deform-attn==0.1.1.*pip install --no-build-isolation"
+    ):
         msda_backend.resolve_msda_impl("kernel")
     with pytest.raises(ImportError, match="torch-ms-deform-attn"):
         build_model(_tiny_cfg("MODEL.PAVENET.MSDA_IMPL", "kernel"))
     with pytest.raises(ImportError, match="torch-ms-deform-attn"):
-        ms_deform_attn_core(torch.zeros(1, 4, 1, 2), [(2, 2)], torch.zeros(1, 1, 1, 1, 1, 2),
-                            torch.ones(1, 1, 1, 1, 1), impl="kernel")
+        ms_deform_attn_core(
+            torch.zeros(1, 4, 1, 2),
+            [(2, 2)],
+            torch.zeros(1, 1, 1, 1, 1, 2),
+            torch.ones(1, 1, 1, 1, 1),
+            impl="kernel",
+        )
     model = build_model(_tiny_cfg())  # auto without the kernel: every attention on PyTorch
     assert model.msda_impl == "pytorch"
-    impls = {m.msda_impl for m in model.modules() if isinstance(m, (MSDeformAttn, PoseAwareAttention,
-                                                                     MultiFrameDeformAttn))}
+    impls = {
+        m.msda_impl
+        for m in model.modules()
+        if isinstance(m, (MSDeformAttn, PoseAwareAttention, MultiFrameDeformAttn))
+    }
     assert impls == {"pytorch"}
 
 
@@ -52,13 +70,18 @@ def test_resolve_and_named_errors(monkeypatch):
 def test_auto_uses_the_kernel_in_every_attention_and_logs_it(caplog):
     with caplog.at_level("INFO", logger="pavenet.modeling.msda_backend"):
         model = build_model(_tiny_cfg())
-    attns = [m for m in model.modules() if isinstance(m, (MSDeformAttn, PoseAwareAttention, MultiFrameDeformAttn))]
+    attns = [
+        m
+        for m in model.modules()
+        if isinstance(m, (MSDeformAttn, PoseAwareAttention, MultiFrameDeformAttn))
+    ]
     cfg = _tiny_cfg()
     P = cfg.MODEL.PAVENET
     assert len(attns) == P.ENC_LAYERS + P.POSE_DEC_LAYERS + P.JOINT_DEC_LAYERS
     assert model.msda_impl == "kernel" and all(m.msda_impl == "kernel" for m in attns)
     assert [r.getMessage() for r in caplog.records] == [
-        f"Deformable attention: kernel backend in {len(attns)} modules (MSDA_IMPL='auto')"]
+        f"Deformable attention: kernel backend in {len(attns)} modules (MSDA_IMPL='auto')"
+    ]
     assert build_model(_tiny_cfg("MODEL.PAVENET.MSDA_IMPL", "pytorch")).msda_impl == "pytorch"
 
 
@@ -78,7 +101,9 @@ def _assert_backends_agree(res, names):
     (out_p, grads_p), (out_k, grads_k) = res["pytorch"], res["kernel"]
     torch.testing.assert_close(out_k, out_p, **OUT_TOL)
     for name, gp, gk in zip(names, grads_p, grads_k):
-        assert gp is not None and gp.abs().sum() > 0, f"no gradient for {name}: the check would be vacuous"
+        assert gp is not None and gp.abs().sum() > 0, (
+            f"no gradient for {name}: the check would be vacuous"
+        )
         torch.testing.assert_close(gk, gp, **GRAD_TOL, msg=lambda m: f"grad of {name}: {m}")
 
 
@@ -90,7 +115,9 @@ def test_core_kernel_equals_pytorch_with_gradients():
     value = torch.randn(2, s, 2, 4)
     locs = torch.rand(2, 7, 2, 3, 3, 2) * 1.3 - 0.15  # some points outside the maps (zero padding)
     weights = torch.rand(2, 7, 2, 3, 3)
-    res = _run_both(lambda impl, v, l, w: ms_deform_attn_core(v, shapes, l, w, impl), [value, locs, weights])
+    res = _run_both(
+        lambda impl, v, l, w: ms_deform_attn_core(v, shapes, l, w, impl), [value, locs, weights]
+    )
     _assert_backends_agree(res, ["value", "sampling_locations", "attention_weights"])
 
 
@@ -105,7 +132,9 @@ def _randomise(attn):
 
 
 def _module_grads(attn):
-    return [p for n, p in attn.named_parameters() if "sampling_offsets" in n or "attention_weights" in n]
+    return [
+        p for n, p in attn.named_parameters() if "sampling_offsets" in n or "attention_weights" in n
+    ]
 
 
 def _run_module_both(attn, call, tensors):
@@ -118,7 +147,10 @@ def _run_module_both(attn, call, tensors):
         out = call(*xs)
         proj = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
         (out * proj).sum().backward()
-        res[impl] = (out.detach(), [x.grad for x in xs] + [p.grad.clone() for p in _module_grads(attn)])
+        res[impl] = (
+            out.detach(),
+            [x.grad for x in xs] + [p.grad.clone() for p in _module_grads(attn)],
+        )
     return res
 
 
@@ -143,20 +175,38 @@ S = int(SHAPES.prod(1).sum())
 @needs_kernel
 def test_encoder_attention_kernel_equals_pytorch_with_padding():
     torch.manual_seed(0)
-    attn = _randomise(MSDeformAttn(embed_dim=16, num_heads=2, num_levels=3, num_points=3, dropout=0.0))
-    mask = _padded_mask(2, SHAPES, [(1.0, 1.0), (0.6, 0.8)])  # two frames of different sizes, padded alike
+    attn = _randomise(
+        MSDeformAttn(embed_dim=16, num_heads=2, num_levels=3, num_points=3, dropout=0.0)
+    )
+    mask = _padded_mask(
+        2, SHAPES, [(1.0, 1.0), (0.6, 0.8)]
+    )  # two frames of different sizes, padded alike
     query, pos, refs = torch.randn(2, S, 16), torch.randn(2, S, 16), torch.rand(2, S, 3, 2)
     res = _run_module_both(attn, lambda q, r: attn(q, pos, q, r, SHAPES, mask), [query, refs])
-    _assert_backends_agree(res, ["query/value", "reference_points", "sampling_offsets.weight",
-                                 "sampling_offsets.bias", "attention_weights.weight", "attention_weights.bias"])
+    _assert_backends_agree(
+        res,
+        [
+            "query/value",
+            "reference_points",
+            "sampling_offsets.weight",
+            "sampling_offsets.bias",
+            "attention_weights.weight",
+            "attention_weights.bias",
+        ],
+    )
 
 
 @needs_kernel
 def test_pose_attention_kernel_equals_pytorch_with_padding():
     torch.manual_seed(0)
-    attn = _randomise(PoseAwareAttention(num_frames=3, embed_dim=16, num_heads=2, num_levels=3, num_keypoints=4,
-                                         dropout=0.0))
-    mask = _padded_mask(6, SHAPES, [(1.0, 1.0)] * 3 + [(0.5, 0.7)] * 3).view(2, 3, S)  # clip 2 is smaller
+    attn = _randomise(
+        PoseAwareAttention(
+            num_frames=3, embed_dim=16, num_heads=2, num_levels=3, num_keypoints=4, dropout=0.0
+        )
+    )
+    mask = _padded_mask(6, SHAPES, [(1.0, 1.0)] * 3 + [(0.5, 0.7)] * 3).view(
+        2, 3, S
+    )  # clip 2 is smaller
     q, pos = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
     values, poses = torch.randn(2, 3, S, 16), torch.rand(2, 3, 5, 3, 8) * 0.8 + 0.1
     res = _run_module_both(attn, lambda v, p: attn(q, pos, v, p, SHAPES, mask), [values, poses])
@@ -167,8 +217,11 @@ def test_pose_attention_kernel_equals_pytorch_with_padding():
 @pytest.mark.parametrize("grouped", [False, True], ids=["per_person", "value_index"])
 def test_joint_attention_kernel_equals_pytorch_with_padding(grouped):
     torch.manual_seed(0)
-    attn = _randomise(MultiFrameDeformAttn(num_frames=3, embed_dim=16, num_heads=2, num_levels=3, num_points=2,
-                                           dropout=0.0))
+    attn = _randomise(
+        MultiFrameDeformAttn(
+            num_frames=3, embed_dim=16, num_heads=2, num_levels=3, num_points=2, dropout=0.0
+        )
+    )
     mask = _padded_mask(6, SHAPES, [(1.0, 1.0)] * 3 + [(0.5, 0.7)] * 3).view(2, 3, S)
     clip = torch.tensor([1, 0, 1, 1])
     q, pos = torch.randn(4, 6, 16), torch.randn(4, 6, 16)
@@ -192,7 +245,9 @@ def test_whole_model_kernel_equals_pytorch_on_a_padded_batch():
     and take the left or the right derivative (both valid). The head's weights are perturbed so that no
     point sits on a kink."""
     torch.manual_seed(0)
-    model = build_model(_tiny_cfg("MODEL.PAVENET.MSDA_IMPL", "pytorch", "MODEL.PAVENET.DROPOUT", 0.0))
+    model = build_model(
+        _tiny_cfg("MODEL.PAVENET.MSDA_IMPL", "pytorch", "MODEL.PAVENET.DROPOUT", 0.0)
+    )
     with torch.no_grad():
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 0.02)
@@ -210,12 +265,17 @@ def test_whole_model_kernel_equals_pytorch_on_a_padded_batch():
         torch.manual_seed(3)  # the same random draws (if any) in both training forwards
         losses = model(batch)
         sum(losses.values()).backward()
-        res[impl] = (losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        res[impl] = (
+            losses,
+            {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+        )
     out_p, out_k = outs["pytorch"], outs["kernel"]
     (loss_p, grad_p), (loss_k, grad_k) = res["pytorch"], res["kernel"]
     for a, b in zip(out_p, out_k):
         torch.testing.assert_close(b["instances"].scores, a["instances"].scores, **OUT_TOL)
-        torch.testing.assert_close(b["instances"].pred_keypoints, a["instances"].pred_keypoints, rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(
+            b["instances"].pred_keypoints, a["instances"].pred_keypoints, rtol=1e-5, atol=1e-3
+        )
     assert loss_p.keys() == loss_k.keys()
     for k in loss_p:
         torch.testing.assert_close(loss_k[k], loss_p[k], rtol=1e-4, atol=1e-5, msg=k)
@@ -223,4 +283,6 @@ def test_whole_model_kernel_equals_pytorch_on_a_padded_batch():
     for n in grad_p:
         scale = float(grad_p[n].abs().max())
         diff = float((grad_k[n] - grad_p[n]).abs().max())
-        assert diff <= 1e-4 * max(scale, 1e-3), f"{n}: max |grad diff| {diff:.3g} (max |grad| {scale:.3g})"
+        assert diff <= 1e-4 * max(scale, 1e-3), (
+            f"{n}: max |grad diff| {diff:.3g} (max |grad| {scale:.3g})"
+        )

@@ -1,6 +1,7 @@
 """Cases for changes that survived `make mutate` (docs/TESTING.md): each test names the behaviour a surviving
 mutant broke without any other selected test noticing. Hand-computed expectations in the comments.
 """
+
 import json
 import warnings
 
@@ -52,7 +53,9 @@ def test_bad_settings_name_the_option():
 def test_update_instances_takes_numpy_and_tensors_that_require_grad(make):
     # Instances fields may be numpy arrays, and a tensor from a training-mode forward still carries grad.
     inst = Instances((10, 10))
-    inst.pred_frame_keypoints = make(np.broadcast_to(BASE, (2, 3, 2, 2)) + np.array([[[[0.0]]], [[[50.0]]]]))
+    inst.pred_frame_keypoints = make(
+        np.broadcast_to(BASE, (2, 3, 2, 2)) + np.array([[[[0.0]]], [[[50.0]]]])
+    )
     tracker = PoseTracker(3, SIGMAS)
     ids = tracker.update_instances(inst).pred_track_ids
     assert ids.dtype == torch.int64 and ids.tolist() == [0, 1]
@@ -84,8 +87,21 @@ def test_points_inside_a_slanted_polygon_by_hand():
     #   (13.5, 8) 2.5 out; (13.9, 7.2) 2.1 out; (9, 7), (15, 7) on the vertices' row, outside;
     #   (13, 6), (11, 8) on edges; (12, 9) a vertex.
     diamond = np.array([[10.0, 7.0], [12.0, 5.0], [14.0, 7.0], [12.0, 9.0]])
-    pts = np.array([[12.0, 7.0], [11.0, 7.5], [10.6, 7.2], [13.9, 7.05], [13.5, 8.0], [13.9, 7.2], [9.0, 7.0],
-                    [15.0, 7.0], [13.0, 6.0], [11.0, 8.0], [12.0, 9.0]])
+    pts = np.array(
+        [
+            [12.0, 7.0],
+            [11.0, 7.5],
+            [10.6, 7.2],
+            [13.9, 7.05],
+            [13.5, 8.0],
+            [13.9, 7.2],
+            [9.0, 7.0],
+            [15.0, 7.0],
+            [13.0, 6.0],
+            [11.0, 8.0],
+            [12.0, 9.0],
+        ]
+    )
     expected = [True, True, True, True] + [False] * 7
     assert points_strictly_inside(pts, diamond).tolist() == expected
     # Horizontal edges divide by zero in the crossing formula (expected, so silent): a point on an edge's line
@@ -93,13 +109,17 @@ def test_points_inside_a_slanted_polygon_by_hand():
     square = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = points_strictly_inside(np.array([[5.0, 5.0], [12.0, 0.0], [5.0, 10.0], [0.0, 3.0]]), square)
+        got = points_strictly_inside(
+            np.array([[5.0, 5.0], [12.0, 0.0], [5.0, 10.0], [0.0, 3.0]]), square
+        )
     assert got.tolist() == [True, False, False, False]
 
 
 def test_a_degenerate_polygon_contains_nothing_as_a_bool_per_point():
     # Fewer than 3 vertices: nothing inside; the answer is still one bool per point (it is OR-ed into masks).
-    out = points_strictly_inside(np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), np.array([[0.0, 0.0], [4.0, 4.0]]))
+    out = points_strictly_inside(
+        np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), np.array([[0.0, 0.0], [4.0, 4.0]])
+    )
     assert out.dtype == bool and out.tolist() == [False, False, False]
 
 
@@ -141,8 +161,13 @@ def test_clear_mot_metrics_by_hand():
     #    MOTA 100 (1 - (1 + 1 + 2) / 5) = 20, MOTP 100 (1 - 0.8 / 4) = 80, precision 100 x 4 / 6, recall 80.
     #  joint 1: 1 object matched once at distance 0.25 -> MOTA 100, MOTP 75, precision and recall 100.
     #  joint 2: no object, 2 FPs, nothing paired -> MOTA, MOTP, recall NaN; precision 0 / 2 = 0.
-    counts = {"objects": np.array([5, 1, 0]), "matches": np.array([3, 1, 0]), "switches": np.array([1, 0, 0]),
-              "misses": np.array([1, 0, 0]), "false_positives": np.array([2, 0, 2])}
+    counts = {
+        "objects": np.array([5, 1, 0]),
+        "matches": np.array([3, 1, 0]),
+        "switches": np.array([1, 0, 0]),
+        "misses": np.array([1, 0, 0]),
+        "false_positives": np.array([2, 0, 2]),
+    }
     out = clear_mot_metrics(counts, np.array([0.8, 0.25, 0.0]))
     np.testing.assert_allclose(out["mota"], [20.0, 100.0, np.nan])
     np.testing.assert_allclose(out["motp"], [80.0, 75.0, np.nan])
@@ -160,7 +185,13 @@ def test_mot_accumulator_with_duplicate_hypothesis_ids():
     acc.update(np.array([1]), np.array([10]), np.array([[0.1]]))
     acc.update(np.array([1]), np.array([20, 10, 10]), np.array([[0.3, 0.4, 0.1]]))
     acc.update(np.array([1]), np.array([30, 30]), np.array([[0.2, 0.3]]))
-    assert (acc.matches, acc.switches, acc.misses, acc.false_positives, acc.objects) == (2, 1, 0, 3, 3)
+    assert (acc.matches, acc.switches, acc.misses, acc.false_positives, acc.objects) == (
+        2,
+        1,
+        0,
+        3,
+        3,
+    )
     assert acc.total_distance == pytest.approx(0.7)
 
 
@@ -197,7 +228,9 @@ def test_clip_file_names_replicate_borders_and_follow_the_stride():
 def test_atomic_path_keeps_the_extension_and_publishes_only_on_success(tmp_path):
     final = tmp_path / "clip.mp4"
     with atomic_path(str(final)) as tmp:
-        assert tmp.endswith(".mp4") and ".partial-" in tmp  # writers pick the container by the extension
+        assert (
+            tmp.endswith(".mp4") and ".partial-" in tmp
+        )  # writers pick the container by the extension
         assert tmp != str(final)
         open(tmp, "w").write("new")
     assert final.read_text() == "new"
@@ -219,12 +252,22 @@ def test_atomic_write_json_honours_indent(tmp_path):
 # ------------------------------------------------------------------------------------------------ matcher
 def test_matcher_defaults_are_the_official_costs():
     m = PoseHungarianMatcher()
-    assert (m.cost_class, m.cost_kpt_l1, m.cost_oks, m.focal_alpha, m.focal_gamma) == (2.0, 70.0, 7.0, 0.25, 2.0)
+    assert (m.cost_class, m.cost_kpt_l1, m.cost_oks, m.focal_alpha, m.focal_gamma) == (
+        2.0,
+        70.0,
+        7.0,
+        0.25,
+        2.0,
+    )
 
 
 def _target(n=2, k=15):
-    return {"keypoints": torch.zeros(n, k, 2), "visible": torch.ones(n, k), "areas": torch.ones(n),
-            "image_size": (8, 8)}
+    return {
+        "keypoints": torch.zeros(n, k, 2),
+        "visible": torch.ones(n, k),
+        "areas": torch.ones(n),
+        "image_size": (8, 8),
+    }
 
 
 def test_malformed_targets_are_refused_naming_the_clip_and_the_shapes():

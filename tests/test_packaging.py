@@ -1,5 +1,6 @@
 """Installing into an existing environment: setup.py declares every third-party module the package
 imports, and docs/INSTALL.md's "own detectron2" command is the one the detectron2-main venv is built with."""
+
 import ast
 import importlib.metadata
 import re
@@ -16,9 +17,16 @@ NOT_ON_REGISTRY = {"detectron2"}
 def _setup_requirements():
     """Requirement names in setup.py's INSTALL_REQUIRES and EXTRAS_REQUIRE (read, not executed)."""
     tree = ast.parse((REPO_ROOT / "setup.py").read_text())
-    values = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-              for t in n.targets if isinstance(t, ast.Name) and t.id in ("INSTALL_REQUIRES", "EXTRAS_REQUIRE")}
-    reqs = list(values["INSTALL_REQUIRES"]) + [r for rs in values["EXTRAS_REQUIRE"].values() for r in rs]
+    values = {
+        t.id: ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name) and t.id in ("INSTALL_REQUIRES", "EXTRAS_REQUIRE")
+    }
+    reqs = list(values["INSTALL_REQUIRES"]) + [
+        r for rs in values["EXTRAS_REQUIRE"].values() for r in rs
+    ]
     return {_normalize(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]) for r in reqs}
 
 
@@ -59,6 +67,10 @@ def test_setup_py_declares_every_third_party_import():
 def test_the_documented_install_command_is_the_one_the_second_venv_runs():
     assert INSTALL_COMMAND in (REPO_ROOT / "docs" / "INSTALL.md").read_text()
     script = (REPO_ROOT / "scripts" / "setup_d2main.sh").read_text().replace("\\\n", " ")
-    runs = [line for line in script.splitlines() if " -m pip " in line and not line.lstrip().startswith(("say", "#"))]
+    runs = [
+        line
+        for line in script.splitlines()
+        if " -m pip " in line and not line.lstrip().startswith(("say", "#"))
+    ]
     args = INSTALL_COMMAND.split("pip install ")[1]
     assert any(re.search(r" install .*" + re.escape(args) + r"(\s|$)", line) for line in runs), runs

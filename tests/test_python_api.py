@@ -1,6 +1,7 @@
 """The README's Python API example runs as written, on the tiny model (a checkpoint the test saves) and a
 short video the test writes; the other inputs (a folder of frames, an iterator of images) give the same
 persons as each other."""
+
 import contextlib
 import io
 import json
@@ -20,7 +21,7 @@ NUM_FRAMES = 6
 
 def _readme_example() -> str:
     text = (REPO_ROOT / "README.md").read_text()
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -53,7 +54,9 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch, tiny_weights):
     (tmp_path / "configs").symlink_to(REPO_ROOT / "configs")
     (tmp_path / "output" / "demo").mkdir(parents=True)
     (tmp_path / "output" / "demo" / "model_final.pth").symlink_to(tiny_weights[0])
-    writer = cv2.VideoWriter(str(tmp_path / "my_video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))
+    writer = cv2.VideoWriter(
+        str(tmp_path / "my_video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96)
+    )
     for frame in _frames():
         writer.write(frame)
     writer.release()
@@ -67,7 +70,9 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch, tiny_weights):
     for k, v in tiny_weights[1].items():  # the weights named in the example were loaded
         assert torch.equal(model.state_dict()[k], v), k
     lines = [line.split() for line in out.getvalue().splitlines()]
-    assert lines and {int(w[0]) for w in lines} == set(range(NUM_FRAMES))  # every frame, persons in each
+    assert lines and {int(w[0]) for w in lines} == set(
+        range(NUM_FRAMES)
+    )  # every frame, persons in each
     printed = {(int(w[0]), int(w[1])) for w in lines}
     with open(tmp_path / "my_video.json") as f:
         posetrack = json.load(f)
@@ -89,13 +94,20 @@ def test_folder_and_iterator_inputs_give_the_same_persons(tmp_path, tiny_weights
     estimator = VideoPoseEstimator.from_config(str(TINY_CONFIG), weights=str(tiny_weights[0]))
     from_folder = list(estimator(str(folder)))
     from_iterator = list(estimator(iter(frames)))
-    assert [f.index for f in from_folder] == [f.index for f in from_iterator] == list(range(NUM_FRAMES))
+    assert (
+        [f.index for f in from_folder]
+        == [f.index for f in from_iterator]
+        == list(range(NUM_FRAMES))
+    )
     for a, b in zip(from_folder, from_iterator):
         assert [p.track_id for p in a.persons] == [p.track_id for p in b.persons]
-        np.testing.assert_allclose(np.stack([p.keypoints for p in a.persons]),
-                                   np.stack([p.keypoints for p in b.persons]))
+        np.testing.assert_allclose(
+            np.stack([p.keypoints for p in a.persons]), np.stack([p.keypoints for p in b.persons])
+        )
         assert a.frame.shape == (96, 128, 3) and len(a.instances) == len(a.persons)
-    strict = VideoPoseEstimator.from_config(str(TINY_CONFIG), weights=str(tiny_weights[0]), score_thresh=1.1)
+    strict = VideoPoseEstimator.from_config(
+        str(TINY_CONFIG), weights=str(tiny_weights[0]), score_thresh=1.1
+    )
     assert all(not f.persons for f in strict(iter(frames)))
 
 

@@ -1,5 +1,6 @@
 """The environment and the project skeleton: detectron2 imports, named compiled-op errors, configs,
 and a trivially registered meta-architecture that trains and resumes under the Trainer on CPU."""
+
 import importlib
 from pathlib import Path
 
@@ -79,10 +80,16 @@ def test_config_merges_and_uses_only_v06_keys(path):
 
     base = get_cfg()
     pavenet_keys = set(_leaf_keys(add_pavenet_config(get_cfg()))) - set(_leaf_keys(base))
-    v06_keys = {l.strip() for l in V06_KEYS_FILE.read_text().splitlines() if l.strip() and not l.startswith("#")}
+    v06_keys = {
+        l.strip()
+        for l in V06_KEYS_FILE.read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    }
     allowed = v06_keys | pavenet_keys
     unknown = [k for k in _yaml_leaf_keys(path) if k not in allowed]
-    assert not unknown, f"{path} uses keys that detectron2 v0.6 + add_pavenet_config lack: {unknown}"
+    assert not unknown, (
+        f"{path} uses keys that detectron2 v0.6 + add_pavenet_config lack: {unknown}"
+    )
 
     cfg = add_pavenet_config(get_cfg())
     cfg.merge_from_file(str(path))  # raises on unknown keys and bad _BASE_ chains
@@ -99,7 +106,11 @@ def test_bad_config_file_or_override_names_itself(tmp_path):
     unknown.write_text("MODEL:\n  PAVENET:\n    NOT_A_KEY: 1\n")
     broken = tmp_path / "broken.yaml"
     broken.write_text("MODEL: [unclosed\n")
-    for path, needle in ((unknown, "NOT_A_KEY"), (broken, "broken.yaml"), (tmp_path / "none.yaml", "not found")):
+    for path, needle in (
+        (unknown, "NOT_A_KEY"),
+        (broken, "broken.yaml"),
+        (tmp_path / "none.yaml", "not found"),
+    ):
         with pytest.raises(ConfigError, match=needle) as e:
             load_pavenet_config(str(path))
         assert str(path) in str(e.value)
@@ -124,13 +135,17 @@ if "_PAVENetSmokeArch" not in META_ARCH_REGISTRY._obj_map:
         def forward(self, batched_inputs):
             x = torch.stack([b["x"] for b in batched_inputs])
             y = torch.stack([b["y"] for b in batched_inputs])
-            return {"loss_mse": ((self.sampling_offsets(self.backbone(x)).squeeze(1) - y) ** 2).mean()}
+            return {
+                "loss_mse": ((self.sampling_offsets(self.backbone(x)).squeeze(1) - y) ** 2).mean()
+            }
 
 
 def _smoke_loader():
     g = torch.Generator().manual_seed(0)
     while True:
-        yield [{"x": torch.randn(4, generator=g), "y": torch.randn((), generator=g)} for _ in range(2)]
+        yield [
+            {"x": torch.randn(4, generator=g), "y": torch.randn((), generator=g)} for _ in range(2)
+        ]
 
 
 def _smoke_cfg(out_dir, max_iter):
@@ -171,8 +186,12 @@ def test_trivial_meta_arch_trains_and_resumes(tmp_path):
     cfg = _smoke_cfg(tmp_path, max_iter=2)
     trainer = _smoke_trainer(cfg)
     groups = {name: g["lr"] for g in trainer.optimizer.param_groups for name in g["names"]}
-    assert groups["backbone.weight"] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.BACKBONE_MULTIPLIER)
-    assert groups["sampling_offsets.weight"] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER)
+    assert groups["backbone.weight"] == pytest.approx(
+        cfg.SOLVER.BASE_LR * cfg.SOLVER.BACKBONE_MULTIPLIER
+    )
+    assert groups["sampling_offsets.weight"] == pytest.approx(
+        cfg.SOLVER.BASE_LR * cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER
+    )
     before = trainer.model.backbone.weight.detach().clone()
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -226,5 +245,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     second = _smoke_trainer(_smoke_cfg(tmp_path / "resumed", max_iter=4))
     second.resume_or_load(resume=True)
     second.train()
-    for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), second.model.state_dict().values()
+    ):
         assert torch.equal(a, b), f"{name} differs after resume"

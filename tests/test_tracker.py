@@ -1,4 +1,5 @@
 """PoseTracker on a synthetic video with known tracks and constructed window predictions."""
+
 import numpy as np
 import pytest
 import torch
@@ -41,9 +42,21 @@ def _run(tracker, gt, present, seed=1):
 
 def _scene(n_frames=30):
     rng = np.random.default_rng(0)
-    starts = [np.array([100.0, 200.0]), np.array([400.0, 200.0]), np.array([250.0, 400.0]), np.array([600.0, 400.0])]
-    vels = [np.array([8.0, 0.0]), np.array([-8.0, 0.0]), np.array([0.0, -3.0]), np.array([-2.0, 2.0])]
-    gt = np.stack([_person_track(rng, n_frames, s, v) for s, v in zip(starts, vels)])  # (P, L, K, 2)
+    starts = [
+        np.array([100.0, 200.0]),
+        np.array([400.0, 200.0]),
+        np.array([250.0, 400.0]),
+        np.array([600.0, 400.0]),
+    ]
+    vels = [
+        np.array([8.0, 0.0]),
+        np.array([-8.0, 0.0]),
+        np.array([0.0, -3.0]),
+        np.array([-2.0, 2.0]),
+    ]
+    gt = np.stack(
+        [_person_track(rng, n_frames, s, v) for s, v in zip(starts, vels)]
+    )  # (P, L, K, 2)
     present = np.ones(gt.shape[:2], dtype=bool)
     return gt, present
 
@@ -62,7 +75,9 @@ def test_patience_keeps_id_through_brief_miss_and_ids_never_reused():
     gt, present = _scene()
     present[0, 10:12] = False  # person 0 scores low for 2 windows
     present[3, 15:] = False  # person 3 leaves for good ...
-    gt[3, 25:] = gt[3, 14]  # ... and a new person appears exactly where it left, after patience ran out
+    gt[3, 25:] = gt[
+        3, 14
+    ]  # ... and a new person appears exactly where it left, after patience ran out
     present[3, 25:] = True
     out = _run(PoseTracker(F, patience=2), gt, present)
     ids0 = {a[0] for a in out if 0 in a}
@@ -88,7 +103,12 @@ def test_matching_uses_shared_frames_not_key_frames():
     template = rng.uniform(-20, 20, (K, 2))
     n = 8
     step = np.array([80.0, 0.0])
-    gt = np.stack([template + step * np.arange(n)[:, None, None], template + step * (np.arange(n)[:, None, None] + 1)])
+    gt = np.stack(
+        [
+            template + step * np.arange(n)[:, None, None],
+            template + step * (np.arange(n)[:, None, None] + 1),
+        ]
+    )
     present = np.ones((2, n), dtype=bool)
     out = _run(PoseTracker(F), gt, present)
     assert all(a[0] == out[0][0] and a[1] == out[0][1] for a in out)
@@ -105,7 +125,9 @@ def test_oks_properties_and_instances_api():
 
     tracker = PoseTracker(F)
     inst = Instances((200, 200))
-    inst.pred_frame_keypoints = torch.as_tensor(rng.uniform(0, 100, (2, F, K, 2)), dtype=torch.float32)
+    inst.pred_frame_keypoints = torch.as_tensor(
+        rng.uniform(0, 100, (2, F, K, 2)), dtype=torch.float32
+    )
     tracker.update_instances(inst)
     assert inst.pred_track_ids.tolist() == [0, 1]
     empty = Instances((200, 200))

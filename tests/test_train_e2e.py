@@ -1,5 +1,6 @@
 """End to end on tiny settings: multi-process (gloo) training equals single-process training with the same
 total batch, and `--eval-only` runs on the real PoseTrack18 sample and prints the table."""
+
 import json
 import os
 import uuid
@@ -25,22 +26,36 @@ def _tiny_cfg(out_dir, max_iter, synthetic_root):
         *[
             # Per-rank batch statistics and per-process augmentation draws would differ between the two
             # set-ups; the equivalence under test is the gradient/loss normalisation across ranks.
-            "MODEL.RESNETS.NORM", "FrozenBN",
-            "INPUT.RANDOM_FLIP", "none",
-            "INPUT.PAVENET.ROTATION", 0.0,
-            "INPUT.PAVENET.COLOR_AUG", False,
-            "DATASETS.TRAIN", (name,),
-            "DATASETS.TEST", (),
-            "DATALOADER.NUM_WORKERS", 0,
-            "SOLVER.IMS_PER_BATCH", 4,
+            "MODEL.RESNETS.NORM",
+            "FrozenBN",
+            "INPUT.RANDOM_FLIP",
+            "none",
+            "INPUT.PAVENET.ROTATION",
+            0.0,
+            "INPUT.PAVENET.COLOR_AUG",
+            False,
+            "DATASETS.TRAIN",
+            (name,),
+            "DATASETS.TEST",
+            (),
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "SOLVER.IMS_PER_BATCH",
+            4,
             # SGD keeps weight updates linear in the gradients; Adam would turn float noise in
             # exactly-zero gradients (e.g. attention key biases) into full-size steps.
-            "SOLVER.OPTIMIZER", "SGD",
-            "SOLVER.BASE_LR", 0.01,
-            "SOLVER.MAX_ITER", max_iter,
-            "SOLVER.CHECKPOINT_PERIOD", 1000,
-            "SEED", 7,
-            "OUTPUT_DIR", str(out_dir),
+            "SOLVER.OPTIMIZER",
+            "SGD",
+            "SOLVER.BASE_LR",
+            0.01,
+            "SOLVER.MAX_ITER",
+            max_iter,
+            "SOLVER.CHECKPOINT_PERIOD",
+            1000,
+            "SEED",
+            7,
+            "OUTPUT_DIR",
+            str(out_dir),
         ]
     )
     return cfg
@@ -86,7 +101,9 @@ def synthetic_root(tmp_path_factory):
 
 
 def test_two_gloo_processes_match_one_process(tmp_path, synthetic_root):
-    single_losses, single_state = _train_and_record(_tiny_cfg(tmp_path / "single", 3, synthetic_root))
+    single_losses, single_state = _train_and_record(
+        _tiny_cfg(tmp_path / "single", 3, synthetic_root)
+    )
 
     result = tmp_path / "ddp.pth"
     run_gloo_workers(_worker, 2, tmp_path, str(tmp_path / "ddp"), synthetic_root, str(result))
@@ -94,7 +111,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, synthetic_root):
     assert len(ddp["losses"]) == len(single_losses) == 3
     assert ddp["losses"] == pytest.approx(single_losses, rel=1e-4, abs=1e-4)
     for name, w in single_state.items():
-        torch.testing.assert_close(ddp["state"][name], w, rtol=1e-4, atol=1e-5, msg=f"{name} differs")
+        torch.testing.assert_close(
+            ddp["state"][name], w, rtol=1e-4, atol=1e-5, msg=f"{name} differs"
+        )
 
 
 def test_eval_only_on_the_real_posetrack18_sample(tmp_path, sample_dir, capsys):
@@ -107,9 +126,15 @@ def test_eval_only_on_the_real_posetrack18_sample(tmp_path, sample_dir, capsys):
     register_posetrack(name, str(sample_dir / "annotations" / "val"), str(sample_dir))
     args = default_argument_parser().parse_args(
         [
-            "--config-file", TINY, "--eval-only",  # MODEL.DEVICE stays detectron2's "cuda": falls back to cpu
-            "DATASETS.TEST", f"('{name}',)", "OUTPUT_DIR", str(tmp_path),
-            "DATALOADER.NUM_WORKERS", "0",
+            "--config-file",
+            TINY,
+            "--eval-only",  # MODEL.DEVICE stays detectron2's "cuda": falls back to cpu
+            "DATASETS.TEST",
+            f"('{name}',)",
+            "OUTPUT_DIR",
+            str(tmp_path),
+            "DATALOADER.NUM_WORKERS",
+            "0",
         ]
     )
     results = main(args)
@@ -118,8 +143,10 @@ def test_eval_only_on_the_real_posetrack18_sample(tmp_path, sample_dir, capsys):
     assert 0.0 <= ap["AP"] <= 100.0
     captured = capsys.readouterr()
     table = captured.out + captured.err
-    assert all(col in table for col in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")), (
-        "the AP table was not printed")
+    assert all(
+        col in table
+        for col in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
+    ), "the AP table was not printed"
     pred_dir = tmp_path / "inference" / name / "posetrack_predictions"
     files = sorted(p.name for p in pred_dir.glob("*.json"))
     assert files == ["003418_mpii_test.json", "009473_mpii_test.json"]
@@ -138,15 +165,32 @@ def test_tiny_pavenet_resume_reaches_the_same_weights(tmp_path, synthetic_root):
     def cfg_for(out, max_iter):
         cfg = _tiny_cfg(out, max_iter, synthetic_root)
         cfg.merge_from_list(
-            ["INPUT.RANDOM_FLIP", "horizontal", "INPUT.PAVENET.ROTATION", 10.0, "INPUT.PAVENET.COLOR_AUG", True,
-             "MODEL.RESNETS.NORM", "BN", "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", 1e-3,
-             "SOLVER.CHECKPOINT_PERIOD", 2]
+            [
+                "INPUT.RANDOM_FLIP",
+                "horizontal",
+                "INPUT.PAVENET.ROTATION",
+                10.0,
+                "INPUT.PAVENET.COLOR_AUG",
+                True,
+                "MODEL.RESNETS.NORM",
+                "BN",
+                "SOLVER.OPTIMIZER",
+                "ADAMW",
+                "SOLVER.BASE_LR",
+                1e-3,
+                "SOLVER.CHECKPOINT_PERIOD",
+                2,
+            ]
         )
         return cfg
 
-    torch.set_num_threads(1)  # multi-threaded CPU kernels may reduce in a different order run to run
+    torch.set_num_threads(
+        1
+    )  # multi-threaded CPU kernels may reduce in a different order run to run
     _, straight = _train_and_record(cfg_for(tmp_path / "straight", 4))
-    _train_and_record(cfg_for(tmp_path / "resumed", 2))  # "killed" after its checkpoint at iteration 2
+    _train_and_record(
+        cfg_for(tmp_path / "resumed", 2)
+    )  # "killed" after its checkpoint at iteration 2
     torch.manual_seed(99)  # a fresh process state must not matter
     np.random.seed(99)
     trainer = Trainer(cfg_for(tmp_path / "resumed", 4))
@@ -156,7 +200,9 @@ def test_tiny_pavenet_resume_reaches_the_same_weights(tmp_path, synthetic_root):
     # share it after the checkpoint load, each with its own restored AdamW state.
     for layer in trainer.model.head.transformer.refine_decoder.layers:
         biases = [m.bias for m in layer.attentions[1].offset_layers()]
-        assert len({b.data_ptr() for b in biases}) == 1 and len({id(b) for b in biases}) == len(biases)
+        assert len({b.data_ptr() for b in biases}) == 1 and len({id(b) for b in biases}) == len(
+            biases
+        )
         assert all(trainer.optimizer.state[b]["step"] == 2 for b in biases)
     trainer.train()
     for name, w in trainer.model.state_dict().items():

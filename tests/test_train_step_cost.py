@@ -1,14 +1,16 @@
 """The training step's cost: the FFN's backward does no layout copies, and the golden-case training-step
 benchmark (tools/benchmark.py --golden-train, `pavenet.apps.benchmark.train_golden`) times forward and backward
 per backend on the very computation the golden training test checks."""
+
 import json
 
 import pytest
 import torch
+from test_demo_cli import _load_tool
+
+from pavenet.modeling.transformer import FFN
 
 from conftest import GOLDEN_DIR, OFFICIAL_KEYS
-from pavenet.modeling.transformer import FFN
-from test_demo_cli import _load_tool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,7 +33,9 @@ def _graph_nodes(t: torch.Tensor):
 def test_ffn_backward_has_no_copy_back_and_the_same_numbers_as_an_in_place_relu():
     torch.manual_seed(0)
     ffn = FFN(16, 32, 0.0).train()
-    x = torch.randn(2, 5, 16, requires_grad=True)  # batched (B, N, C): Linear returns a view of its 2-D product
+    x = torch.randn(
+        2, 5, 16, requires_grad=True
+    )  # batched (B, N, C): Linear returns a view of its 2-D product
     out = ffn(x)
     nodes = _graph_nodes(out)
     assert "ReluBackward0" in nodes
@@ -55,29 +59,62 @@ def test_golden_train_benchmark_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="--official-keys"):
         bench.main(["--config-file", R50_YAML, "--golden-train", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="input.npz"):
-        bench.main(["--config-file", R50_YAML, "--golden-train", str(tmp_path), "--official-keys",
-                    str(tmp_path / "keys.txt")])
+        bench.main(
+            [
+                "--config-file",
+                R50_YAML,
+                "--golden-train",
+                str(tmp_path),
+                "--official-keys",
+                str(tmp_path / "keys.txt"),
+            ]
+        )
 
 
 def test_golden_train_benchmark_times_forward_and_backward_and_checks_the_loss(tmp_path):
     if not (TRAIN_CASE / "outputs.npz").is_file() or not OFFICIAL_KEYS.is_file():
-        pytest.skip(f"golden training case {TRAIN_CASE} or key list {OFFICIAL_KEYS} not found (PAVENET_GOLDEN_DIR)")
+        pytest.skip(
+            f"golden training case {TRAIN_CASE} or key list {OFFICIAL_KEYS} not found (PAVENET_GOLDEN_DIR)"
+        )
     from pavenet.modeling.msda_backend import kernel_available
 
     backend = "kernel" if kernel_available() else "pytorch"
     out = tmp_path / "train_golden.json"
-    res = _load_tool("benchmark").main([
-        "--config-file", R50_YAML, "--threads", "1", "--repeats", "1", "--backends", backend,
-        "--golden-train", str(TRAIN_CASE), "--official-keys", str(OFFICIAL_KEYS), "--json", str(out),
-        "--opts", "MODEL.DEVICE", "cpu"])
+    res = _load_tool("benchmark").main(
+        [
+            "--config-file",
+            R50_YAML,
+            "--threads",
+            "1",
+            "--repeats",
+            "1",
+            "--backends",
+            backend,
+            "--golden-train",
+            str(TRAIN_CASE),
+            "--official-keys",
+            str(OFFICIAL_KEYS),
+            "--json",
+            str(out),
+            "--opts",
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
-    assert res["case"] == TRAIN_CASE.name and res["clip_shape"] == [3, 3, 256, 320] and res["num_gt"] == 3
+    assert (
+        res["case"] == TRAIN_CASE.name
+        and res["clip_shape"] == [3, 3, 256, 320]
+        and res["num_gt"] == 3
+    )
     row = res["backends"][backend]
     assert abs(row["total_loss"] - res["official_total_loss"]) <= 1e-4 * res["official_total_loss"]
     for clock in ("ms", "cpu_ms", "user_cpu_ms"):
         assert row[f"forward_{clock}"] > 0 and row[f"backward_{clock}"] > 0
         # one round: the step is its forward plus its backward
-        assert row[f"step_{clock}"] == pytest.approx(row[f"forward_{clock}"] + row[f"backward_{clock}"])
+        assert row[f"step_{clock}"] == pytest.approx(
+            row[f"forward_{clock}"] + row[f"backward_{clock}"]
+        )
     assert res["torch_threads"] == 1 and res["machine"]["device"] == "cpu"
 
 
@@ -97,8 +134,10 @@ def test_unpadded_memory_is_not_copied_and_padded_tokens_are_still_zeroed():
     torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.1)
     q, v = torch.randn(1, 6, 16), torch.randn(1, 6, 16)
     ref, shapes = torch.rand(1, 6, 1, 2), torch.tensor([[2, 3]])
-    assert torch.equal(attn(q, None, v, ref, shapes, torch.zeros(1, 6, dtype=torch.bool)),
-                       attn(q, None, v, ref, shapes, None))
+    assert torch.equal(
+        attn(q, None, v, ref, shapes, torch.zeros(1, 6, dtype=torch.bool)),
+        attn(q, None, v, ref, shapes, None),
+    )
 
 
 def test_joint_attention_of_one_clip_does_not_slice_the_memory():
@@ -113,5 +152,7 @@ def test_joint_attention_of_one_clip_does_not_slice_the_memory():
     ref, shapes = torch.rand(2, 3, 4, 1, 2), torch.tensor([[2, 3]])
     out = attn(q, None, memory, ref, shapes, value_index=torch.zeros(2, dtype=torch.long))
     assert "SliceBackward0" not in _graph_nodes(out)
-    per_person = attn(q, None, memory.expand(2, -1, -1, -1), ref, shapes)  # value_index None: clip n = person n
+    per_person = attn(
+        q, None, memory.expand(2, -1, -1, -1), ref, shapes
+    )  # value_index None: clip n = person n
     torch.testing.assert_close(out, per_person, rtol=0, atol=1e-6)

@@ -1,4 +1,5 @@
 """Overlays label each person with its track id (and score), in the track's colour."""
+
 import numpy as np
 import torch
 from detectron2.structures import Instances
@@ -43,5 +44,9 @@ def test_labels_without_track_ids_are_scores_only_and_scale_enlarges():
     inst.remove("pred_track_ids")
     assert track_labels(inst) == ["90%"]
     frame = np.zeros((64, 96, 3), np.uint8)
-    assert TrackVisualizer(demo_metadata(), scale=2.0).draw(frame, _people([1])).shape == (128, 192, 3)
+    assert TrackVisualizer(demo_metadata(), scale=2.0).draw(frame, _people([1])).shape == (
+        128,
+        192,
+        3,
+    )
     assert TrackVisualizer(demo_metadata(), scale=2.0).draw(frame, None).shape == (128, 192, 3)

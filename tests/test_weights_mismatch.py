@@ -1,5 +1,6 @@
 """MODEL.WEIGHTS of another architecture or joint count: our error naming the file and the tensors, not
 detectron2's "skip loading parameter ... incompatible shapes" warning and a half-random model."""
+
 import importlib.util
 import sys
 
@@ -8,10 +9,11 @@ import torch
 from detectron2.modeling import build_model
 
 import pavenet.modeling  # noqa: F401  (registers PAVENet)
-from conftest import REPO_ROOT
 from pavenet.checkpoint import PAVENetCheckpointer, WeightsMismatchError
 from pavenet.config import load_pavenet_config
 from pavenet.inference.predictor import ClipPredictor
+
+from conftest import REPO_ROOT
 
 TINY = str(REPO_ROOT / "configs" / "synthetic" / "pavenet_tiny.yaml")
 R50_PT17 = str(REPO_ROOT / "configs" / "posetrack17" / "pavenet_r50_3f_pt17.yaml")
@@ -94,16 +96,33 @@ def test_bad_policy_value_names_the_key():
 def test_tiny_checkpoint_in_the_r50_config_stops_train_net_with_one_line(tmp_path, monkeypatch):
     """User path: `tools/train_net.py --eval-only` with the shipped R50 config and a tiny snapshot."""
     torch.save({"model": _tiny().state_dict(), "iteration": 5}, tmp_path / "model_final.pth")
-    spec = importlib.util.spec_from_file_location("tools_train_net", REPO_ROOT / "tools" / "train_net.py")
+    spec = importlib.util.spec_from_file_location(
+        "tools_train_net", REPO_ROOT / "tools" / "train_net.py"
+    )
     train_net = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_net)
-    monkeypatch.setattr(sys, "argv", [
-        "train_net.py", "--config-file", R50_PT17, "--eval-only", "MODEL.DEVICE", "cpu",
-        "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "out")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "train_net.py",
+            "--config-file",
+            R50_PT17,
+            "--eval-only",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            str(tmp_path / "model_final.pth"),
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ],
+    )
     with pytest.raises(SystemExit) as e:
         train_net.invoke_main()
     msg = str(e.value.code)
     assert msg.startswith(f"error: {tmp_path / 'model_final.pth'} does not fit the model")
-    assert "backbone.res2.0.conv1.norm.bias: checkpoint [32], model [64]" in msg  # tiny widths vs R50's
+    assert (
+        "backbone.res2.0.conv1.norm.bias: checkpoint [32], model [64]" in msg
+    )  # tiny widths vs R50's
     assert "model tensors are not in the checkpoint" in msg and "backbone.res2" in msg
     assert "joints" not in msg  # not a joint-count problem

@@ -6,6 +6,7 @@
 
 See `python tools/convert_official_ckpt.py -h` and docs/MODEL_ZOO.md.
 """
+
 import sys
 
 from pavenet.apps.convert_official import main

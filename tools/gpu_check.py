@@ -9,6 +9,7 @@ GOLDEN holds `make_weights.py` and `r50_f3_seed2026/{input,outputs}.npz` (the fi
 reads; see its PAVENET_GOLDEN_DIR / PAVENET_SHARED_DIR); KEYS.txt the official R50 F=3 state-dict keys.
 The check itself is `pavenet.apps.gpu_check.check_kernel`.
 """
+
 import argparse
 import json
 import sys

@@ -7,7 +7,9 @@
 
 `SOLVER.IMS_PER_BATCH` counts clips (of MODEL.PAVENET.NUM_FRAMES frames each) across all processes.
 """
+
 import pavenet  # noqa: F401  (first: filters two dependency warnings before detectron2 loads)
+
 # isort: split
 from detectron2.engine import default_argument_parser, launch
 

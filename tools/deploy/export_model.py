@@ -12,6 +12,7 @@ With --int8 FRAMES it also writes DIR/encoder.int8.onnx and DIR/decoder.int8.onn
 calibrated on FRAMES: a video, an image folder or a glob; linear layers quantised dynamically), for
 `--backend onnxruntime-int8`.
 """
+
 import argparse
 import json
 import logging
@@ -29,13 +30,29 @@ def get_parser():
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--output", required=True, help="directory for encoder.onnx and decoder.onnx")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--height", type=int, help="example frame height for tracing (default: from INPUT.MIN_SIZE_TEST)")
+    p.add_argument(
+        "--height",
+        type=int,
+        help="example frame height for tracing (default: from INPUT.MIN_SIZE_TEST)",
+    )
     p.add_argument("--width", type=int, help="example frame width for tracing")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=SAMPLINGS[0],
-                   help="how the deformable sampling is written with standard ONNX ops (docs/DEPLOY.md)")
-    p.add_argument("--int8", metavar="FRAMES",
-                   help="also write int8 graphs, calibrated on these frames (a video, an image folder or a glob)")
-    p.add_argument("--int8-frames", type=int, default=16, help="at most this many calibration frames, spread evenly")
+    p.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        default=SAMPLINGS[0],
+        help="how the deformable sampling is written with standard ONNX ops (docs/DEPLOY.md)",
+    )
+    p.add_argument(
+        "--int8",
+        metavar="FRAMES",
+        help="also write int8 graphs, calibrated on these frames (a video, an image folder or a glob)",
+    )
+    p.add_argument(
+        "--int8-frames",
+        type=int,
+        default=16,
+        help="at most this many calibration frames, spread evenly",
+    )
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return p
 
@@ -49,8 +66,15 @@ def main(argv=None) -> dict:
     cfg.freeze()
     if args.int8 and not os.path.exists(args.int8) and not any(c in args.int8 for c in "*?["):
         raise FileNotFoundError(f"--int8: calibration frames not found: {args.int8}")
-    paths = export_from_config(cfg, args.output, args.height, args.width, args.sampling, int8=args.int8,
-                               int8_frames=args.int8_frames)
+    paths = export_from_config(
+        cfg,
+        args.output,
+        args.height,
+        args.width,
+        args.sampling,
+        int8=args.int8,
+        int8_frames=args.int8_frames,
+    )
     logging.getLogger("pavenet").info("Exported %s", json.dumps(paths))
     return paths
 

@@ -2,6 +2,7 @@
 
 Importing the package registers the meta-architecture, the backbones and the built-in datasets.
 """
+
 from .utils.d2compat import restore_pillow_linear
 from .utils.dependency_warnings import filter_dependency_warnings
 

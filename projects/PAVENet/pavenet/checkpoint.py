@@ -33,6 +33,7 @@ the intact checkpoints that could be used instead; we do not silently fall back 
 would repeat training the user may not expect). Only the `--resume` / `resume_or_load` path uses
 `last_checkpoint`.
 """
+
 import glob
 import os
 from urllib.parse import urlparse
@@ -93,8 +94,10 @@ class PAVENetCheckpointer(DetectionCheckpointer):
 
     def __init__(self, model, save_dir: str = "", *, weights_mismatch: str = "error", **kwargs):
         if weights_mismatch not in WEIGHTS_MISMATCH_CHOICES:
-            raise ValueError(f"MODEL.PAVENET.WEIGHTS_MISMATCH = {weights_mismatch!r}, expected one of "
-                             f"{WEIGHTS_MISMATCH_CHOICES}")
+            raise ValueError(
+                f"MODEL.PAVENET.WEIGHTS_MISMATCH = {weights_mismatch!r}, expected one of "
+                f"{WEIGHTS_MISMATCH_CHOICES}"
+            )
         super().__init__(model, save_dir, **kwargs)
         self.weights_mismatch = weights_mismatch
         self._loading = ""
@@ -111,7 +114,9 @@ class PAVENetCheckpointer(DetectionCheckpointer):
         # A training checkpoint's weight average (engine/ema.py) replaces its raw weights when only weights
         # are loaded (inference, MODEL.WEIGHTS of a new run); a resume (which restores the trainer's state)
         # continues from the raw weights.
-        self._weights_only = not (self.checkpointables if checkpointables is None else checkpointables)
+        self._weights_only = not (
+            self.checkpointables if checkpointables is None else checkpointables
+        )
         try:
             return super().load(path, *args, **kwargs)
         finally:
@@ -119,14 +124,21 @@ class PAVENetCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         if "model_ema" in checkpoint and self._weights_only:
-            self.logger.info(f"Loading the weight average ('model_ema') of {self._loading or 'the checkpoint'}")
+            self.logger.info(
+                f"Loading the weight average ('model_ema') of {self._loading or 'the checkpoint'}"
+            )
             checkpoint["model"] = checkpoint.pop("model_ema")["weights"]
         # Checked before anything is copied, so a refused checkpoint leaves the model as it was.
         # Name-matching heuristics (model-zoo .pkl, or `?matching_heuristics=True` on upstream main) load
         # partial backbones on purpose: detectron2's behaviour.
-        heuristics = checkpoint.get("matching_heuristics", False) or "matching_heuristics=True" in self._loading
+        heuristics = (
+            checkpoint.get("matching_heuristics", False)
+            or "matching_heuristics=True" in self._loading
+        )
         if self.weights_mismatch == "error" and not heuristics:
-            problem = state_dict_mismatch(self.model.state_dict(), checkpoint["model"], _num_keypoints(self.model))
+            problem = state_dict_mismatch(
+                self.model.state_dict(), checkpoint["model"], _num_keypoints(self.model)
+            )
             if problem:
                 raise WeightsMismatchError(
                     f"{self._loading or 'checkpoint'} does not fit the model built from the config: {problem}. "
@@ -162,12 +174,16 @@ class PAVENetCheckpointer(DetectionCheckpointer):
             try:
                 return self.load(last)
             except CheckpointReadError as e:
-                raise CheckpointReadError(self._bad_resume_message(last, f"cannot be loaded ({e})")) from e
+                raise CheckpointReadError(
+                    self._bad_resume_message(last, f"cannot be loaded ({e})")
+                ) from e
         return self.load(path, checkpointables=[])
 
     def _bad_resume_message(self, last, problem):
         tag = os.path.join(self.save_dir, "last_checkpoint")
-        others = sorted(os.path.basename(p) for p in glob.glob(os.path.join(self.save_dir, "model_*.pth")))
+        others = sorted(
+            os.path.basename(p) for p in glob.glob(os.path.join(self.save_dir, "model_*.pth"))
+        )
         others = [p for p in others if p != os.path.basename(last)]
         return (
             f"cannot resume: {tag} names {last}, which {problem}. To resume from an intact checkpoint, write "
@@ -201,8 +217,14 @@ class PAVENetCheckpointer(DetectionCheckpointer):
 
 
 def _num_keypoints(model):
-    return next((int(m.num_keypoints) for m in model.modules() if isinstance(getattr(m, "num_keypoints", None), int)),
-                None)
+    return next(
+        (
+            int(m.num_keypoints)
+            for m in model.modules()
+            if isinstance(getattr(m, "num_keypoints", None), int)
+        ),
+        None,
+    )
 
 
 def _model_zoo_pickle(data):

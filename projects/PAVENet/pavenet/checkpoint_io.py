@@ -14,6 +14,7 @@ plain containers: a crafted pickle that names any other callable (``os.system``,
 is refused before anything runs. Writing goes through ``utils.atomic.atomic_open``: a kill at any moment
 leaves the old file or the new one under the final name, never a truncated one.
 """
+
 import logging
 import os
 import pickle
@@ -65,7 +66,11 @@ def _numpy_safe_globals():
 
 def _is_weights_only_refusal(err: BaseException) -> bool:
     msg = str(err)
-    return isinstance(err, pickle.UnpicklingError) or "weights_only" in msg.lower() or "Unsupported global" in msg
+    return (
+        isinstance(err, pickle.UnpicklingError)
+        or "weights_only" in msg.lower()
+        or "Unsupported global" in msg
+    )
 
 
 def _looks_truncated(path: str) -> bool:
@@ -101,15 +106,28 @@ def load_official_checkpoint(path: str, allow_pickle: bool = False) -> Dict:
                 obj = torch.load(path, map_location="cpu", weights_only=True)
             return _check_dict(obj, path)
         except (EOFError, zipfile.BadZipFile) as e:
-            raise CheckpointReadError(f"{path} is truncated or corrupted ({type(e).__name__}: {e})") from e
+            raise CheckpointReadError(
+                f"{path} is truncated or corrupted ({type(e).__name__}: {e})"
+            ) from e
         except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError) as e:
-            if "truncated" in str(e) or "failed reading zip archive" in str(e) or "central directory" in str(e):
-                raise CheckpointReadError(f"{path} is truncated or corrupted: {str(e).splitlines()[0]}") from e
+            if (
+                "truncated" in str(e)
+                or "failed reading zip archive" in str(e)
+                or "central directory" in str(e)
+            ):
+                raise CheckpointReadError(
+                    f"{path} is truncated or corrupted: {str(e).splitlines()[0]}"
+                ) from e
             if not _is_weights_only_refusal(e):
-                raise CheckpointReadError(f"could not read {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+                raise CheckpointReadError(
+                    f"could not read {path}: {type(e).__name__}: {str(e).splitlines()[0]}"
+                ) from e
             first_err = first_err or e
     reason = str(first_err).strip().splitlines()
-    reason = next((ln for ln in reason if "Unsupported global" in ln or "GLOBAL" in ln), reason[0] if reason else "")
+    reason = next(
+        (ln for ln in reason if "Unsupported global" in ln or "GLOBAL" in ln),
+        reason[0] if reason else "",
+    )
     if not allow_pickle:
         raise UnsafeCheckpointError(
             f"{path} cannot be loaded with torch.load(weights_only=True): it contains Python objects "
@@ -120,7 +138,9 @@ def load_official_checkpoint(path: str, allow_pickle: bool = False) -> Dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except (EOFError, pickle.UnpicklingError, RuntimeError) as e:
-        raise CheckpointReadError(f"{path} is truncated or corrupted: {type(e).__name__}: {e}") from e
+        raise CheckpointReadError(
+            f"{path} is truncated or corrupted: {type(e).__name__}: {e}"
+        ) from e
     return _check_dict(obj, path)
 
 
@@ -176,7 +196,9 @@ def load_numpy_pickle(path: str) -> Dict:
             "again from the model zoo."
         ) from e
     except (EOFError, ValueError, TypeError, IndexError, KeyError) as e:
-        raise CheckpointReadError(f"{path} is truncated or not a pickle ({type(e).__name__}: {e})") from e
+        raise CheckpointReadError(
+            f"{path} is truncated or not a pickle ({type(e).__name__}: {e})"
+        ) from e
     return _check_dict(obj, path)
 
 

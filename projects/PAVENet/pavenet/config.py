@@ -5,6 +5,7 @@ meta-architecture, pixel normalisation, ResNet, input sizes, solver) is `configs
 which every shipped config inherits. Only keys of detectron2's `get_cfg()` (v0.6 and main) and the keys
 added here may appear in YAML. Defaults follow the official final config (docs/REFERENCE.md §10, §17).
 """
+
 import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
@@ -12,7 +13,14 @@ from typing import Callable, Optional, Sequence, Tuple
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["BASE_CONFIG", "ConfigError", "add_pavenet_config", "frozen_config", "get_config_file", "load_pavenet_config"]
+__all__ = [
+    "BASE_CONFIG",
+    "ConfigError",
+    "add_pavenet_config",
+    "frozen_config",
+    "get_config_file",
+    "load_pavenet_config",
+]
 
 BASE_CONFIG = "Base-PAVENet.yaml"
 
@@ -27,7 +35,9 @@ def get_config_file(name: str = BASE_CONFIG) -> str:
     whose configs/ sits beside projects/."""
     path = Path(__file__).resolve().parents[3] / "configs" / name
     if not path.is_file():
-        raise ConfigError(f"shipped config {name!r} not found at {path} (is pavenet installed from its source tree?)")
+        raise ConfigError(
+            f"shipped config {name!r} not found at {path} (is pavenet installed from its source tree?)"
+        )
     return str(path)
 
 
@@ -52,8 +62,9 @@ def load_pavenet_config(config_file: str = "", opts: Sequence = ()) -> CN:
     return cfg
 
 
-def frozen_config(config_file: str, opts: Sequence = (),
-                  adjust: Optional[Callable[[CN], None]] = None) -> Tuple[CN, Optional[str]]:
+def frozen_config(
+    config_file: str, opts: Sequence = (), adjust: Optional[Callable[[CN], None]] = None
+) -> Tuple[CN, Optional[str]]:
     """The config a program runs with: `load_pavenet_config(config_file, opts)`, then `adjust(cfg)` (the
     program's own settings), MODEL.DEVICE "cuda" -> "cpu" on a machine without CUDA, frozen.
 
@@ -82,7 +93,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.DIM_FEEDFORWARD = 1024
     P.DROPOUT = 0.1
     P.IN_FEATURES = ["res3", "res4", "res5"]
-    P.NUM_FEATURE_LEVELS = 4  # the extra stride-64 level is a strided conv on the last input feature
+    P.NUM_FEATURE_LEVELS = (
+        4  # the extra stride-64 level is a strided conv on the last input feature
+    )
     P.ENC_LAYERS = 6
     P.ENC_N_POINTS = 4
     P.POSE_DEC_LAYERS = 3
@@ -115,8 +128,11 @@ def add_pavenet_config(cfg: CN) -> CN:
     # x N gradient-accumulation steps); "batch": one normaliser for the whole batch (docs/MODEL.md).
     P.LOSS_NORMALIZATION = "clip"
     # Faithfulness switches (docs/MODEL.md lists each): the official code's behaviour is the default.
-    P.VALUE_FILL_BEFORE_PROJ = True  # docs/REFERENCE.md §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
-    P.DETACH_POSE_REFERENCES = False  # docs/REFERENCE.md §5.2: the official decoder does not detach between layers
+    # docs/REFERENCE.md §16 8d: padded tokens zeroed before value_proj in the multi-frame attentions
+    P.VALUE_FILL_BEFORE_PROJ = True
+    P.DETACH_POSE_REFERENCES = (
+        False  # docs/REFERENCE.md §5.2: the official decoder does not detach between layers
+    )
     # The official joint attention gives all F frames' sampling_offsets.bias one storage under F
     # Parameters ("shared_storage": last frame's value wins on load, F gradients and F updates per step);
     # "shared_parameter" = one Parameter (one summed gradient, one update); "independent" = F biases.
@@ -136,7 +152,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     # is matched one-to-many (each GT repeated ONE_TO_MANY_K times); 0 = off.
     P.ONE_TO_MANY_QUERIES = 0
     P.ONE_TO_MANY_K = 4
-    P.ONE_TO_MANY_WEIGHT = 1.0  # loss weight of the one-to-many group (relative to the pose layers')
+    P.ONE_TO_MANY_WEIGHT = (
+        1.0  # loss weight of the one-to-many group (relative to the pose layers')
+    )
     # MODEL.WEIGHTS whose tensors do not fit the model (another architecture, joint or frame count):
     # "error" names the file and the tensors; "skip" is detectron2's behaviour (load what fits, warn about
     # the rest), for fine-tuning with another head on purpose. detectron2 model-zoo .pkl backbones always skip.
@@ -156,7 +174,9 @@ def add_pavenet_config(cfg: CN) -> CN:
     P.TEST.TOPK = 20  # max_per_img: persons refined by the joint decoder and output per clip
     P.TEST.SCORE_THRESH = 0.0  # no threshold for AP; the demo raises it
     P.TEST.OKS_NMS_THRESH = 0.0  # 0 = NMS-free (paper); 0.45 reproduces the experimental head
-    P.TEST.COORD_REWEIGHT = True  # the official p^5/(p^5+1e-10) coordinate weighting (docs/REFERENCE.md §9)
+    P.TEST.COORD_REWEIGHT = (
+        True  # the official p^5/(p^5+1e-10) coordinate weighting (docs/REFERENCE.md §9)
+    )
 
     # Clip sampling and augmentation (docs/REFERENCE.md §10, §12). Augmentations are drawn once per clip.
     cfg.INPUT.PAVENET = CN()
@@ -166,12 +186,16 @@ def add_pavenet_config(cfg: CN) -> CN:
     I.ROTATION = 30.0  # degrees, uniform in [-ROTATION, ROTATION]; 0 disables
     I.COLOR_AUG = True  # photometric distortion, same values for every frame
     I.TEST_FRAMES = "labeled"  # "labeled" or "all": which frames of a test video get a clip
-    I.PSEUDO_CLIP_MAX_ROTATION = 5  # COCO pseudo-clips (docs/REFERENCE.md §11): aux frames rotated by randint{0..N} deg
+    I.PSEUDO_CLIP_MAX_ROTATION = (
+        5  # COCO pseudo-clips (docs/REFERENCE.md §11): aux frames rotated by randint{0..N} deg
+    )
 
     # The optimizer's parameter groups and type (engine/trainer.py); detectron2's SOLVER keys hold the rest.
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # or "SGD"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1  # lr multiplier of parameters named *backbone*
-    cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER = 0.1  # lr multiplier of the deformable attentions' sampling offsets
+    cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER = (
+        0.1  # lr multiplier of the deformable attentions' sampling offsets
+    )
     # With SOLVER.AMP.ENABLED: "auto" = float16 + GradScaler on CUDA, bfloat16 on the CPU (engine/amp.py).
     cfg.SOLVER.AMP.DTYPE = "auto"
 

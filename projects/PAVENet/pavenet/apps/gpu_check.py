@@ -6,6 +6,7 @@ with each other and with the official outputs, within the CPU golden test's tole
 2e-4, keypoints 1e-2 px). The golden folder holds `make_weights.py` and `r50_f3_seed2026/{input,outputs}.npz`
 (the files tests/test_golden.py reads); the official R50 F=3 key list names the tensors.
 """
+
 import importlib.util
 import json
 import tempfile
@@ -20,11 +21,18 @@ from .. import modeling  # noqa: F401  (registers PAVENet)
 from ..checkpoint import PAVENetCheckpointer
 from ..config import get_config_file, load_pavenet_config
 from ..conversion.naming import detect_num_frames
-from .convert_official import main as convert_main
 from ..utils.device import cuda_unavailable
+from .convert_official import main as convert_main
 
-__all__ = ["GOLDEN_CASE", "GpuCheckError", "load_make_weights", "convert_golden_weights", "run_golden_case", "compare_runs",
-           "check_kernel"]
+__all__ = [
+    "GOLDEN_CASE",
+    "GpuCheckError",
+    "load_make_weights",
+    "convert_golden_weights",
+    "run_golden_case",
+    "compare_runs",
+    "check_kernel",
+]
 
 GOLDEN_CASE = "r50_f3_seed2026"
 MEMORY_ATOL, KEYPOINT_ATOL_PX = 2e-4, 1e-2  # tests/test_golden.py's tolerances
@@ -36,14 +44,17 @@ class GpuCheckError(RuntimeError):
 
 def load_make_weights(golden_dir: Path):
     """The golden folder's `make_weights.py` as a module (`make_state_dict`, `read_keys`)."""
-    spec = importlib.util.spec_from_file_location("pavenet_golden_make_weights", Path(golden_dir) / "make_weights.py")
+    spec = importlib.util.spec_from_file_location(
+        "pavenet_golden_make_weights", Path(golden_dir) / "make_weights.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def convert_golden_weights(golden_dir: Path, keys_file: Path, tmp: Path, seed: int = 2026,
-                           config_file: str = "") -> Path:
+def convert_golden_weights(
+    golden_dir: Path, keys_file: Path, tmp: Path, seed: int = 2026, config_file: str = ""
+) -> Path:
     """Seeded official checkpoint -> tools/convert_official_ckpt.py's conversion (for `config_file`'s model
     when given) -> `tmp`/ours.pth."""
     mw = load_make_weights(golden_dir)
@@ -51,13 +62,23 @@ def convert_golden_weights(golden_dir: Path, keys_file: Path, tmp: Path, seed: i
     torch.save({"state_dict": official}, tmp / "official.pth")
     target = []
     if config_file:
-        target = ["--config-file", str(config_file), "--num-frames", str(detect_num_frames(official))]
-    if convert_main(["--src", str(tmp / "official.pth"), "--dst", str(tmp / "ours.pth"), *target]) != 0:
+        target = [
+            "--config-file",
+            str(config_file),
+            "--num-frames",
+            str(detect_num_frames(official)),
+        ]
+    if (
+        convert_main(["--src", str(tmp / "official.pth"), "--dst", str(tmp / "ours.pth"), *target])
+        != 0
+    ):
         raise GpuCheckError("conversion of the golden weights failed (see the log above)")
     return tmp / "ours.pth"
 
 
-def run_golden_case(weights: Path, golden_dir: Path, impl: str, device: str) -> Dict[str, torch.Tensor]:
+def run_golden_case(
+    weights: Path, golden_dir: Path, impl: str, device: str
+) -> Dict[str, torch.Tensor]:
     """One run of the golden input with MSDA_IMPL `impl` -> float64 CPU tensors: `memory` (encoder output),
     `prenms` (k, K, 3) and `det` (n, K, 3) keypoints."""
     cfg = load_pavenet_config(get_config_file())
@@ -72,9 +93,14 @@ def run_golden_case(weights: Path, golden_dir: Path, impl: str, device: str) -> 
     h, w = meta["img_shape"][:2]
     with torch.no_grad():
         feats = model.encode_frames(img, (h, w))
-        inst, inter = model.decode_clip(feats, (h, w), tuple(meta["ori_shape"][:2]), return_intermediates=True)
-    return {"memory": feats.memory.cpu().double(), "prenms": inter["prenms_keypoints"].cpu().double(),
-            "det": inst.pred_keypoints.cpu().double()}
+        inst, inter = model.decode_clip(
+            feats, (h, w), tuple(meta["ori_shape"][:2]), return_intermediates=True
+        )
+    return {
+        "memory": feats.memory.cpu().double(),
+        "prenms": inter["prenms_keypoints"].cpu().double(),
+        "det": inst.pred_keypoints.cpu().double(),
+    }
 
 
 def _maxdiff(a: torch.Tensor, b) -> float:
@@ -87,15 +113,25 @@ def compare_runs(runs: Dict[str, Dict[str, torch.Tensor]], gold) -> dict:
     kernel from PyTorch; `ok` when all are within the CPU golden test's tolerances (a shape mismatch is inf)."""
     res = {}
     for impl, r in runs.items():
-        res[impl] = {"memory_vs_golden": _maxdiff(r["memory"], gold["memory"]),
-                     "det_xy_vs_golden_px": _maxdiff(r["det"][..., :2], gold["det_kpts"][..., :2]),
-                     "det_score_vs_golden": _maxdiff(r["det"][..., 2], gold["det_kpts"][..., 2])}
+        res[impl] = {
+            "memory_vs_golden": _maxdiff(r["memory"], gold["memory"]),
+            "det_xy_vs_golden_px": _maxdiff(r["det"][..., :2], gold["det_kpts"][..., :2]),
+            "det_score_vs_golden": _maxdiff(r["det"][..., 2], gold["det_kpts"][..., 2]),
+        }
     k, t = runs["kernel"], runs["pytorch"]
-    res["kernel_vs_pytorch"] = {"memory": _maxdiff(k["memory"], t["memory"]),
-                                "prenms_xy_px": _maxdiff(k["prenms"][..., :2], t["prenms"][..., :2]),
-                                "det_xy_px": _maxdiff(k["det"][..., :2], t["det"][..., :2])}
-    res["ok"] = all(res[i]["memory_vs_golden"] <= MEMORY_ATOL and res[i]["det_xy_vs_golden_px"] <= KEYPOINT_ATOL_PX
-                    for i in runs) and res["kernel_vs_pytorch"]["det_xy_px"] <= KEYPOINT_ATOL_PX
+    res["kernel_vs_pytorch"] = {
+        "memory": _maxdiff(k["memory"], t["memory"]),
+        "prenms_xy_px": _maxdiff(k["prenms"][..., :2], t["prenms"][..., :2]),
+        "det_xy_px": _maxdiff(k["det"][..., :2], t["det"][..., :2]),
+    }
+    res["ok"] = (
+        all(
+            res[i]["memory_vs_golden"] <= MEMORY_ATOL
+            and res[i]["det_xy_vs_golden_px"] <= KEYPOINT_ATOL_PX
+            for i in runs
+        )
+        and res["kernel_vs_pytorch"]["det_xy_px"] <= KEYPOINT_ATOL_PX
+    )
     return res
 
 
@@ -119,8 +155,14 @@ def check_kernel(golden_dir: Path, keys_file: Path, device: str = "cuda") -> dic
     gold = np.load(golden_dir / GOLDEN_CASE / "outputs.npz")
     with tempfile.TemporaryDirectory() as tmp:
         weights = convert_golden_weights(golden_dir, keys_file, Path(tmp))
-        runs = {impl: run_golden_case(weights, golden_dir, impl, device) for impl in ("pytorch", "kernel")}
-    res = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
-           "torch": torch.__version__, "kernel_built_with_cuda": bool(_C.with_cuda)}
+        runs = {
+            impl: run_golden_case(weights, golden_dir, impl, device)
+            for impl in ("pytorch", "kernel")
+        }
+    res = {
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+        "torch": torch.__version__,
+        "kernel_built_with_cuda": bool(_C.with_cuda),
+    }
     res.update(compare_runs(runs, gold))
     return res

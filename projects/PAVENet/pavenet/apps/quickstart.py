@@ -3,6 +3,7 @@ videos on CPU with one seed, evaluate it NMS-free (the paper's protocol) and wit
 learning curve, render GT | prediction for one val video as predictions.gif, and write metrics.json (the
 evaluator CLI's schema plus the learning curve, seed and timing; the per-iteration training events go to
 train_metrics.json). `run_quickstart` is the entry point."""
+
 import json
 import os
 import time
@@ -25,14 +26,21 @@ from .. import modeling  # noqa: F401  (registers the PAVE-Net meta-architecture
 from ..config import load_pavenet_config
 from ..data.dataset_mapper import PoseTrackClipDatasetMapper
 from ..data.synthetic import ensure_synthetic_dataset
-from ..utils.atomic import atomic_path, atomic_write_json
 from ..engine.hooks import ProgressBarHook
 from ..engine.trainer import Trainer
 from ..inference.tracker import PoseTracker
+from ..utils.atomic import atomic_path, atomic_write_json
 from ..utils.visualization import TrackVisualizer
 
-__all__ = ["OKS_NMS_THRESH", "QuickstartTrainer", "quickstart_cfg", "evaluate_with_oks_nms", "render_predictions",
-           "run_quickstart", "seed_run"]
+__all__ = [
+    "OKS_NMS_THRESH",
+    "QuickstartTrainer",
+    "quickstart_cfg",
+    "evaluate_with_oks_nms",
+    "render_predictions",
+    "run_quickstart",
+    "seed_run",
+]
 
 OKS_NMS_THRESH = 0.45  # the official experimental head's OKS-NMS
 
@@ -41,8 +49,20 @@ def quickstart_cfg(config_file: str, output: str, eval_period: int = 0, opts: Se
     """The frozen quickstart config: `config_file` + `opts`, on CPU, writing under `output`, evaluating every
     `eval_period` iterations (0: at the end only)."""
     # Tracking on: the evaluation reports MOTA (the streaming tracker's ids) beside AP.
-    cfg = load_pavenet_config(config_file, ["OUTPUT_DIR", output, "MODEL.DEVICE", "cpu", "TEST.EVAL_PERIOD",
-                                            eval_period, "TEST.POSETRACK.EVAL_TRACKING", True, *opts])
+    cfg = load_pavenet_config(
+        config_file,
+        [
+            "OUTPUT_DIR",
+            output,
+            "MODEL.DEVICE",
+            "cpu",
+            "TEST.EVAL_PERIOD",
+            eval_period,
+            "TEST.POSETRACK.EVAL_TRACKING",
+            True,
+            *opts,
+        ],
+    )
     cfg.freeze()
     return cfg
 
@@ -85,11 +105,16 @@ class QuickstartTrainer(Trainer):
             results = self.test(self.cfg, self.model)
             self.ap_with_oks_nms = evaluate_with_oks_nms(self.cfg, self.model)
         ap = results.get("posetrack", {}).get("AP", float("nan"))
-        self.curve.append({"iteration": min(self.iter + 1, self.max_iter), "ap": ap,
-                           "ap_with_oks_nms": self.ap_with_oks_nms["total"],
-                           "ap_without_duplicates": results.get("posetrack", {}).get("AP-without-duplicates"),
-                           "mota": results.get("posetrack", {}).get("MOTA"),
-                           "minutes": (time.time() - self._t0) / 60})
+        self.curve.append(
+            {
+                "iteration": min(self.iter + 1, self.max_iter),
+                "ap": ap,
+                "ap_with_oks_nms": self.ap_with_oks_nms["total"],
+                "ap_without_duplicates": results.get("posetrack", {}).get("AP-without-duplicates"),
+                "mota": results.get("posetrack", {}).get("MOTA"),
+                "minutes": (time.time() - self._t0) / 60,
+            }
+        )
         self._last_eval_results = results
         return results
 
@@ -118,7 +143,9 @@ def evaluate_with_oks_nms(cfg, model, thresh: float = OKS_NMS_THRESH) -> dict:
         return json.load(f)["ap"]
 
 
-def render_predictions(cfg, model, dataset_name: str, out_path: str, max_frames: int, score_thresh: float):
+def render_predictions(
+    cfg, model, dataset_name: str, out_path: str, max_frames: int, score_thresh: float
+):
     """GT (left) and prediction (right, each person labelled with its track id) for the frames of the first
     video of `dataset_name`, as an animated GIF at `out_path` (written atomically); returns (video id, frames drawn)."""
     metadata = MetadataCatalog.get(dataset_name)
@@ -127,8 +154,12 @@ def render_predictions(cfg, model, dataset_name: str, out_path: str, max_frames:
     dicts = [d for d in dicts if d["video_id"] == video][:max_frames]
     mapper = PoseTrackClipDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
     P = cfg.TEST.POSETRACK
-    tracker = PoseTracker(cfg.MODEL.PAVENET.NUM_FRAMES, metadata.get("keypoint_oks_sigmas", None),
-                          P.TRACK_MATCH_THRESH, P.TRACK_PATIENCE)
+    tracker = PoseTracker(
+        cfg.MODEL.PAVENET.NUM_FRAMES,
+        metadata.get("keypoint_oks_sigmas", None),
+        P.TRACK_MATCH_THRESH,
+        P.TRACK_PATIENCE,
+    )
     overlay = TrackVisualizer(metadata, scale=2.0)
     panels = []
     model.eval()
@@ -138,7 +169,11 @@ def render_predictions(cfg, model, dataset_name: str, out_path: str, max_frames:
             inst = tracker.update_instances(inst[inst.scores >= score_thresh])
             bgr = cv2.imread(d["file_name"])
             rgb = bgr[:, :, ::-1]
-            gt = Visualizer(rgb, metadata, scale=2.0).draw_dataset_dict({"annotations": d["annotations"]}).get_image()
+            gt = (
+                Visualizer(rgb, metadata, scale=2.0)
+                .draw_dataset_dict({"annotations": d["annotations"]})
+                .get_image()
+            )
             pred = overlay.draw(bgr, inst)[:, :, ::-1]
             sep = np.full((gt.shape[0], 6, 3), 255, np.uint8)
             panels.append(Image.fromarray(np.concatenate([gt, sep, pred], axis=1)))
@@ -153,9 +188,15 @@ def _total(metrics: dict, key: str) -> float:
     return float("nan") if total is None else total
 
 
-def run_quickstart(config_file: str = "configs/synthetic/pavenet_tiny.yaml", output: str = "output/demo",
-                 eval_period: int = 0, render_frames: int = 24, render_score_thresh: float = 0.3,
-                 threads: int = 0, opts: Sequence = ()) -> dict:
+def run_quickstart(
+    config_file: str = "configs/synthetic/pavenet_tiny.yaml",
+    output: str = "output/demo",
+    eval_period: int = 0,
+    render_frames: int = 24,
+    render_score_thresh: float = 0.3,
+    threads: int = 0,
+    opts: Sequence = (),
+) -> dict:
     """Train, evaluate and render (see the module docstring); writes model_final.pth, metrics.json,
     predictions.gif and the training log under `output`, prints where, and returns the metrics."""
     os.makedirs(output, exist_ok=True)
@@ -190,7 +231,9 @@ def run_quickstart(config_file: str = "configs/synthetic/pavenet_tiny.yaml", out
 
     gif = os.path.join(output, "predictions.gif")
     with trainer.evaluation_weights():
-        video, n = render_predictions(cfg, trainer.model, val, gif, render_frames, render_score_thresh)
+        video, n = render_predictions(
+            cfg, trainer.model, val, gif, render_frames, render_score_thresh
+        )
     print(
         f"\nDone in {(time.time() - t0) / 60:.1f} min (training {train_minutes:.1f} min).\n"
         f"  synthetic-val mAP (poseval AP Total): {metrics['ap']['total']:.1f} NMS-free (the paper's protocol), "

@@ -5,6 +5,7 @@ Owns which of our tensors are indexed by keypoints along dim 0 and how (`keypoin
 heads x levels x K (x 2)), and the slicing itself (`slice_keypoints`). Works on our names, i.e. after
 `naming.rename_official_key`.
 """
+
 import re
 from typing import Optional, Sequence
 
@@ -19,7 +20,9 @@ _POSE_ATTN_RE = re.compile(
     rf"^head\.transformer\.decoder\.layers\.\d+\.attentions\.\d+\.(?:{AUX_FRAME_PREFIX_RE})?"
     r"(sampling_offsets|attention_weights)\.(weight|bias)$"
 )
-_KPT_OUT_RE = re.compile(rf"^head\.(?:{AUX_FRAME_PREFIX_RE})?kpt_branches\.\d+\.(\d+)\.(weight|bias)$")
+_KPT_OUT_RE = re.compile(
+    rf"^head\.(?:{AUX_FRAME_PREFIX_RE})?kpt_branches\.\d+\.(\d+)\.(weight|bias)$"
+)
 _SIGMA_OUT_RE = re.compile(r"^head\.dec_fc_sigma_branches\.\d+\.\d+\.linear\.(weight|bias)$")
 
 
@@ -32,7 +35,9 @@ def keypoint_axis_layout(name: str, tensor: torch.Tensor, num_keypoints: int) ->
     "hlk" : (H*L*K, ...) as (H,L,K)     pose-attention *attention_weights
     """
     n = tensor.shape[0] if tensor.dim() else 0
-    if name == "head.transformer.refine_query_embedding.weight" or re.match(r"^head\.fc_hm\.(weight|bias)$", name):
+    if name == "head.transformer.refine_query_embedding.weight" or re.match(
+        r"^head\.fc_hm\.(weight|bias)$", name
+    ):
         return "k"
     m = _KPT_OUT_RE.match(name)
     if m and n == 2 * num_keypoints:
@@ -45,7 +50,9 @@ def keypoint_axis_layout(name: str, tensor: torch.Tensor, num_keypoints: int) ->
     return None
 
 
-def slice_keypoints(name: str, tensor: torch.Tensor, indices: Sequence[int], num_keypoints: int) -> torch.Tensor:
+def slice_keypoints(
+    name: str, tensor: torch.Tensor, indices: Sequence[int], num_keypoints: int
+) -> torch.Tensor:
     """Keep joints ``indices`` along the keypoint-indexed dim 0 of ``tensor`` (our name).
 
     Returns the tensor unchanged if it is not keypoint-indexed. Layouts: see ``keypoint_axis_layout``.
@@ -62,7 +69,12 @@ def slice_keypoints(name: str, tensor: torch.Tensor, indices: Sequence[int], num
             raise ConversionError(f"{name}: dim 0 is {n}, expected {k} keypoints")
         return tensor.index_select(0, idx).contiguous()
     if layout == "k2":
-        return tensor.reshape(k, 2, *rest).index_select(0, idx).reshape(len(idx) * 2, *rest).contiguous()
+        return (
+            tensor.reshape(k, 2, *rest)
+            .index_select(0, idx)
+            .reshape(len(idx) * 2, *rest)
+            .contiguous()
+        )
     per = 2 if layout == "hlk2" else 1
     if n % (k * per):
         raise ConversionError(f"{name}: dim 0 = {n} is not a multiple of K*{per} = {k * per}")

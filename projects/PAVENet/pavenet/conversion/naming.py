@@ -14,6 +14,7 @@ state dict. Pure functions on names; the conversion itself is `official.py`'s.
   with the patch-merging channel order undone (mmdet uses nn.Unfold, timm a reshape).
 * ``neck.`` is kept, ``bbox_head.`` -> ``head.`` with identical sub-names.
 """
+
 import re
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -38,15 +39,23 @@ __all__ = [
 # checkpoints come in.
 FRAME_PREFIXES: Dict[int, Tuple[str, ...]] = {f: tuple(frame_prefixes(f)) for f in (1, 3, 5)}
 # Any auxiliary frame's prefix, longest first so that "pre_pre_" is not read as "pre_".
-AUX_FRAME_PREFIX_RE = "(?:" + "|".join(sorted({p for ps in FRAME_PREFIXES.values() for p in ps if p},
-                                              key=lambda p: (-len(p), p))) + ")"
+AUX_FRAME_PREFIX_RE = (
+    "(?:"
+    + "|".join(
+        sorted({p for ps in FRAME_PREFIXES.values() for p in ps if p}, key=lambda p: (-len(p), p))
+    )
+    + ")"
+)
 
 # Source tensors that are dropped on purpose, with the reason (regex on the *source* name).
 # Only things the target model lacks: `fc_hm` IS kept (our model has it for compatibility).
 IGNORED_SOURCE_KEYS: Tuple[Tuple[str, str], ...] = (
     (r"(^|\.)num_batches_tracked$", "BN step counter; detectron2's FrozenBN has no such buffer"),
-    (r"^bbox_head\.(?:transformer\.)?hm_encoder\.",
-     "PETR's auxiliary heatmap encoder (transformer.hm_encoder); PAVE-Net does not build it (docs/REFERENCE.md §13, §14)"),
+    (
+        r"^bbox_head\.(?:transformer\.)?hm_encoder\.",
+        "PETR's auxiliary heatmap encoder (transformer.hm_encoder); PAVE-Net does not build it "
+        "(docs/REFERENCE.md §13, §14)",
+    ),
 )
 # Optional source tensors: mapped when the target has them, otherwise dropped (constant buffers the
 # target recomputes, e.g. timm registers Swin's relative_position_index as non-persistent).
@@ -74,9 +83,9 @@ _RESNET_LAYER_RE = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
 def rename_resnet_key(name: str) -> Optional[str]:
     """mmdet/torchvision ResNet name (without ``backbone.``) -> detectron2 ResNet name, or None."""
     if name.startswith("conv1."):
-        return "stem.conv1." + name[len("conv1."):]
+        return "stem.conv1." + name[len("conv1.") :]
     if name.startswith("bn1."):
-        return "stem.conv1.norm." + name[len("bn1."):]
+        return "stem.conv1.norm." + name[len("bn1.") :]
     m = _RESNET_LAYER_RE.match(name)
     if m is None:
         return None
@@ -89,15 +98,14 @@ def rename_resnet_key(name: str) -> Optional[str]:
     if m2:
         return prefix + f"conv{m2.group(1)}.norm.{m2.group(2)}"
     if rest.startswith("downsample.0."):
-        return prefix + "shortcut." + rest[len("downsample.0."):]
+        return prefix + "shortcut." + rest[len("downsample.0.") :]
     if rest.startswith("downsample.1."):
-        return prefix + "shortcut.norm." + rest[len("downsample.1."):]
+        return prefix + "shortcut.norm." + rest[len("downsample.1.") :]
     return None
 
 
-
 def detect_backbone_type(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """"resnet" (mmdet ResNet) or "swin" (mmdet SwinTransformer), from the source ``backbone.`` keys."""
+    """ "resnet" (mmdet ResNet) or "swin" (mmdet SwinTransformer), from the source ``backbone.`` keys."""
     keys = [k for k in state_dict if k.startswith("backbone.")]
     if any(k.startswith("backbone.patch_embed.") or k.startswith("backbone.stages.") for k in keys):
         return "swin"
@@ -114,15 +122,16 @@ def detect_backbone_type(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
 
 
-
-def rename_official_key(name: str, backbone: str = "resnet", swin: Optional[SwinLayout] = None) -> Optional[str]:
+def rename_official_key(
+    name: str, backbone: str = "resnet", swin: Optional[SwinLayout] = None
+) -> Optional[str]:
     """Official (mmdet) name -> our name; None when the name is not part of the contract.
 
     For Swin, ``swin`` says where the timm model and the output norms sit in our model (read off the
     target model by ``convert_official_state_dict`` when one is given; default ``SwinLayout()``).
     """
     if name.startswith("backbone."):
-        sub = name[len("backbone."):]
+        sub = name[len("backbone.") :]
         if backbone == "resnet":
             new = rename_resnet_key(sub)
             return None if new is None else "backbone." + new
@@ -138,7 +147,7 @@ def rename_official_key(name: str, backbone: str = "resnet", swin: Optional[Swin
     if name.startswith("neck."):
         return name
     if name.startswith("bbox_head."):
-        return "head." + name[len("bbox_head."):]
+        return "head." + name[len("bbox_head.") :]
     return None
 
 
@@ -147,8 +156,11 @@ def rename_official_key(name: str, backbone: str = "resnet", swin: Optional[Swin
 # --------------------------------------------------------------------------------------------------
 def detect_num_frames(state_dict: Mapping[str, torch.Tensor]) -> int:
     """F from the per-frame pose-attention projections: 5 (pre_pre_), 3 (pre_) or 1 (PETR)."""
-    names = [k for k in state_dict if ".decoder.layers.0." in k and "sampling_offsets" in k
-             and "refine_decoder" not in k]
+    names = [
+        k
+        for k in state_dict
+        if ".decoder.layers.0." in k and "sampling_offsets" in k and "refine_decoder" not in k
+    ]
     if not names:
         raise ConversionError(
             "no pose-decoder sampling_offsets found (…transformer.decoder.layers.0.attentions.*."
@@ -166,4 +178,6 @@ def detect_num_keypoints(state_dict: Mapping[str, torch.Tensor]) -> int:
     for k, v in state_dict.items():
         if k.endswith("transformer.refine_query_embedding.weight"):
             return int(v.shape[0])
-    raise ConversionError("no transformer.refine_query_embedding.weight: cannot tell the number of keypoints")
+    raise ConversionError(
+        "no transformer.refine_query_embedding.weight: cannot tell the number of keypoints"
+    )

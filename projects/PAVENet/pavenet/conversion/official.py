@@ -16,6 +16,7 @@ runs did: mmcv's top-level Pretrained init skips every child init, docs/REFERENC
 ``coco_to_posetrack=True`` slices every keypoint-indexed tensor from 17 to 15 joints (docs/REFERENCE.md §11:
 keep COCO joints [0, 1, 2, 5..16], i.e. drop the ears).
 """
+
 import collections
 import re
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
@@ -23,14 +24,27 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..data.keypoint_meta import COCO_TO_POSETRACK_INDICES
+from ..utils.state_dict import state_dict_mismatch
 from .keypoints import slice_keypoints
-from .naming import (AUX_FRAME_PREFIX_RE, FRAME_PREFIXES, IGNORED_SOURCE_KEYS, OPTIONAL_SOURCE_KEYS, PAVENET_NEW_PARAMS,
-                     detect_backbone_type, detect_num_frames, detect_num_keypoints, rename_official_key)
+from .naming import (
+    AUX_FRAME_PREFIX_RE,
+    FRAME_PREFIXES,
+    IGNORED_SOURCE_KEYS,
+    OPTIONAL_SOURCE_KEYS,
+    PAVENET_NEW_PARAMS,
+    detect_backbone_type,
+    detect_num_frames,
+    detect_num_keypoints,
+    rename_official_key,
+)
 from .report import ConversionError, ConversionReport
 from .swin import swin_merge_permutation, swin_target_layout
-from ..utils.state_dict import state_dict_mismatch
 
-__all__ = ["convert_official_state_dict", "convert_official_state_dict_with_report", "strip_wrappers"]
+__all__ = [
+    "convert_official_state_dict",
+    "convert_official_state_dict_with_report",
+    "strip_wrappers",
+]
 
 
 def strip_wrappers(state_dict: Mapping) -> "collections.OrderedDict[str, torch.Tensor]":
@@ -49,7 +63,7 @@ def strip_wrappers(state_dict: Mapping) -> "collections.OrderedDict[str, torch.T
             raise ConversionError(f"state dict key {k!r} is not a string")
         if not torch.is_tensor(v):
             raise ConversionError(f"state dict entry {k!r} is a {type(v).__name__}, not a tensor")
-        out[k[len("module."):] if k.startswith("module.") else k] = v
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
     return out
 
 
@@ -89,16 +103,20 @@ def convert_official_state_dict_with_report(
             other than "independent").
 
     Returns: an OrderedDict of our names -> tensors (the source tensors themselves where no slicing or
-    reordering was needed), and the `ConversionReport`. Raises ``ConversionError`` for any tensor that is neither mapped nor
-    ignored, for a checkpoint of another architecture / frame count, and for target mismatches.
+    reordering was needed), and the `ConversionReport`. Raises ``ConversionError`` for any tensor that is neither
+    mapped nor ignored, for a checkpoint of another architecture / frame count, and for target mismatches.
     """
     if arch not in ("pavenet", "petr"):
         raise ConversionError(f"arch must be 'pavenet' or 'petr', got {arch!r}")
     if num_frames not in FRAME_PREFIXES:
-        raise ConversionError(f"num_frames must be one of {sorted(FRAME_PREFIXES)}, got {num_frames}")
+        raise ConversionError(
+            f"num_frames must be one of {sorted(FRAME_PREFIXES)}, got {num_frames}"
+        )
     src = strip_wrappers(state_dict)
     if not any(k.startswith("bbox_head.") for k in src):
-        raise ConversionError("no 'bbox_head.*' tensors: not an mmdet PAVE-Net / PETR detector checkpoint")
+        raise ConversionError(
+            "no 'bbox_head.*' tensors: not an mmdet PAVE-Net / PETR detector checkpoint"
+        )
     report = ConversionReport()
     report.backbone = detect_backbone_type(src)
     src_frames = detect_num_frames(src)
@@ -124,16 +142,22 @@ def convert_official_state_dict_with_report(
     indices = None
     if coco_to_posetrack:
         if k_src != 17:
-            raise ConversionError(f"coco_to_posetrack needs a 17-joint (COCO) checkpoint, this one has {k_src}")
+            raise ConversionError(
+                f"coco_to_posetrack needs a 17-joint (COCO) checkpoint, this one has {k_src}"
+            )
         indices = COCO_TO_POSETRACK_INDICES
     report.num_keypoints_dst = len(indices) if indices is not None else k_src
 
     target_keys = None if target_state_dict is None else list(target_state_dict.keys())
     swin = None
     if report.backbone == "swin":
-        src_norms = sorted({int(m.group(1)) for k in src for m in [re.match(r"^backbone\.norm(\d+)\.", k)] if m})
+        src_norms = sorted(
+            {int(m.group(1)) for k in src for m in [re.match(r"^backbone\.norm(\d+)\.", k)] if m}
+        )
         swin = swin_target_layout(target_state_dict, src_norms)
-    ignore = tuple(IGNORED_SOURCE_KEYS) + tuple((p, "ignored by the caller (extra_ignore)") for p in extra_ignore)
+    ignore = tuple(IGNORED_SOURCE_KEYS) + tuple(
+        (p, "ignored by the caller (extra_ignore)") for p in extra_ignore
+    )
 
     out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
     unmapped = []
@@ -172,7 +196,8 @@ def convert_official_state_dict_with_report(
         if init_state_dict is None:
             raise ConversionError(
                 "PETR -> PAVE-Net needs init_state_dict (a freshly built PAVE-Net's state_dict) for the "
-                "parameters PETR does not have (per-frame projections/MLPs, sigma branches, flows; docs/REFERENCE.md §7)"
+                "parameters PETR does not have (per-frame projections/MLPs, sigma branches, flows; "
+                "docs/REFERENCE.md §7)"
             )
         for key, value in init_state_dict.items():
             if key in out or not any(re.search(p, key) for p in PAVENET_NEW_PARAMS):
@@ -190,11 +215,13 @@ def convert_official_state_dict_with_report(
 
 
 _JOINT_OFFSET_BIAS_RE = re.compile(
-    rf"^(head\.transformer\.refine_decoder\.layers\.\d+\.attentions\.\d+\.){AUX_FRAME_PREFIX_RE}?sampling_offsets\.bias$")
+    rf"^(head\.transformer\.refine_decoder\.layers\.\d+\.attentions\.\d+\.){AUX_FRAME_PREFIX_RE}?sampling_offsets\.bias$"
+)
 
 
-def _tie_joint_offset_biases(out: "collections.OrderedDict[str, torch.Tensor]", report: ConversionReport,
-                             num_frames: int) -> None:
+def _tie_joint_offset_biases(
+    out: "collections.OrderedDict[str, torch.Tensor]", report: ConversionReport, num_frames: int
+) -> None:
     """Give every frame's joint-attention ``sampling_offsets.bias`` the value the official model ends with.
 
     The official joint attention (mmcv ``MulFramesMultiScaleDeformableAttentionNumFrames3/5``) assigns one
@@ -203,10 +230,14 @@ def _tie_joint_offset_biases(out: "collections.OrderedDict[str, torch.Tensor]", 
     present in the source; for PETR, whose attention has only the key frame's, that one).
     """
     src_of = {dst: src for src, dst in report.mapped.items()}
-    stems = dict.fromkeys(m.group(1) for m in map(_JOINT_OFFSET_BIAS_RE.match, out) if m)  # ordered set
+    stems = dict.fromkeys(
+        m.group(1) for m in map(_JOINT_OFFSET_BIAS_RE.match, out) if m
+    )  # ordered set
     for stem in stems:
         names = [stem + pre + "sampling_offsets.bias" for pre in FRAME_PREFIXES[num_frames]]
-        loaded = [k for k in names if k in src_of]  # load order = frame order (module registration order)
+        loaded = [
+            k for k in names if k in src_of
+        ]  # load order = frame order (module registration order)
         if not loaded:
             continue
         winner = out[loaded[-1]]
@@ -217,8 +248,9 @@ def _tie_joint_offset_biases(out: "collections.OrderedDict[str, torch.Tensor]", 
         report.tied.append((src_of[loaded[-1]], [k for k in names if k in out], differed))
 
 
-def _check_against_target(out: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
-                          report: ConversionReport) -> None:
+def _check_against_target(
+    out: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], report: ConversionReport
+) -> None:
     problem = state_dict_mismatch(target, out)
     if not problem:
         return
@@ -227,20 +259,32 @@ def _check_against_target(out: Mapping[str, torch.Tensor], target: Mapping[str, 
     bad_shapes = [k for k in out if k in target and tuple(out[k].shape) != tuple(target[k].shape)]
     hints = []
     if any("pre_" in k or "next_" in k for k in missing + unexpected):
-        hints.append("the number of frames of the checkpoint and of the model differ (MODEL.PAVENET.NUM_FRAMES)")
+        hints.append(
+            "the number of frames of the checkpoint and of the model differ (MODEL.PAVENET.NUM_FRAMES)"
+        )
     if bad_shapes and report.num_keypoints_src == 17 and report.num_keypoints_dst == 17:
-        hints.append("a 17-joint COCO checkpoint for a 15-joint model needs coco_to_posetrack (--coco-to-posetrack)")
+        hints.append(
+            "a 17-joint COCO checkpoint for a 15-joint model needs coco_to_posetrack (--coco-to-posetrack)"
+        )
     if any(k.startswith("backbone.") for k in unexpected):
-        hints.append(f"the checkpoint's backbone ({report.backbone}) differs from the model's (MODEL.BACKBONE.NAME)")
-        if report.backbone == "swin" and any(re.match(r"^backbone\.norm\d+\.", k) for k in unexpected):
-            hints.append("the model's Swin backbone has no output LayerNorms, but the official one normalises "
-                         "each output (mmdet norm1..3)")
+        hints.append(
+            f"the checkpoint's backbone ({report.backbone}) differs from the model's (MODEL.BACKBONE.NAME)"
+        )
+        if report.backbone == "swin" and any(
+            re.match(r"^backbone\.norm\d+\.", k) for k in unexpected
+        ):
+            hints.append(
+                "the model's Swin backbone has no output LayerNorms, but the official one normalises "
+                "each output (mmdet norm1..3)"
+            )
     msg = [f"the converted state dict does not fit the target model: {problem}"]
     if hints:
         msg.append("  hint: " + "; ".join(hints))
     raise ConversionError("\n".join(msg))
 
 
-def convert_official_state_dict(state_dict: Mapping, **options) -> "collections.OrderedDict[str, torch.Tensor]":
+def convert_official_state_dict(
+    state_dict: Mapping, **options
+) -> "collections.OrderedDict[str, torch.Tensor]":
     """`convert_official_state_dict_with_report` without the report (same keyword options)."""
     return convert_official_state_dict_with_report(state_dict, **options)[0]

@@ -5,6 +5,7 @@
 from a fresh model, and the joint-attention offset-bias groups tied to one value. Both sit below the naming
 tables (`naming.py`, `swin.py`), the keypoint slicing (`keypoints.py`) and the driver (`official.py`).
 """
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -32,8 +33,14 @@ class ConversionReport:
 
     def summary(self) -> str:
         differed = sum(d for _, _, d in self.tied)
-        tied = (f"; {len(self.tied)} joint-attention offset-bias groups tied to the official load winner"
-                f" ({differed} had differing values)") if self.tied else ""
+        tied = (
+            (
+                f"; {len(self.tied)} joint-attention offset-bias groups tied to the official load winner"
+                f" ({differed} had differing values)"
+            )
+            if self.tied
+            else ""
+        )
         return (
             f"{len(self.mapped)} tensors mapped ({len(self.sliced)} sliced {self.num_keypoints_src}->"
             f"{self.num_keypoints_dst} joints), {len(self.ignored)} ignored, {len(self.initialised)} "

@@ -7,6 +7,7 @@ with a reshape: `rename_swin_key` moves the names, `swin_merge_permutation` reor
 `TimmSwinBackbone`'s names, or read off a target state dict by `swin_target_layout`. The rest of the
 naming contract (ResNet, neck, head) is `naming.py`'s.
 """
+
 import collections
 import re
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ def rename_swin_key(name: str, stage_format: str = "layers.{s}") -> Optional[str
       holds it; ``rename_official_key`` names it.
     """
     if name.startswith("patch_embed.projection."):
-        return "patch_embed.proj." + name[len("patch_embed.projection."):]
+        return "patch_embed.proj." + name[len("patch_embed.projection.") :]
     if name.startswith("patch_embed.norm."):
         return name
     if name.startswith("absolute_pos_embed"):
@@ -61,7 +62,10 @@ def rename_swin_key(name: str, stage_format: str = "layers.{s}") -> Optional[str
         rest = m.group(3)
         for old, new in _SWIN_BLOCK_RENAMES:
             if rest.startswith(old):
-                return stage_format.format(s=int(m.group(1))) + f".blocks.{m.group(2)}.{new}{rest[len(old):]}"
+                return (
+                    stage_format.format(s=int(m.group(1)))
+                    + f".blocks.{m.group(2)}.{new}{rest[len(old) :]}"
+                )
     return None
 
 
@@ -84,7 +88,6 @@ def swin_merge_permutation(channels4: int) -> torch.Tensor:
     return perm
 
 
-
 @dataclass
 class SwinLayout:
     """Where the timm Swin sits in our model: ``prefix`` + timm names (stages as ``stage_format``);
@@ -95,11 +98,14 @@ class SwinLayout:
 
     prefix: str = "backbone.body."
     stage_format: str = "layers_{s}"
-    out_norms: Dict[int, str] = field(default_factory=lambda: {i: f"backbone.norm{i}." for i in (1, 2, 3)})
+    out_norms: Dict[int, str] = field(
+        default_factory=lambda: {i: f"backbone.norm{i}." for i in (1, 2, 3)}
+    )
 
 
-
-def swin_target_layout(target: Optional[Mapping[str, torch.Tensor]], src_out_norms: Sequence[int]) -> SwinLayout:
+def swin_target_layout(
+    target: Optional[Mapping[str, torch.Tensor]], src_out_norms: Sequence[int]
+) -> SwinLayout:
     """Read the timm prefix, the stage naming and the output-norm names off the target model."""
     layout = SwinLayout()
     if target is None:
@@ -118,8 +124,14 @@ def swin_target_layout(target: Optional[Mapping[str, torch.Tensor]], src_out_nor
     groups: Dict[str, List[int]] = collections.defaultdict(list)
     for k in keys:
         m = re.match(r"^(backbone\..*?)(\d+)\.weight$", k)
-        if (m and k.startswith("backbone.") and not k.startswith(layout.prefix + "layers")
-                and "patch_embed" not in k and torch.is_tensor(target[k]) and target[k].dim() == 1):
+        if (
+            m
+            and k.startswith("backbone.")
+            and not k.startswith(layout.prefix + "layers")
+            and "patch_embed" not in k
+            and torch.is_tensor(target[k])
+            and target[k].dim() == 1
+        ):
             groups[m.group(1)].append(int(m.group(2)))
     groups = {stem: sorted(ix) for stem, ix in groups.items() if len(ix) == len(src_out_norms)}
     if len(groups) == 1:

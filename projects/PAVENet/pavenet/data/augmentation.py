@@ -6,9 +6,9 @@ from the config (policy (a) resize, policy (b) resize -> crop -> resize; docs/RE
 area scale of a drawn `TransformList`. Reading frames and building Instances is the clip mapper's
 (`data/dataset_mapper.py`); this module only says which transforms are drawn.
 """
+
 import cv2
 import numpy as np
-
 from detectron2.data import transforms as T
 
 __all__ = [
@@ -24,8 +24,16 @@ class PhotometricTransform(T.Transform):
     """mmdet-style PhotoMetricDistortion with fixed, already drawn parameters (so every frame gets the
     same values). A parameter of None means that step is skipped. Coordinates are unchanged."""
 
-    def __init__(self, brightness=None, contrast=None, contrast_first=True, saturation=None, hue=None,
-                 permutation=None, image_format="RGB"):
+    def __init__(
+        self,
+        brightness=None,
+        contrast=None,
+        contrast_first=True,
+        saturation=None,
+        hue=None,
+        permutation=None,
+        image_format="RGB",
+    ):
         super().__init__()
         self._set_attributes(locals())
 
@@ -67,8 +75,14 @@ class PhotometricTransform(T.Transform):
 class PhotometricDistortion(T.Augmentation):
     """Draws the PhotometricTransform parameters (each step with p=0.5, docs/REFERENCE.md §10)."""
 
-    def __init__(self, brightness_delta=32.0, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
-                 hue_delta=18.0, image_format="RGB"):
+    def __init__(
+        self,
+        brightness_delta=32.0,
+        contrast_range=(0.5, 1.5),
+        saturation_range=(0.5, 1.5),
+        hue_delta=18.0,
+        image_format="RGB",
+    ):
         super().__init__()
         self._init(locals())
 
@@ -96,13 +110,18 @@ class _FilledRotationTransform(T.RotationTransform):
     def apply_image(self, img, interp=None):
         if len(img) == 0 or self.angle % 360 == 0:
             return img
-        assert img.shape[:2] == (self.h, self.w), "every frame of a clip must have the key frame's size"
+        assert img.shape[:2] == (self.h, self.w), (
+            "every frame of a clip must have the key frame's size"
+        )
         interp = interp if interp is not None else self.interp
-        return cv2.warpAffine(img, self.rm_image, (self.bound_w, self.bound_h), flags=interp, borderValue=self.fill)
+        return cv2.warpAffine(
+            img, self.rm_image, (self.bound_w, self.bound_h), flags=interp, borderValue=self.fill
+        )
 
 
 class MeanFillRotation(T.Augmentation):
-    """Rotation by U(-max_angle, max_angle) degrees about the image centre, border = mean pixel (docs/REFERENCE.md §10)."""
+    """Rotation by U(-max_angle, max_angle) degrees about the image centre, border = mean pixel
+    (docs/REFERENCE.md §10)."""
 
     def __init__(self, max_angle: float, fill=(124, 116, 104)):
         super().__init__()
@@ -123,7 +142,11 @@ def build_clip_augmentations(cfg, is_train: bool):
     """
     P = cfg.INPUT.PAVENET
     if not is_train:
-        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")], [], 0.0
+        return (
+            [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")],
+            [],
+            0.0,
+        )
     augs = []
     if P.COLOR_AUG:
         augs.append(PhotometricDistortion(image_format=cfg.INPUT.FORMAT))
@@ -134,8 +157,12 @@ def build_clip_augmentations(cfg, is_train: bool):
     if cfg.INPUT.RANDOM_FLIP == "horizontal":
         augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
     elif cfg.INPUT.RANDOM_FLIP not in ("none", ""):
-        raise ValueError(f"INPUT.RANDOM_FLIP={cfg.INPUT.RANDOM_FLIP!r}: PAVE-Net supports 'horizontal' or 'none'")
-    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
+        raise ValueError(
+            f"INPUT.RANDOM_FLIP={cfg.INPUT.RANDOM_FLIP!r}: PAVE-Net supports 'horizontal' or 'none'"
+        )
+    resize = T.ResizeShortestEdge(
+        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+    )
     crop_augs, crop_prob = [], 0.0
     if cfg.INPUT.CROP.ENABLED and P.CROP_PROB > 0:
         crop_augs = augs + [

@@ -6,6 +6,7 @@ The test loader is detectron2's (explicit dataset/mapper/sampler, which both v0.
 dicts). The train loader is assembled from detectron2's dataset pieces (`DatasetFromList`, `MapDataset`,
 `ToIterableDataset`, `AspectRatioGroupedDataset`, the same in v0.6 and main) so that it can move clips
 out of the worker processes cheaply (`build_pavenet_train_loader`)."""
+
 import itertools
 import logging
 import math
@@ -15,7 +16,12 @@ import pickle
 import torch.utils.data as torchdata
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data.build import worker_init_reset_seed
-from detectron2.data.common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
+from detectron2.data.common import (
+    AspectRatioGroupedDataset,
+    DatasetFromList,
+    MapDataset,
+    ToIterableDataset,
+)
 from detectron2.data.samplers import InferenceSampler, TrainingSampler
 from detectron2.utils import comm
 
@@ -36,7 +42,11 @@ __all__ = [
 
 
 def _has_visible_person(d: dict) -> bool:
-    return any(any(v > 0 for v in a["keypoints"][2::3]) for a in d.get("annotations", []) if not a.get("iscrowd", 0))
+    return any(
+        any(v > 0 for v in a["keypoints"][2::3])
+        for a in d.get("annotations", [])
+        if not a.get("iscrowd", 0)
+    )
 
 
 def get_train_clip_dicts(dataset_names) -> list:
@@ -49,11 +59,15 @@ def get_train_clip_dicts(dataset_names) -> list:
         raise ValueError("DATASETS.TRAIN is empty")
     layouts = {tuple(MetadataCatalog.get(n).get("keypoint_names", ())) for n in dataset_names}
     if len(layouts) > 1:
-        raise ValueError(f"DATASETS.TRAIN {list(dataset_names)} mix keypoint layouts; train them in separate stages")
+        raise ValueError(
+            f"DATASETS.TRAIN {list(dataset_names)} mix keypoint layouts; train them in separate stages"
+        )
     dicts = list(itertools.chain.from_iterable(DatasetCatalog.get(n) for n in dataset_names))
     n0 = len(dicts)
     dicts = [d for d in dicts if d.get("is_labeled", True) and _has_visible_person(d)]
-    logger.info(f"Training clips from {list(dataset_names)}: {len(dicts)} key frames ({n0 - len(dicts)} without people removed)")
+    logger.info(
+        f"Training clips from {list(dataset_names)}: {len(dicts)} key frames ({n0 - len(dicts)} without people removed)"
+    )
     if not dicts:
         raise ValueError(f"no labelled frame with people in {list(dataset_names)}")
     return dicts
@@ -65,13 +79,17 @@ def get_test_clip_dicts(dataset_name: str, test_frames: str = "labeled") -> list
     all_fn = None
     if meta.get("dataset_type", "") == "posetrack":
         all_fn = lambda: load_posetrack_video_dicts(meta.annotations, meta.image_root, frames="all")  # noqa: E731
-    if test_frames == "all" and all_fn is None:  # COCO pseudo-clips: every image is its own labelled "video"
+    if (
+        test_frames == "all" and all_fn is None
+    ):  # COCO pseudo-clips: every image is its own labelled "video"
         dicts = labeled
     else:
         dicts = select_test_frames(labeled, test_frames, all_fn)
     if not dicts:
-        raise ValueError(f"test set {dataset_name!r} has no frame to evaluate "
-                         f"(INPUT.PAVENET.TEST_FRAMES {test_frames!r}); check its annotation files")
+        raise ValueError(
+            f"test set {dataset_name!r} has no frame to evaluate "
+            f"(INPUT.PAVENET.TEST_FRAMES {test_frames!r}); check its annotation files"
+        )
     return dicts
 
 
@@ -93,8 +111,11 @@ class _PickledClipMapper:
         clip = self.mapper(dataset_dict)
         if clip is None:  # MapDataset then draws another item
             return None
-        return {"width": clip["width"], "height": clip["height"],
-                "pickled_clip": pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)}
+        return {
+            "width": clip["width"],
+            "height": clip["height"],
+            "pickled_clip": pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL),
+        }
 
 
 class _UnpickledBatches(torchdata.IterableDataset):
@@ -141,13 +162,17 @@ def build_pavenet_train_loader(cfg, mapper=None, dataset=None):
     world_size = comm.get_world_size()
     total = cfg.SOLVER.IMS_PER_BATCH
     if total <= 0 or total % world_size:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be a positive multiple of the number of "
-                         f"processes ({world_size})")
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH ({total}) must be a positive multiple of the number of "
+            f"processes ({world_size})"
+        )
     batch_size = total // world_size
     num_workers = cfg.DATALOADER.NUM_WORKERS
     # One seed shared by all ranks (cfg.SEED, else detectron2 draws one and broadcasts it).
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
-    clips = MapDataset(DatasetFromList(dataset, copy=False), _PickledClipMapper(mapper) if num_workers else mapper)
+    clips = MapDataset(
+        DatasetFromList(dataset, copy=False), _PickledClipMapper(mapper) if num_workers else mapper
+    )
     loader = torchdata.DataLoader(
         ToIterableDataset(clips, sampler),
         num_workers=num_workers,
@@ -169,7 +194,10 @@ def build_pavenet_test_loader(cfg, dataset_name: str, mapper=None):
     if mapper is None:
         mapper = PoseTrackClipDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
     return build_detection_test_loader(
-        dataset=dataset, mapper=mapper, sampler=InferenceSampler(len(dataset)), num_workers=cfg.DATALOADER.NUM_WORKERS
+        dataset=dataset,
+        mapper=mapper,
+        sampler=InferenceSampler(len(dataset)),
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
 
 
@@ -187,8 +215,11 @@ class VideoInferenceLoader:
             videos.setdefault(d.get("video_id"), []).append(d)
         for vid, frames in videos.items():
             frames.sort(key=lambda d: d["frame_index"])
-            if any(f["video_file_names"] is not frames[0]["video_file_names"]
-                   and list(f["video_file_names"]) != list(frames[0]["video_file_names"]) for f in frames):
+            if any(
+                f["video_file_names"] is not frames[0]["video_file_names"]
+                and list(f["video_file_names"]) != list(frames[0]["video_file_names"])
+                for f in frames
+            ):
                 raise ValueError(f"video {vid!r}: its frame dicts disagree on 'video_file_names'")
         videos = list(videos.values())
         rank = comm.get_rank() if rank is None else rank

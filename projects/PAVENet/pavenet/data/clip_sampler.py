@@ -6,12 +6,21 @@ frame prev = current, at the last frame next = current; for F=5 at index 1, t-2 
 Indices are positions in the video's ordered frame list, so 2017 (1-based, 8-digit names) and
 2018/21 (0-based, 6-digit names) are handled alike: the loaders already turned names into positions.
 """
+
 from typing import Any, Iterable, Iterator, List, Sequence, Tuple
 
-__all__ = ["clip_frame_indices", "clip_file_names", "frames_for_clips", "clips_from_frames", "sliding_windows"]
+__all__ = [
+    "clip_frame_indices",
+    "clip_file_names",
+    "frames_for_clips",
+    "clips_from_frames",
+    "sliding_windows",
+]
 
 
-def clip_frame_indices(key_index: int, num_frames: int, video_length: int, stride: int = 1) -> List[int]:
+def clip_frame_indices(
+    key_index: int, num_frames: int, video_length: int, stride: int = 1
+) -> List[int]:
     """Frame positions of the clip around `key_index`, clamped to [0, video_length - 1].
 
     Args:
@@ -32,18 +41,32 @@ def clip_frame_indices(key_index: int, num_frames: int, video_length: int, strid
     return [min(max(key_index + d * stride, 0), video_length - 1) for d in range(-half, half + 1)]
 
 
-def clip_file_names(video_file_names: Sequence[str], key_index: int, num_frames: int, stride: int = 1) -> List[str]:
+def clip_file_names(
+    video_file_names: Sequence[str], key_index: int, num_frames: int, stride: int = 1
+) -> List[str]:
     """The F file names of the clip (see `clip_frame_indices`)."""
-    return [video_file_names[i] for i in clip_frame_indices(key_index, num_frames, len(video_file_names), stride)]
+    return [
+        video_file_names[i]
+        for i in clip_frame_indices(key_index, num_frames, len(video_file_names), stride)
+    ]
 
 
-def frames_for_clips(key_indices: Sequence[int], num_frames: int, video_length: int, stride: int = 1) -> List[int]:
+def frames_for_clips(
+    key_indices: Sequence[int], num_frames: int, video_length: int, stride: int = 1
+) -> List[int]:
     """Sorted positions of every frame that at least one key frame's clip uses (each listed once)."""
-    return sorted({i for k in key_indices for i in clip_frame_indices(k, num_frames, video_length, stride)})
+    return sorted(
+        {i for k in key_indices for i in clip_frame_indices(k, num_frames, video_length, stride)}
+    )
 
 
-def clips_from_frames(frames: Iterable[Tuple[int, Any]], key_indices: Sequence[int], num_frames: int,
-                      video_length: int, stride: int = 1) -> Iterator[Tuple[int, List[Any]]]:
+def clips_from_frames(
+    frames: Iterable[Tuple[int, Any]],
+    key_indices: Sequence[int],
+    num_frames: int,
+    video_length: int,
+    stride: int = 1,
+) -> Iterator[Tuple[int, List[Any]]]:
     """Yield `(key_index, [item per clip frame])` for each key frame, in increasing key order.
 
     `frames` yields `(position, item)` in increasing position order and must cover
@@ -60,7 +83,9 @@ def clips_from_frames(frames: Iterable[Tuple[int, Any]], key_indices: Sequence[i
             try:
                 pos, item = next(frames)
             except StopIteration:
-                raise ValueError(f"frames ended before position {idx[-1]} needed by key frame {key}") from None
+                raise ValueError(
+                    f"frames ended before position {idx[-1]} needed by key frame {key}"
+                ) from None
             if pos >= idx[0]:
                 alive[pos] = item
         yield key, [alive[i] for i in idx]
@@ -81,8 +106,12 @@ def sliding_windows(items: Iterable[Any], num_frames: int) -> Iterator[Tuple[int
         alive[pos] = item
         count = pos + 1
         key = pos - half
-        if key >= 0:  # every index of its clip is <= pos: the length so far clamps nothing on the right
-            alive.pop(key - half - 1, None)  # this and every later window starts at key - half or after
+        if (
+            key >= 0
+        ):  # every index of its clip is <= pos: the length so far clamps nothing on the right
+            alive.pop(
+                key - half - 1, None
+            )  # this and every later window starts at key - half or after
             yield key, [alive[i] for i in clip_frame_indices(key, num_frames, count)]
     for key in range(max(count - half, 0), count):
         alive.pop(key - half - 1, None)

@@ -13,6 +13,7 @@ Output (one dict per clip):
                 gt_boxes (visible-joint extents), gt_classes (N,) zeros, gt_areas (N,), gt_track_ids (N,)
     height, width (original key-frame size), file_name, file_names (F), image_id, video_id, frame_index
 """
+
 import copy
 import logging
 import os
@@ -21,7 +22,6 @@ from typing import List, Optional
 import cv2
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
@@ -61,7 +61,8 @@ class PoseTrackClipDatasetMapper:
             crop_augmentations / crop_prob: policy (b), chosen with probability crop_prob (training).
             num_frames: F = 2T+1.
             keypoint_hflip_indices: flip permutation from the dataset's metadata (required with flips).
-            pseudo_clip: COCO pseudo-clip (docs/REFERENCE.md §11): every frame is the key image, auxiliary frames rotated.
+            pseudo_clip: COCO pseudo-clip (docs/REFERENCE.md §11): every frame is the key image, auxiliary
+                frames rotated.
             max_redraws: training re-draws of the augmentation when no person keeps a visible joint.
         """
         if num_frames < 1 or num_frames % 2 == 0:
@@ -77,8 +78,14 @@ class PoseTrackClipDatasetMapper:
         self.pseudo_clip_max_rotation = pseudo_clip_max_rotation
         self.max_redraws = max_redraws
         mode = "training" if is_train else "inference"
-        logger.info(f"[PoseTrackClipDatasetMapper] F={num_frames}, augmentations in {mode}: {self.augmentations}"
-                    + (f", crop policy (p={self.crop_prob}): {self.crop_augmentations}" if self.crop_prob else ""))
+        logger.info(
+            f"[PoseTrackClipDatasetMapper] F={num_frames}, augmentations in {mode}: {self.augmentations}"
+            + (
+                f", crop policy (p={self.crop_prob}): {self.crop_augmentations}"
+                if self.crop_prob
+                else ""
+            )
+        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
@@ -138,7 +145,9 @@ class PoseTrackClipDatasetMapper:
                 out.append(key)
             else:
                 m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(d * r), 1.0)
-                out.append(cv2.warpAffine(key, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0)))
+                out.append(
+                    cv2.warpAffine(key, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+                )
         return out
 
     def _draw_transforms(self, key: np.ndarray):
@@ -156,7 +165,9 @@ class PoseTrackClipDatasetMapper:
         for a in annos:
             if a.get("iscrowd", 0):
                 continue
-            k = utils.transform_keypoint_annotations(a["keypoints"], tfms, image_size, self.keypoint_hflip_indices)
+            k = utils.transform_keypoint_annotations(
+                a["keypoints"], tfms, image_size, self.keypoint_hflip_indices
+            )
             if not (k[:, 2] > 0).any():
                 continue
             kpts.append(k)
@@ -164,7 +175,13 @@ class PoseTrackClipDatasetMapper:
             tids.append(int(a.get("track_id", -1)))
         inst = Instances(tuple(image_size))
         n = len(kpts)
-        K = len(annos[0]["keypoints"]) // 3 if annos else (len(self.keypoint_hflip_indices) if self.keypoint_hflip_indices is not None else 0)
+        K = (
+            len(annos[0]["keypoints"]) // 3
+            if annos
+            else (
+                len(self.keypoint_hflip_indices) if self.keypoint_hflip_indices is not None else 0
+            )
+        )
         kp = torch.as_tensor(np.stack(kpts), dtype=torch.float32) if n else torch.zeros((0, K, 3))
         boxes = keypoint_extent_boxes(kp[..., :2], kp[..., 2] > 0)
         inst.gt_keypoints = Keypoints(kp)
@@ -180,7 +197,9 @@ class PoseTrackClipDatasetMapper:
         if self.pseudo_clip:
             path = d["file_name"]
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"image not found: {path} (field 'file_name', image_id {d.get('image_id')!r})")
+                raise FileNotFoundError(
+                    f"image not found: {path} (field 'file_name', image_id {d.get('image_id')!r})"
+                )
             key = utils.read_image(path, format=self.image_format)
             frames, file_names = self._pseudo_clip_frames(key), [path] * self.num_frames
         else:
@@ -189,11 +208,15 @@ class PoseTrackClipDatasetMapper:
         h0, w0 = frames[half].shape[:2]
         for f, name in zip(frames, file_names):
             if f.shape[:2] != (h0, w0):
-                raise ValueError(f"{name}: frame size {f.shape[:2]} differs from the key frame's {(h0, w0)} "
-                                 f"({d.get('file_name')})")
+                raise ValueError(
+                    f"{name}: frame size {f.shape[:2]} differs from the key frame's {(h0, w0)} "
+                    f"({d.get('file_name')})"
+                )
         if d.get("height") is not None and (d["height"], d["width"]) != (h0, w0):
-            raise ValueError(f"{d['file_name']}: image is {w0}x{h0} but the annotation says "
-                             f"{d['width']}x{d['height']} (fields 'width', 'height')")
+            raise ValueError(
+                f"{d['file_name']}: image is {w0}x{h0} but the annotation says "
+                f"{d['width']}x{d['height']} (fields 'width', 'height')"
+            )
 
         tries = self.max_redraws if (self.is_train and annos) else 1
         for _ in range(tries):

@@ -6,6 +6,7 @@ OpenCV and PIL: libjpeg fills the rest of the picture with grey and only prints 
 catches that line (stderr is redirected at the file-descriptor level for the one decode) and refuses the
 frame, naming the file; other output of that moment is passed on.
 """
+
 import os
 import sys
 import tempfile
@@ -20,15 +21,23 @@ from ..utils.cli_numbers import MIN_FRAME_SIDE
 __all__ = ["MIN_FRAME_SIDE", "check_frame_size", "read_frame"]
 
 # What libjpeg (inside OpenCV) prints when it patches over bad data instead of failing.
-_DECODER_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "JPEG datastream contains no image",
-                   "Invalid JPEG file structure", "Bogus marker length", "Unsupported marker type")
+_DECODER_DAMAGE = (
+    "Corrupt JPEG data",
+    "Premature end of JPEG file",
+    "JPEG datastream contains no image",
+    "Invalid JPEG file structure",
+    "Bogus marker length",
+    "Unsupported marker type",
+)
 
 
 def check_frame_size(width: int, height: int, where: str) -> None:
     """Refuse a frame smaller than MIN_FRAME_SIDE on a side (`where` names it: a file, a video)."""
     if min(width, height) < MIN_FRAME_SIDE:
-        raise ValueError(f"{where} is {width}x{height} pixels (WxH): frames must be at least {MIN_FRAME_SIDE} "
-                         "pixels on each side")
+        raise ValueError(
+            f"{where} is {width}x{height} pixels (WxH): frames must be at least {MIN_FRAME_SIDE} "
+            "pixels on each side"
+        )
 
 
 @contextmanager
@@ -62,7 +71,9 @@ def read_frame(path: str) -> np.ndarray:
     if img is None:
         raise ValueError(f"cannot read image {path} (not an image or corrupt)")
     if damage:
-        raise ValueError(f"image {path} is corrupt: its data is damaged or cut short, and the decoder would fill "
-                         f"the rest with grey ({damage[0].strip()})")
+        raise ValueError(
+            f"image {path} is corrupt: its data is damaged or cut short, and the decoder would fill "
+            f"the rest with grey ({damage[0].strip()})"
+        )
     check_frame_size(img.shape[1], img.shape[0], f"image {path}")
     return img

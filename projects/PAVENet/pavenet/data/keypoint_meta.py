@@ -3,32 +3,73 @@
 Pure Python (no torch, no detectron2) so that loaders, writers, the evaluator and the converter can
 all share it. The model's PoseTrack order is the 15-joint order of docs/REFERENCE.md §12.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 # --- PoseTrack: the model's 15 joints -------------------------------------------------------------
 POSETRACK_KEYPOINT_NAMES: Tuple[str, ...] = (
-    "nose", "head_bottom", "head_top",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "head_bottom",
+    "head_top",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 NUM_POSETRACK_KEYPOINTS = len(POSETRACK_KEYPOINT_NAMES)
 
 # PoseTrack 2018/21 files keep 17 COCO-like slots; slots 3 and 4 (the ears) are always empty.
 POSETRACK18_SLOT_NAMES: Tuple[str, ...] = (
-    "nose", "head_bottom", "head_top", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "head_bottom",
+    "head_top",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 # Index into the 17 slots for each of our 15 joints (drop the ears).
 POSETRACK18_SLOTS_FOR_15: Tuple[int, ...] = (0, 1, 2) + tuple(range(5, 17))
 
 # poseval joint ids (PoseTrack 2017 `annopoints` ids) for each of our 15 joints.
 POSEVAL_JOINT_NAMES: Tuple[str, ...] = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
-    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
-    "head_bottom", "nose", "head_top",
+    "right_ankle",
+    "right_knee",
+    "right_hip",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "right_wrist",
+    "right_elbow",
+    "right_shoulder",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "head_bottom",
+    "nose",
+    "head_top",
 )
-POSEVAL_ID_FOR_15: Tuple[int, ...] = tuple(POSEVAL_JOINT_NAMES.index(n) for n in POSETRACK_KEYPOINT_NAMES)
+POSEVAL_ID_FOR_15: Tuple[int, ...] = tuple(
+    POSEVAL_JOINT_NAMES.index(n) for n in POSETRACK_KEYPOINT_NAMES
+)
 # The paper's table columns, as groups of our 15 joints (poseval's Head = head_top, neck, nose).
 POSETRACK_JOINT_GROUPS: Dict[str, Tuple[str, ...]] = {
     "Head": ("head_top", "head_bottom", "nose"),
@@ -42,19 +83,61 @@ POSETRACK_JOINT_GROUPS: Dict[str, Tuple[str, ...]] = {
 
 # OKS sigmas (docs/REFERENCE.md §8): nose, head_bottom, head_top, then the COCO body values.
 POSETRACK_OKS_SIGMAS: Tuple[float, ...] = (
-    0.026, 0.079, 0.079, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
-    0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+    0.026,
+    0.079,
+    0.079,
+    0.079,
+    0.079,
+    0.072,
+    0.072,
+    0.062,
+    0.062,
+    0.107,
+    0.107,
+    0.087,
+    0.087,
+    0.089,
+    0.089,
 )
 
 # --- COCO: 17 joints (pre-training) ---------------------------------------------------------------
 COCO_KEYPOINT_NAMES: Tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 COCO_OKS_SIGMAS: Tuple[float, ...] = (
-    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
-    0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+    0.026,
+    0.025,
+    0.025,
+    0.035,
+    0.035,
+    0.079,
+    0.079,
+    0.072,
+    0.072,
+    0.062,
+    0.062,
+    0.107,
+    0.107,
+    0.087,
+    0.087,
+    0.089,
+    0.089,
 )
 
 
@@ -73,7 +156,9 @@ COCO_TO_POSETRACK_INDICES: Tuple[int, ...] = POSETRACK18_SLOTS_FOR_15
 
 def flip_map(names) -> List[Tuple[str, str]]:
     """Pairs (left_x, right_x) present in `names`, as detectron2's `keypoint_flip_map` expects."""
-    return [(n, "right_" + n[5:]) for n in names if n.startswith("left_") and "right_" + n[5:] in names]
+    return [
+        (n, "right_" + n[5:]) for n in names if n.startswith("left_") and "right_" + n[5:] in names
+    ]
 
 
 def flip_indices(names) -> List[int]:
@@ -105,23 +190,41 @@ def _rules(pairs) -> List[Tuple[str, str, Tuple[int, int, int]]]:
 
 POSETRACK_CONNECTION_RULES = _rules(
     [
-        ("head_top", "nose"), ("nose", "head_bottom"),
-        ("head_bottom", "left_shoulder"), ("head_bottom", "right_shoulder"),
-        ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-        ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
-        ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"), ("left_hip", "right_hip"),
-        ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
-        ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        ("head_top", "nose"),
+        ("nose", "head_bottom"),
+        ("head_bottom", "left_shoulder"),
+        ("head_bottom", "right_shoulder"),
+        ("left_shoulder", "left_elbow"),
+        ("left_elbow", "left_wrist"),
+        ("right_shoulder", "right_elbow"),
+        ("right_elbow", "right_wrist"),
+        ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"),
+        ("left_hip", "right_hip"),
+        ("left_hip", "left_knee"),
+        ("left_knee", "left_ankle"),
+        ("right_hip", "right_knee"),
+        ("right_knee", "right_ankle"),
     ]
 )
 COCO_CONNECTION_RULES = _rules(
     [
-        ("left_ear", "left_eye"), ("right_ear", "right_eye"), ("left_eye", "nose"), ("nose", "right_eye"),
-        ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-        ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
-        ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"), ("left_hip", "right_hip"),
-        ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
-        ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        ("left_ear", "left_eye"),
+        ("right_ear", "right_eye"),
+        ("left_eye", "nose"),
+        ("nose", "right_eye"),
+        ("left_shoulder", "right_shoulder"),
+        ("left_shoulder", "left_elbow"),
+        ("left_elbow", "left_wrist"),
+        ("right_shoulder", "right_elbow"),
+        ("right_elbow", "right_wrist"),
+        ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"),
+        ("left_hip", "right_hip"),
+        ("left_hip", "left_knee"),
+        ("left_knee", "left_ankle"),
+        ("right_hip", "right_knee"),
+        ("right_knee", "right_ankle"),
     ]
 )
 

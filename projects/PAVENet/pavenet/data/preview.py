@@ -6,6 +6,7 @@ every frame: full strength and a yellow border on the key frame, dimmed on the o
 on the wrong limb in a neighbour frame reveals a transform mismatch) and writing the strips of a few clips
 of a registered dataset. Mapping is the clip mapper's; drawing is detectron2's `Visualizer`.
 """
+
 import os
 from typing import List, Optional
 
@@ -27,7 +28,11 @@ def render_clip(clip: dict, metadata, image_format: str = "RGB") -> np.ndarray:
     if image_format == "BGR":
         images = images[..., ::-1]
     F = images.shape[0]
-    kpts = clip["instances"].gt_keypoints.tensor.numpy() if "instances" in clip else np.zeros((0, 0, 3))
+    kpts = (
+        clip["instances"].gt_keypoints.tensor.numpy()
+        if "instances" in clip
+        else np.zeros((0, 0, 3))
+    )
     panels = []
     for f in range(F):
         vis = Visualizer(np.ascontiguousarray(images[f]), metadata=metadata, scale=1.0)
@@ -35,15 +40,23 @@ def render_clip(clip: dict, metadata, image_format: str = "RGB") -> np.ndarray:
             vis.draw_and_connect_keypoints(person)
         out = vis.output.get_image()
         if f != F // 2:
-            out = ((out.astype(np.float32) + images[f]) / 2).astype(np.uint8)  # dimmed: the skeleton is the key frame's
+            out = ((out.astype(np.float32) + images[f]) / 2).astype(
+                np.uint8
+            )  # dimmed: the skeleton is the key frame's
         else:
             cv2.rectangle(out, (0, 0), (out.shape[1] - 1, out.shape[0] - 1), (255, 230, 0), 3)
         panels.append(out)
     return np.concatenate(panels, axis=1)
 
 
-def write_clip_previews(cfg, dataset_name: str, output_dir: str, num: int = 4, test: bool = False,
-                        seed: Optional[int] = 0) -> List[dict]:
+def write_clip_previews(
+    cfg,
+    dataset_name: str,
+    output_dir: str,
+    num: int = 4,
+    test: bool = False,
+    seed: Optional[int] = 0,
+) -> List[dict]:
     """Map `num` clips of `dataset_name` and write their strips as PNGs under `output_dir`.
 
     Training mode (default) maps `num` random annotated key frames with the training augmentations (seeded by
@@ -66,11 +79,18 @@ def write_clip_previews(cfg, dataset_name: str, output_dir: str, num: int = 4, t
         if clip is None:  # training: no person kept a visible joint after max_redraws draws
             continue
         strip = render_clip(clip, metadata, cfg.INPUT.FORMAT)
-        path = os.path.join(output_dir, f"{clip['video_id']}_{clip['frame_index']:06d}.png".replace("/", "_"))
+        path = os.path.join(
+            output_dir, f"{clip['video_id']}_{clip['frame_index']:06d}.png".replace("/", "_")
+        )
         with atomic_path(path) as tmp:
             if not cv2.imwrite(tmp, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write {path}")
-        written.append({"path": path, "frames": int(clip["images"].shape[0]),
-                        "size": tuple(int(s) for s in clip["images"].shape[2:]),
-                        "persons": len(clip["instances"]) if "instances" in clip else 0})
+        written.append(
+            {
+                "path": path,
+                "frames": int(clip["images"].shape[0]),
+                "size": tuple(int(s) for s in clip["images"].shape[2:]),
+                "persons": len(clip["instances"]) if "instances" in clip else 0,
+            }
+        )
     return written

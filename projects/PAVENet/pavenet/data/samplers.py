@@ -8,6 +8,7 @@ Clip items (one item = one key frame) use detectron2's own samplers (`build.py`)
   as `InferenceSampler`, applied to videos so that a video and its tracks stay in one process);
 * `select_test_frames`: which frames get a clip at test time (`INPUT.PAVENET.TEST_FRAMES`).
 """
+
 from typing import List
 
 __all__ = ["select_test_frames", "shard_range"]

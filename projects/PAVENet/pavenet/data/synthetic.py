@@ -15,6 +15,7 @@ image are (0, 0, 0). A few videos get a static "crowd" patch whose polygon is an
 Layout written under `root` (the dataset's image_root):
   annotations/{train,val}/<seq>.json   images/{train,val}/<seq>/000000.jpg ...   .done (parameters)
 """
+
 import json
 import logging
 import os
@@ -26,13 +27,24 @@ import cv2
 import numpy as np
 
 from ..utils.boxes import keypoint_extent_boxes
-from .keypoint_meta import POSETRACK18_SLOT_NAMES, POSETRACK18_SLOTS_FOR_15, POSETRACK_KEYPOINT_NAMES
+from .keypoint_meta import (
+    POSETRACK18_SLOT_NAMES,
+    POSETRACK18_SLOTS_FOR_15,
+    POSETRACK_KEYPOINT_NAMES,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["generate_synthetic_posetrack", "ensure_synthetic_dataset", "render_video", "JOINT_COLORS",
-           "person_pose", "draw_person", "textured_background",
-           "DEFAULT_PARAMS"]
+__all__ = [
+    "generate_synthetic_posetrack",
+    "ensure_synthetic_dataset",
+    "render_video",
+    "JOINT_COLORS",
+    "person_pose",
+    "draw_person",
+    "textured_background",
+    "DEFAULT_PARAMS",
+]
 
 DEFAULT_PARAMS = dict(num_train=16, num_val=4, num_frames=24, width=256, height=192, seed=0)
 GENERATOR_VERSION = 1
@@ -59,9 +71,31 @@ LEFT_LIMB, RIGHT_LIMB, SKIN = (60, 90, 200), (200, 55, 45), (235, 195, 160)
 _J = {n: i for i, n in enumerate(POSETRACK_KEYPOINT_NAMES)}
 _CATEGORIES = [
     {
-        "supercategory": "person", "id": 1, "name": "person", "keypoints": list(POSETRACK18_SLOT_NAMES),
-        "skeleton": [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8],
-                     [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]],
+        "supercategory": "person",
+        "id": 1,
+        "name": "person",
+        "keypoints": list(POSETRACK18_SLOT_NAMES),
+        "skeleton": [
+            [16, 14],
+            [14, 12],
+            [17, 15],
+            [15, 13],
+            [12, 13],
+            [6, 12],
+            [7, 13],
+            [6, 7],
+            [6, 8],
+            [7, 9],
+            [8, 10],
+            [9, 11],
+            [2, 3],
+            [1, 2],
+            [1, 3],
+            [2, 4],
+            [3, 5],
+            [4, 6],
+            [5, 7],
+        ],
     }
 ]
 
@@ -78,8 +112,11 @@ def _sample_people(rng: np.random.Generator, n_frames: int, W: int, H: int) -> L
         if enters:
             span = speed * (n_frames - 1)
             # start just outside one side, or start inside and leave
-            x0 = (-0.15 * hp if speed > 0 else W + 0.15 * hp) if rng.random() < 0.5 else (
-                W + 0.1 * hp - span if speed > 0 else -0.1 * hp - span)
+            x0 = (
+                (-0.15 * hp if speed > 0 else W + 0.15 * hp)
+                if rng.random() < 0.5
+                else (W + 0.1 * hp - span if speed > 0 else -0.1 * hp - span)
+            )
             speed *= 1.5
         else:
             x0 = float(rng.uniform(0.15 * W, 0.85 * W))
@@ -88,10 +125,17 @@ def _sample_people(rng: np.random.Generator, n_frames: int, W: int, H: int) -> L
         y0 = float(rng.uniform(lo, hi)) if hi > lo else (lo + hi) / 2
         people.append(
             dict(
-                track_id=pid, hp=hp, x0=float(x0), vx=speed, y0=y0,
-                phase=float(rng.uniform(0, 2 * np.pi)), freq=float(rng.uniform(0.25, 0.5)),
-                arm_amp=float(rng.uniform(0.3, 1.2)), arm_base=float(rng.uniform(0.15, 0.5)),
-                wave=rng.random() < 0.3, leg_amp=float(rng.uniform(0.15, 0.45)),
+                track_id=pid,
+                hp=hp,
+                x0=float(x0),
+                vx=speed,
+                y0=y0,
+                phase=float(rng.uniform(0, 2 * np.pi)),
+                freq=float(rng.uniform(0.25, 0.5)),
+                arm_amp=float(rng.uniform(0.3, 1.2)),
+                arm_base=float(rng.uniform(0.15, 0.5)),
+                wave=rng.random() < 0.3,
+                leg_amp=float(rng.uniform(0.15, 0.45)),
                 lean=float(rng.uniform(-0.08, 0.08)),
                 torso=tuple(int(c) for c in rng.integers(70, 190, size=3)),
             )
@@ -129,7 +173,11 @@ def person_pose(p: dict, t: int) -> np.ndarray:
         wr = limb(el, a_up + sign * (0.3 + 0.4 * (0.5 + 0.5 * np.sin(s * 1.3))), 0.15 * hp)
         leg = p["leg_amp"] * np.sin(s + (np.pi if sign > 0 else 0))
         kn = limb(hip, sign * 0.08 + leg, 0.24 * hp)
-        an = limb(kn, sign * 0.05 + leg - 0.3 * max(0.0, np.sin(s + (np.pi if sign > 0 else 0))), 0.23 * hp)
+        an = limb(
+            kn,
+            sign * 0.05 + leg - 0.3 * max(0.0, np.sin(s + (np.pi if sign > 0 else 0))),
+            0.23 * hp,
+        )
         J[_J[f"{name}_shoulder"]], J[_J[f"{name}_elbow"]], J[_J[f"{name}_wrist"]] = sh, el, wr
         J[_J[f"{name}_hip"]], J[_J[f"{name}_knee"]], J[_J[f"{name}_ankle"]] = hip, kn, an
     return J
@@ -140,9 +188,13 @@ def joint_radius(hp: float) -> int:
 
 
 def textured_background(rng: np.random.Generator, W: int, H: int) -> np.ndarray:
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(20, 80), rng.uniform(90, 190)]]], dtype=np.uint8)
+    hsv = np.array(
+        [[[rng.uniform(0, 180), rng.uniform(20, 80), rng.uniform(90, 190)]]], dtype=np.uint8
+    )
     base = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
-    grad = np.linspace(-25, 25, H, dtype=np.float32)[:, None, None] * (1 if rng.random() < 0.5 else -1)
+    grad = np.linspace(-25, 25, H, dtype=np.float32)[:, None, None] * (
+        1 if rng.random() < 0.5 else -1
+    )
     img = np.broadcast_to(base, (H, W, 3)) + grad
     img = np.ascontiguousarray(img)
     for _ in range(int(rng.integers(6, 14))):  # soft low-contrast shapes
@@ -150,9 +202,14 @@ def textured_background(rng: np.random.Generator, W: int, H: int) -> np.ndarray:
         center = (int(rng.integers(0, W)), int(rng.integers(0, H)))
         if rng.random() < 0.5:
             axes = (int(rng.integers(8, W // 3)), int(rng.integers(5, H // 4)))
-            cv2.ellipse(img, center, axes, float(rng.uniform(0, 180)), 0, 360, c.tolist(), -1, cv2.LINE_AA)
+            cv2.ellipse(
+                img, center, axes, float(rng.uniform(0, 180)), 0, 360, c.tolist(), -1, cv2.LINE_AA
+            )
         else:
-            x2, y2 = center[0] + int(rng.integers(10, W // 3)), center[1] + int(rng.integers(4, H // 6))
+            x2, y2 = (
+                center[0] + int(rng.integers(10, W // 3)),
+                center[1] + int(rng.integers(4, H // 6)),
+            )
             cv2.rectangle(img, center, (x2, y2), c.tolist(), -1)
     noise = cv2.GaussianBlur(rng.normal(0, 8, size=(H, W, 1)).astype(np.float32), (0, 0), 1.5)
     img = img + noise.reshape(H, W, 1)
@@ -183,10 +240,19 @@ def draw_person(img: np.ndarray, p: dict, J: np.ndarray):
     th = max(3, int(round(0.06 * hp)))
     P = lambda name: tuple(int(round(v)) for v in J[_J[name]])  # noqa: E731
     # torso (per-person colour) as a filled quadrilateral
-    quad = np.array([P("left_shoulder"), P("right_shoulder"), P("right_hip"), P("left_hip")], np.int32)
+    quad = np.array(
+        [P("left_shoulder"), P("right_shoulder"), P("right_hip"), P("left_hip")], np.int32
+    )
     cv2.fillConvexPoly(img, quad, p["torso"], cv2.LINE_AA)
     cv2.polylines(img, [quad], True, tuple(int(c * 0.6) for c in p["torso"]), 1, cv2.LINE_AA)
-    cv2.line(img, P("head_bottom"), ((quad[0][0] + quad[1][0]) // 2, (quad[0][1] + quad[1][1]) // 2), SKIN, th, cv2.LINE_AA)
+    cv2.line(
+        img,
+        P("head_bottom"),
+        ((quad[0][0] + quad[1][0]) // 2, (quad[0][1] + quad[1][1]) // 2),
+        SKIN,
+        th,
+        cv2.LINE_AA,
+    )
     for side, colour in (("left", LEFT_LIMB), ("right", RIGHT_LIMB)):
         for a, b in (("hip", "knee"), ("knee", "ankle"), ("shoulder", "elbow"), ("elbow", "wrist")):
             cv2.line(img, P(f"{side}_{a}"), P(f"{side}_{b}"), colour, th, cv2.LINE_AA)
@@ -239,15 +305,24 @@ def _write_video(root, split, num, rng, num_frames, W, H) -> int:
     labelled = _labelled_frames(split, num_frames)
     images, annotations = [], []
     params = [int(cv2.IMWRITE_JPEG_QUALITY), 95]
-    if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):  # full-resolution chroma keeps small joint discs' colours
+    if hasattr(
+        cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"
+    ):  # full-resolution chroma keeps small joint discs' colours
         params += [int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR), int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)]
     for t, frame in enumerate(frames):
         rel = f"images/{split}/{seq}/{t:06d}.jpg"
         cv2.imwrite(os.path.join(root, rel), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), params)
         image_id = int(f"9{num:06d}{t:04d}")
         entry = {
-            "has_no_densepose": True, "is_labeled": labelled[t], "file_name": rel, "nframes": num_frames,
-            "frame_id": image_id, "vid_id": f"{num:06d}", "id": image_id, "width": W, "height": H,
+            "has_no_densepose": True,
+            "is_labeled": labelled[t],
+            "file_name": rel,
+            "nframes": num_frames,
+            "frame_id": image_id,
+            "vid_id": f"{num:06d}",
+            "id": image_id,
+            "width": W,
+            "height": H,
         }
         if ignore:
             entry["ignore_regions_x"] = [[int(x) for x in poly[:, 0]] for poly in ignore]
@@ -263,20 +338,32 @@ def _write_video(root, split, num, rng, num_frames, W, H) -> int:
             kp17 = [0.0] * 51
             for k, slot in enumerate(POSETRACK18_SLOTS_FOR_15):
                 if inside[k]:
-                    kp17[3 * slot: 3 * slot + 3] = [round(float(J[k, 0]), 2), round(float(J[k, 1]), 2), 1]
+                    kp17[3 * slot : 3 * slot + 3] = [
+                        round(float(J[k, 0]), 2),
+                        round(float(J[k, 1]), 2),
+                        1,
+                    ]
             x1, y1, x2, y2 = keypoint_extent_boxes(J[None], inside[None])[0]
             mw, mh = 0.1 * (x2 - x1) + 2, 0.1 * (y2 - y1) + 2
             head_c = (J[_J["head_top"]] + J[_J["head_bottom"]]) / 2
             hr = np.linalg.norm(J[_J["head_top"]] - J[_J["head_bottom"]]) / 2 * 1.15
             annotations.append(
                 {
-                    "bbox_head": [round(float(head_c[0] - hr), 2), round(float(head_c[1] - hr), 2),
-                                  round(float(2 * hr), 2), round(float(2 * hr), 2)],
+                    "bbox_head": [
+                        round(float(head_c[0] - hr), 2),
+                        round(float(head_c[1] - hr), 2),
+                        round(float(2 * hr), 2),
+                        round(float(2 * hr), 2),
+                    ],
                     "keypoints": kp17,
                     "track_id": p["track_id"],
                     "image_id": image_id,
-                    "bbox": [round(float(x1 - mw), 2), round(float(y1 - mh), 2),
-                             round(float(x2 - x1 + 2 * mw), 2), round(float(y2 - y1 + 2 * mh), 2)],
+                    "bbox": [
+                        round(float(x1 - mw), 2),
+                        round(float(y1 - mh), 2),
+                        round(float(x2 - x1 + 2 * mw), 2),
+                        round(float(y2 - y1 + 2 * mh), 2),
+                    ],
                     "scores": [],
                     "category_id": 1,
                     "id": image_id * 100 + p["track_id"],
@@ -291,16 +378,35 @@ def _write_video(root, split, num, rng, num_frames, W, H) -> int:
     return len(frames)
 
 
-def generate_synthetic_posetrack(root: str, num_train: int = 16, num_val: int = 4, num_frames: int = 24,
-                                 width: int = 256, height: int = 192, seed: int = 0) -> str:
+def generate_synthetic_posetrack(
+    root: str,
+    num_train: int = 16,
+    num_val: int = 4,
+    num_frames: int = 24,
+    width: int = 256,
+    height: int = 192,
+    seed: int = 0,
+) -> str:
     """Write the dataset under `root` (overwriting files of the same names). Deterministic in all arguments."""
     for split, n, code in (("train", num_train, 0), ("val", num_val, 1)):
         for v in range(n):
             rng = np.random.default_rng([seed, code, v])
-            _write_video(root, split, v + (0 if split == "train" else 1000), rng, num_frames, width, height)
+            _write_video(
+                root, split, v + (0 if split == "train" else 1000), rng, num_frames, width, height
+            )
     with open(os.path.join(root, ".done"), "w") as f:
-        json.dump(dict(version=GENERATOR_VERSION, num_train=num_train, num_val=num_val, num_frames=num_frames,
-                       width=width, height=height, seed=seed), f)
+        json.dump(
+            dict(
+                version=GENERATOR_VERSION,
+                num_train=num_train,
+                num_val=num_val,
+                num_frames=num_frames,
+                width=width,
+                height=height,
+                seed=seed,
+            ),
+            f,
+        )
     return root
 
 
@@ -309,7 +415,9 @@ def ensure_synthetic_dataset(root: Optional[str] = None, **params) -> str:
     complete one is already there. Safe with several processes: each writes to a temporary folder and the
     first to finish renames it into place."""
     if root is None:
-        root = os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "posetrack_synthetic")
+        root = os.path.join(
+            os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "posetrack_synthetic"
+        )
     if os.path.isfile(os.path.join(root, ".done")):
         return root
     kw = dict(DEFAULT_PARAMS, **params)

@@ -9,6 +9,7 @@ runs the forward under `torch.autocast` of the model's device type:
 What autocast must not touch stays float32 explicitly: the deformable-attention sampling
 (`ms_deform_attn_core`) and the matching / RLE losses (`PAVENet.losses`).
 """
+
 import time
 
 import torch
@@ -28,14 +29,23 @@ def amp_dtype(cfg) -> torch.dtype:
     if name not in AMP_DTYPES:
         raise ValueError(f"SOLVER.AMP.DTYPE must be 'auto', 'float16' or 'bfloat16', got {name!r}")
     if device_type == "cpu" and name == "float16":
-        raise ValueError("SOLVER.AMP.DTYPE='float16' is CUDA-only; use 'bfloat16' (or 'auto') on the CPU")
+        raise ValueError(
+            "SOLVER.AMP.DTYPE='float16' is CUDA-only; use 'bfloat16' (or 'auto') on the CPU"
+        )
     return AMP_DTYPES[name]
 
 
 class AMPTrainer(SimpleTrainer):
     """SimpleTrainer with the forward under autocast(device_type, dtype); a GradScaler for float16 only."""
 
-    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", dtype: torch.dtype = torch.bfloat16):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        device_type: str = "cpu",
+        dtype: torch.dtype = torch.bfloat16,
+    ):
         super().__init__(model, data_loader, optimizer)
         if device_type == "cpu" and dtype != torch.bfloat16:
             raise ValueError(f"CPU autocast trains in bfloat16 only, got {dtype}")

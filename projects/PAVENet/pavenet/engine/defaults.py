@@ -1,4 +1,5 @@
 """`setup(args)` and `main(args)` for tools/train_net.py (kept in the package so tests can drive them)."""
+
 import logging
 
 import detectron2.utils.comm as comm
@@ -27,8 +28,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = PAVENetCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
-                                           weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
+        checkpointer = PAVENetCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH
+        )
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():

@@ -20,6 +20,7 @@ How it fits the Trainer:
   not restored separately (`--eval-only`, the demo and predictor, MODEL.WEIGHTS for a new run), so what is
   evaluated at the end of training is what a user loads.
 """
+
 import contextlib
 from typing import Dict
 
@@ -40,7 +41,9 @@ class ModelEMA:
 
     def __init__(self, decay: float):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"MODEL.PAVENET.EMA_DECAY = {decay!r}: expected a value in (0, 1), or 0 for no EMA")
+            raise ValueError(
+                f"MODEL.PAVENET.EMA_DECAY = {decay!r}: expected a value in (0, 1), or 0 for no EMA"
+            )
         self.decay = float(decay)
         self.num_updates = 0
         self.weights: Dict[str, torch.Tensor] = {}

@@ -1,4 +1,5 @@
 """Training hooks that detectron2 does not ship."""
+
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from tqdm import tqdm
@@ -14,7 +15,10 @@ class ProgressBarHook(HookBase):
     def before_train(self):
         if comm.is_main_process():
             self._bar = tqdm(
-                total=self.trainer.max_iter, initial=self.trainer.start_iter, desc=self._desc, unit="it",
+                total=self.trainer.max_iter,
+                initial=self.trainer.start_iter,
+                desc=self._desc,
+                unit="it",
                 dynamic_ncols=True,
             )
 

@@ -2,6 +2,7 @@
 
 `SOLVER.IMS_PER_BATCH` counts clips (each clip is F frames) across all processes.
 """
+
 import contextlib
 import logging
 import os
@@ -10,16 +11,20 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List
 
+import detectron2.utils.comm as comm
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-import detectron2.utils.comm as comm
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PAVENetCheckpointer
-from ..data.build import build_pavenet_test_loader, build_pavenet_train_loader, build_pavenet_video_test_loader
+from ..data.build import (
+    build_pavenet_test_loader,
+    build_pavenet_train_loader,
+    build_pavenet_video_test_loader,
+)
 from ..evaluation.posetrack_evaluator import PoseTrackEvaluator
 from ..evaluation.video_inference import VideoInference, video_mode
 from .amp import AMPTrainer, amp_dtype
@@ -36,14 +41,30 @@ def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, 
     the same settings, one per repeat: a multi-tensor step would otherwise decay all of them before it updates
     any, whereas each must see the storage its predecessor left, as in the official per-parameter updates.
     """
-    multipliers = {"base": 1.0, "backbone": cfg.SOLVER.BACKBONE_MULTIPLIER,
-                   "sampling_offsets": cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER}
-    groups = {key: {"params": [], "names": [], "lr": cfg.SOLVER.BASE_LR * mult, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}
-              for key, mult in multipliers.items()}
+    multipliers = {
+        "base": 1.0,
+        "backbone": cfg.SOLVER.BACKBONE_MULTIPLIER,
+        "sampling_offsets": cfg.SOLVER.SAMPLING_OFFSET_MULTIPLIER,
+    }
+    groups = {
+        key: {
+            "params": [],
+            "names": [],
+            "lr": cfg.SOLVER.BASE_LR * mult,
+            "weight_decay": cfg.SOLVER.WEIGHT_DECAY,
+        }
+        for key, mult in multipliers.items()
+    }
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        key = "backbone" if "backbone" in name else "sampling_offsets" if "sampling_offsets" in name else "base"
+        key = (
+            "backbone"
+            if "backbone" in name
+            else "sampling_offsets"
+            if "sampling_offsets" in name
+            else "base"
+        )
         groups[key]["params"].append(param)
         groups[key]["names"].append(name)
     out = []
@@ -51,7 +72,9 @@ def build_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, 
         rounds: List[Dict[str, Any]] = []  # rounds[i]: every storage's i-th parameter
         seen: Dict[Any, int] = {}
         for param, name in zip(group["params"], group["names"]):
-            storage = (param.device, param.untyped_storage().data_ptr()) if param.numel() else id(param)
+            storage = (
+                (param.device, param.untyped_storage().data_ptr()) if param.numel() else id(param)
+            )
             i = seen[storage] = seen.get(storage, -1) + 1
             if i == len(rounds):
                 rounds.append(dict(group, params=[], names=[]))
@@ -92,7 +115,9 @@ def build_pavenet_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimize
         optim_cls = _with_full_model_clipping(optim_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
     # The multi-tensor step (PyTorch's default on CUDA only) also on CPU: the same weights as the per-parameter
     # loop (the tied biases' groups keep its order), with a few batched ops per step instead of several per tensor.
-    return optim_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, foreach=True, **kwargs)
+    return optim_cls(
+        groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, foreach=True, **kwargs
+    )
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -125,7 +150,9 @@ def build_train_loop(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     """detectron2's SimpleTrainer, or with SOLVER.AMP.ENABLED our AMPTrainer (bf16 on the CPU, fp16 + GradScaler
     on CUDA; detectron2 v0.6's asserts CUDA). Its `state_dict` holds the optimizer and any GradScaler."""
     if cfg.SOLVER.AMP.ENABLED:
-        return AMPTrainer(model, data_loader, optimizer, torch.device(cfg.MODEL.DEVICE).type, amp_dtype(cfg))
+        return AMPTrainer(
+            model, data_loader, optimizer, torch.device(cfg.MODEL.DEVICE).type, amp_dtype(cfg)
+        )
     return SimpleTrainer(model, data_loader, optimizer)
 
 
@@ -163,8 +190,12 @@ class Trainer(DefaultTrainer):
         model = build_ddp_model(cfg, model)
         self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = PAVENetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                                weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH)
+        self.checkpointer = PAVENetCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            trainer=weakref.proxy(self),
+            weights_mismatch=cfg.MODEL.PAVENET.WEIGHTS_MISMATCH,
+        )
         if self.model_ema is not None:
             self.checkpointer.add_checkpointable("model_ema", self.model_ema)
         self.start_iter = 0
@@ -177,8 +208,12 @@ class Trainer(DefaultTrainer):
         if self.model_ema is not None:
             # First, so that the checkpointer and the evaluation see this step's average.
             ret.insert(0, EMAHook(self.model_ema))
-            ret = [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_with_evaluation_weights)
-                   if isinstance(h, hooks.EvalHook) else h for h in ret]
+            ret = [
+                hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_with_evaluation_weights)
+                if isinstance(h, hooks.EvalHook)
+                else h
+                for h in ret
+            ]
         return ret
 
     def evaluation_weights(self):
@@ -203,7 +238,9 @@ class Trainer(DefaultTrainer):
         TrainerBase.load_state_dict(self, state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
-        elif "optimizer" in state_dict:  # checkpoints written before the inner loop's state was saved whole
+        elif (
+            "optimizer" in state_dict
+        ):  # checkpoints written before the inner loop's state was saved whole
             self._trainer.optimizer.load_state_dict(state_dict["optimizer"])
         self._rng_to_restore = state_dict.get("rng")
 
@@ -240,7 +277,8 @@ class Trainer(DefaultTrainer):
         if mode == "clips" and cfg.TEST.POSETRACK.EVAL_TRACKING:
             logging.getLogger(__name__).warning(
                 "TEST.POSETRACK.EVAL_TRACKING needs TEST.POSETRACK.VIDEO_MODE 'stream' (clips carry no track "
-                "ids): evaluating AP only")
+                "ids): evaluating AP only"
+            )
         if mode == "clips" or len(cfg.DATASETS.TEST) == 0:
             return super().test(cfg, model, evaluators)
         if isinstance(evaluators, DatasetEvaluator):
@@ -269,7 +307,9 @@ class Trainer(DefaultTrainer):
         if evaluator_type == "posetrack":
             thresh = cfg.TEST.POSETRACK.JOINT_SCORE_THRESH
             return PoseTrackEvaluator(
-                dataset_name, output_dir=output_folder, eval_tracking=cfg.TEST.POSETRACK.EVAL_TRACKING,
+                dataset_name,
+                output_dir=output_folder,
+                eval_tracking=cfg.TEST.POSETRACK.EVAL_TRACKING,
                 joint_score_thresh=thresh if thresh > 0 else None,
             )
         if evaluator_type == "coco":

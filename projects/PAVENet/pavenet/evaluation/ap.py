@@ -5,6 +5,7 @@ It owns the ranking and the VOC all-point AP: every predicted joint of every eva
 monotone-precision / recall curve, in percent, with poseval's conventions for the empty cases (no
 predictions -> 0, no GT -> NaN). Which joint is a hit is decided by `matching.py`.
 """
+
 from typing import List, Tuple
 
 import numpy as np
@@ -16,7 +17,9 @@ def voc_ap(scores: np.ndarray, labels: np.ndarray, n_gt: float) -> Tuple[float, 
     """VOC all-point AP (percent), last precision and recall (percent). No predictions -> 0; no GT -> NaN."""
     if scores.size == 0:
         return 0.0, 0.0, 0.0
-    order = np.argsort(scores)[::-1]  # poseval's descending sort (numpy's default, unstable on ties)
+    order = np.argsort(scores)[
+        ::-1
+    ]  # poseval's descending sort (numpy's default, unstable on ties)
     tp = np.cumsum(labels[order].astype(np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         rec = tp / n_gt
@@ -29,8 +32,12 @@ def voc_ap(scores: np.ndarray, labels: np.ndarray, n_gt: float) -> Tuple[float, 
     return 100.0 * ap, 100.0 * float(prec[-1]), 100.0 * float(rec[-1])
 
 
-def pooled_joint_ap(scores: List[np.ndarray], labels: List[np.ndarray], predicted: List[np.ndarray],
-                    n_gt: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pooled_joint_ap(
+    scores: List[np.ndarray],
+    labels: List[np.ndarray],
+    predicted: List[np.ndarray],
+    n_gt: np.ndarray,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AP, precision and recall (K,) per joint, pooled over frames.
 
     scores / labels / predicted: one (P, K) array per evaluated frame (joint scores, hit or not, joint

@@ -19,6 +19,7 @@ A prediction's person score here is the mean of its predicted joints' scores (th
 poseval reads no person score), which keeps the model's order since every joint score is person score x
 joint confidence.
 """
+
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence
 
@@ -30,7 +31,9 @@ from .poseval import evaluate
 
 __all__ = ["MIN_PCKH_ON_PERSON", "DuplicateReport", "duplicate_report", "find_duplicates"]
 
-MIN_PCKH_ON_PERSON = 0.5  # a prediction counts as "on" a GT person when it hits at least half its joints
+MIN_PCKH_ON_PERSON = (
+    0.5  # a prediction counts as "on" a GT person when it hits at least half its joints
+)
 
 
 @dataclass
@@ -50,10 +53,12 @@ class DuplicateReport:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"{self.duplicates} duplicates among {self.predictions} predictions on {self.frames} frames "
-                f"({self.gt_people} GT people); {self.steals} people taken by a duplicate instead of their "
-                f"best-scoring prediction, {self.ranking} duplicates outscoring another person's match; "
-                f"AP {self.ap:.1f}, {self.ap_without_duplicates:.1f} without the duplicates")
+        return (
+            f"{self.duplicates} duplicates among {self.predictions} predictions on {self.frames} frames "
+            f"({self.gt_people} GT people); {self.steals} people taken by a duplicate instead of their "
+            f"best-scoring prediction, {self.ranking} duplicates outscoring another person's match; "
+            f"AP {self.ap:.1f}, {self.ap_without_duplicates:.1f} without the duplicates"
+        )
 
 
 def _person_scores(pred: Poses) -> np.ndarray:
@@ -90,8 +95,11 @@ def find_duplicates(gt: Poses, pred: Poses):
     return is_dup, steals, ranking
 
 
-def duplicate_report(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]],
-                     ap: Optional[float] = None) -> DuplicateReport:
+def duplicate_report(
+    gt_seqs: Sequence[GTSequence],
+    predictions: Sequence[Sequence[Poses]],
+    ap: Optional[float] = None,
+) -> DuplicateReport:
     """The report for `predictions[s][i]` (people predicted in frame i of GT sequence s), as `evaluate`.
     `ap`: the AP Total the caller already has for these predictions (else it is evaluated here)."""
     dedup: List[List[Poses]] = []
@@ -109,11 +117,20 @@ def duplicate_report(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequen
             n_dup += int(is_dup.sum())
             steals += s
             ranking += r
-            kept[i] = pred.take(~is_dup)  # already prepared: the pipeline's preparation leaves it unchanged
+            kept[i] = pred.take(
+                ~is_dup
+            )  # already prepared: the pipeline's preparation leaves it unchanged
         dedup.append(kept)
     if ap is None:
         ap = evaluate(gt_seqs, predictions, eval_track=False).to_json()["ap"]["total"]
     ap_dedup = evaluate(gt_seqs, dedup, eval_track=False).to_json()["ap"]["total"]
-    return DuplicateReport(frames=frames, gt_people=gt_people, predictions=n_pred, duplicates=n_dup,
-                           ranking=ranking, steals=steals, ap=float(ap or 0.0),
-                           ap_without_duplicates=float(ap_dedup or 0.0))
+    return DuplicateReport(
+        frames=frames,
+        gt_people=gt_people,
+        predictions=n_pred,
+        duplicates=n_dup,
+        ranking=ranking,
+        steals=steals,
+        ap=float(ap or 0.0),
+        ap_without_duplicates=float(ap_dedup or 0.0),
+    )

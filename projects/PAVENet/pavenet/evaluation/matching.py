@@ -5,14 +5,21 @@ ignore regions (joints strictly inside a polygon are deleted, then persons left 
 PCKh distances normalised by 0.6 x the GT head-box diagonal with the inclusive 0.5 threshold, and
 poseval's greedy, score-free person assignment. AP (`ap.py`) and MOTA (`mota.py`) consume its outputs.
 """
+
 from typing import List, Tuple
 
 import numpy as np
 
 from .poses import Poses
 
-__all__ = ["DIST_THRESH", "HEAD_SIZE_FACTOR", "points_strictly_inside", "prepare_frame", "pckh_distances",
-           "assign_people"]
+__all__ = [
+    "DIST_THRESH",
+    "HEAD_SIZE_FACTOR",
+    "points_strictly_inside",
+    "prepare_frame",
+    "pckh_distances",
+    "assign_people",
+]
 
 DIST_THRESH = 0.5  # PCKh threshold, inclusive (d <= 0.5)
 HEAD_SIZE_FACTOR = 0.6  # head size = 0.6 x GT head-box diagonal
@@ -36,8 +43,13 @@ def points_strictly_inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarra
         x_cross = ax + (py - ay) * (bx - ax) / (by - ay)
     inside = (np.count_nonzero(straddle & (px < x_cross), axis=1) % 2) == 1
     cross = (bx - ax) * (py - ay) - (by - ay) * (px - ax)
-    on_edge = (cross == 0) & (px >= np.minimum(ax, bx)) & (px <= np.maximum(ax, bx)) \
-        & (py >= np.minimum(ay, by)) & (py <= np.maximum(ay, by))
+    on_edge = (
+        (cross == 0)
+        & (px >= np.minimum(ax, bx))
+        & (px <= np.maximum(ax, bx))
+        & (py >= np.minimum(ay, by))
+        & (py <= np.maximum(ay, by))
+    )
     return inside & ~on_edge.any(axis=1)
 
 
@@ -69,10 +81,12 @@ def pckh_distances(gt: Poses, pred: Poses) -> np.ndarray:
     """(P, G, 15) normalised distances ||pred - gt|| / (0.6 x GT head diagonal); inf where either joint is
     absent. A zero-size head box gives inf/NaN, which never matches (as in poseval)."""
     head = gt.head
-    head_size = HEAD_SIZE_FACTOR * np.hypot(head[:, 2] - head[:, 0], head[:, 3] - head[:, 1])  # (G,)
+    head_size = HEAD_SIZE_FACTOR * np.hypot(
+        head[:, 2] - head[:, 0], head[:, 3] - head[:, 1]
+    )  # (G,)
     diff = pred.xy[:, None] - gt.xy[None]  # (P, G, 15, 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.sqrt((diff ** 2).sum(-1)) / head_size[None, :, None]
+        d = np.sqrt((diff**2).sum(-1)) / head_size[None, :, None]
     both = pred.present[:, None, :] & gt.present[None, :, :]
     return np.where(both, d, np.inf)
 

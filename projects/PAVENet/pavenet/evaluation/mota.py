@@ -6,6 +6,7 @@ distances, with py-motmetrics' update rules), how one evaluated frame feeds the 
 pairs farther than the PCKh threshold are forbidden), poseval's dummy update for a frame without
 predictions or without GT, and the MOTA / MOTP / precision / recall formulas over the summed counts.
 """
+
 import math
 from typing import Dict, List
 
@@ -97,7 +98,9 @@ def update_empty(accs: List[MOTAccumulator]) -> None:
         acc.update(*_DUMMY)
 
 
-def update_joints(accs: List[MOTAccumulator], gt: Poses, pred: Poses, dist: np.ndarray, thresh: float) -> None:
+def update_joints(
+    accs: List[MOTAccumulator], gt: Poses, pred: Poses, dist: np.ndarray, thresh: float
+) -> None:
     """One frame for each joint's counter. dist: (P, G, K) normalised distances (inf where either joint is
     absent); pairs with dist > thresh may not pair."""
     for k, acc in enumerate(accs):
@@ -108,15 +111,20 @@ def update_joints(accs: List[MOTAccumulator], gt: Poses, pred: Poses, dist: np.n
         acc.update(gt.track_ids[gi], pred.track_ids[pi], dk)
 
 
-def clear_mot_metrics(counts: Dict[str, np.ndarray], total_distance: np.ndarray) -> Dict[str, np.ndarray]:
+def clear_mot_metrics(
+    counts: Dict[str, np.ndarray], total_distance: np.ndarray
+) -> Dict[str, np.ndarray]:
     """{"mota", "motp", "mot_precision", "mot_recall"} (K,) in percent from the per-joint sums of the
     counters' fields (`MOT_COUNTS`) and paired distances; NaN where a denominator is 0."""
     objects = counts["objects"].astype(np.float64)
     paired = (counts["matches"] + counts["switches"]).astype(np.float64)
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["mota"] = 100.0 * (1.0 - (counts["misses"] + counts["switches"] + counts["false_positives"])
-                               / np.where(objects > 0, objects, np.nan))
+        out["mota"] = 100.0 * (
+            1.0
+            - (counts["misses"] + counts["switches"] + counts["false_positives"])
+            / np.where(objects > 0, objects, np.nan)
+        )
         out["motp"] = 100.0 * (1.0 - total_distance / np.where(paired > 0, paired, np.nan))
         denom = paired + counts["false_positives"]
         out["mot_precision"] = 100.0 * paired / np.where(denom > 0, denom, np.nan)

@@ -8,6 +8,7 @@ the offending file in its message. The readers
 (`readers.py`) fill these containers, the matching (`matching.py`), AP (`ap.py`) and MOTA
 (`mota.py`) stages consume them, `poseval.py` runs the pipeline.
 """
+
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
@@ -16,13 +17,23 @@ import numpy as np
 from ..data.keypoint_meta import POSETRACK_KEYPOINT_NAMES
 from ..data.posetrack_files import PoseTrackFormatError
 
-__all__ = ["NUM_JOINTS", "MIN_SCORE", "MAX_TRACK_ID", "NO_TRACK_ID", "PoseTrackFormatError", "Poses", "GTSequence",
-           "predictions_from_arrays"]
+__all__ = [
+    "NUM_JOINTS",
+    "MIN_SCORE",
+    "MAX_TRACK_ID",
+    "NO_TRACK_ID",
+    "PoseTrackFormatError",
+    "Poses",
+    "GTSequence",
+    "predictions_from_arrays",
+]
 
 NUM_JOINTS = len(POSETRACK_KEYPOINT_NAMES)  # 15
 MIN_SCORE = -9999.0  # poseval's fallback joint score when a prediction carries none
 MAX_TRACK_ID = 10000  # poseval asserts track_id < 10000
-NO_TRACK_ID = np.iinfo(np.int64).min  # marks a person written without track_id (any int id is legal)
+NO_TRACK_ID = np.iinfo(
+    np.int64
+).min  # marks a person written without track_id (any int id is legal)
 
 
 @dataclass
@@ -62,8 +73,14 @@ class Poses:
         return self.xy.shape[0]
 
     def take(self, keep: np.ndarray) -> "Poses":
-        return Poses(self.xy[keep], self.present[keep], self.scores[keep], self.track_ids[keep],
-                     self.head[keep], self.has_points[keep])
+        return Poses(
+            self.xy[keep],
+            self.present[keep],
+            self.scores[keep],
+            self.track_ids[keep],
+            self.head[keep],
+            self.has_points[keep],
+        )
 
 
 @dataclass
@@ -81,7 +98,9 @@ class GTSequence:
         return len(self.frames)
 
 
-def predictions_from_arrays(keypoints: np.ndarray, track_ids: Optional[Iterable[int]] = None) -> Poses:
+def predictions_from_arrays(
+    keypoints: np.ndarray, track_ids: Optional[Iterable[int]] = None
+) -> Poses:
     """(N, 15, 3) x, y, score in the 15-joint order (+ optional (N,) track ids) -> Poses. Every joint is
     a prediction unless it is exactly (0, 0, 0), as in the written files."""
     kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_JOINTS, 3)

@@ -9,6 +9,7 @@ per GT file, same name, 2017 or 2018 format. Prints the table (Head, Shoulder, .
 count, the people they take from the best-scoring prediction, the AP without them; `duplicates.py`) and adds it
 to the JSON as "duplicates".
 """
+
 import argparse
 import logging
 import sys
@@ -21,13 +22,25 @@ from .writer import atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pavenet.evaluation.posetrack", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gt-dir", required=True, help="GT directory of per-sequence JSONs (or one COCO-style JSON)")
-    p.add_argument("--pred-dir", required=True, help="directory of prediction JSONs named like the GT files")
+    p = argparse.ArgumentParser(
+        prog="python -m pavenet.evaluation.posetrack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--gt-dir",
+        required=True,
+        help="GT directory of per-sequence JSONs (or one COCO-style JSON)",
+    )
+    p.add_argument(
+        "--pred-dir", required=True, help="directory of prediction JSONs named like the GT files"
+    )
     p.add_argument("--no-track", action="store_true", help="AP only (skip MOTA)")
-    p.add_argument("--duplicates", action="store_true",
-                   help="also report duplicate detections and the AP without them (NMS-free models)")
+    p.add_argument(
+        "--duplicates",
+        action="store_true",
+        help="also report duplicate detections and the AP without them (NMS-free models)",
+    )
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
     return p
 
@@ -44,8 +57,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PoseTrackFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{results.num_sequences} sequences, {results.num_frames} evaluated frames "
-          f"({time.perf_counter() - start:.2f} s)")
+    print(
+        f"{results.num_sequences} sequences, {results.num_frames} evaluated frames "
+        f"({time.perf_counter() - start:.2f} s)"
+    )
     print(format_table(results))
     metrics = results.to_json()
     if args.duplicates:

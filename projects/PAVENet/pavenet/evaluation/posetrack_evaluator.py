@@ -5,6 +5,7 @@ Chosen by the Trainer through metadata `evaluator_type="posetrack"`. GT comes fr
 2017/2018/21 JSONs, or one COCO-style JSON that is split per video. Each evaluation also reports what
 duplicate detections cost (`duplicates.py`: AP-without-duplicates, and "duplicates" in posetrack_metrics.json).
 """
+
 import logging
 import os
 from collections import OrderedDict
@@ -26,7 +27,11 @@ def _frame_key(file_name) -> str:
     """`.../<video dir>/<frame file>` -> `<video dir>/<frame stem>`: matches predictions to GT frames whatever
     the image root or extension."""
     file_name = str(file_name).replace("\\", "/")
-    return os.path.basename(os.path.dirname(file_name)) + "/" + os.path.splitext(os.path.basename(file_name))[0]
+    return (
+        os.path.basename(os.path.dirname(file_name))
+        + "/"
+        + os.path.splitext(os.path.basename(file_name))[0]
+    )
 
 
 class PoseTrackEvaluator(DatasetEvaluator):
@@ -39,9 +44,16 @@ class PoseTrackEvaluator(DatasetEvaluator):
     MOTA is computed when `eval_tracking` is True or every output carries `pred_track_ids`.
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *, distributed: bool = True,
-                 eval_tracking: Optional[bool] = None, gt_dir: str = "",
-                 joint_score_thresh: Optional[float] = None):
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: Optional[str] = None,
+        *,
+        distributed: bool = True,
+        eval_tracking: Optional[bool] = None,
+        gt_dir: str = "",
+        joint_score_thresh: Optional[float] = None,
+    ):
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -50,8 +62,13 @@ class PoseTrackEvaluator(DatasetEvaluator):
         meta = MetadataCatalog.get(dataset_name)
         # `gt_dir` (per-sequence poseval GT, e.g. PoseTrack17's annolist files next to a COCO-style training
         # json) wins over `annotations` (the loader's input, also usable as GT: a directory or one COCO json).
-        self._gt_path = (gt_dir or meta.get("gt_dir", None) or meta.get("annotations", None)
-                         or meta.get("json_file", None) or "")
+        self._gt_path = (
+            gt_dir
+            or meta.get("gt_dir", None)
+            or meta.get("annotations", None)
+            or meta.get("json_file", None)
+            or ""
+        )
         self._cpu_device = "cpu"
         if eval_tracking and self._gt_path and os.path.exists(self._gt_path):
             # Refuse before inference, as the evaluator CLI does: MOTA over GT without track ids is meaningless.
@@ -64,25 +81,36 @@ class PoseTrackEvaluator(DatasetEvaluator):
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             inst = out["instances"].to(self._cpu_device)
-            kpts = inst.pred_keypoints.detach().numpy().astype(np.float32) if len(inst) else \
-                np.zeros((0, poseval.NUM_JOINTS, 3), np.float32)
+            kpts = (
+                inst.pred_keypoints.detach().numpy().astype(np.float32)
+                if len(inst)
+                else np.zeros((0, poseval.NUM_JOINTS, 3), np.float32)
+            )
             if kpts.ndim != 3 or kpts.shape[1:] != (poseval.NUM_JOINTS, 3):
-                raise ValueError(f"PoseTrackEvaluator expects pred_keypoints (k, {poseval.NUM_JOINTS}, 3) in the "
-                                 f"PoseTrack 15-joint order, got {tuple(kpts.shape)} for {inp.get('file_name')}")
-            scores = inst.scores.detach().numpy().astype(np.float32) if len(inst) else np.zeros(0, np.float32)
+                raise ValueError(
+                    f"PoseTrackEvaluator expects pred_keypoints (k, {poseval.NUM_JOINTS}, 3) in the "
+                    f"PoseTrack 15-joint order, got {tuple(kpts.shape)} for {inp.get('file_name')}"
+                )
+            scores = (
+                inst.scores.detach().numpy().astype(np.float32)
+                if len(inst)
+                else np.zeros(0, np.float32)
+            )
             tids = None
             if inst.has("pred_track_ids"):
                 tids = inst.pred_track_ids.detach().numpy().astype(np.int64)
             # Compact per-frame record: small to gather across ranks.
-            self._predictions.append({
-                "image_id": inp.get("image_id"),
-                "video_id": inp.get("video_id"),
-                "frame_index": inp.get("frame_index"),
-                "file_name": inp.get("file_name"),
-                "keypoints": kpts.reshape(-1, poseval.NUM_JOINTS, 3),
-                "scores": scores.reshape(-1),
-                "track_ids": tids,
-            })
+            self._predictions.append(
+                {
+                    "image_id": inp.get("image_id"),
+                    "video_id": inp.get("video_id"),
+                    "frame_index": inp.get("frame_index"),
+                    "file_name": inp.get("file_name"),
+                    "keypoints": kpts.reshape(-1, poseval.NUM_JOINTS, 3),
+                    "scores": scores.reshape(-1),
+                    "track_ids": tids,
+                }
+            )
 
     # --------------------------------------------------------------------------------------------
     def evaluate(self):
@@ -99,12 +127,18 @@ class PoseTrackEvaluator(DatasetEvaluator):
             logger.warning("[PoseTrackEvaluator] no predictions for %s", self._dataset_name)
 
         if self._output_dir:
-            atomic_write_json(os.path.join(self._output_dir, "keypoint_results.json"),
-                              coco_keypoint_results(predictions))
+            atomic_write_json(
+                os.path.join(self._output_dir, "keypoint_results.json"),
+                coco_keypoint_results(predictions),
+            )
 
         if not self._gt_path or not os.path.exists(self._gt_path):
-            logger.warning("[PoseTrackEvaluator] no GT annotations for %s (%r): wrote predictions for server "
-                           "submission only", self._dataset_name, self._gt_path)
+            logger.warning(
+                "[PoseTrackEvaluator] no GT annotations for %s (%r): wrote predictions for server "
+                "submission only",
+                self._dataset_name,
+                self._gt_path,
+            )
             return {}
 
         gt_seqs = poseval.read_gt(self._gt_path)
@@ -112,8 +146,11 @@ class PoseTrackEvaluator(DatasetEvaluator):
         pred_dicts = self._sequence_files(gt_seqs, predictions)
         pred_frames, paths = [], []
         for seq in gt_seqs:
-            path = os.path.join(self._output_dir, "posetrack_predictions", seq.name + ".json") \
-                if self._output_dir else f"<predictions for {seq.name}>"
+            path = (
+                os.path.join(self._output_dir, "posetrack_predictions", seq.name + ".json")
+                if self._output_dir
+                else f"<predictions for {seq.name}>"
+            )
             paths.append(path)
             if self._output_dir:
                 atomic_write_json(path, pred_dicts[seq.name])
@@ -125,9 +162,14 @@ class PoseTrackEvaluator(DatasetEvaluator):
         # What duplicate detections cost under poseval's score-free assignment (the NMS-free vs NMS gap).
         duplicates = duplicate_report(gt_seqs, pred_frames, ap=results.to_json()["ap"]["total"])
 
-        logger.info("PoseTrack evaluation of %s (%d sequences, %d evaluated frames):\n%s\nduplicates: %s",
-                    self._dataset_name, results.num_sequences, results.num_frames, poseval.format_table(results),
-                    duplicates.summary())
+        logger.info(
+            "PoseTrack evaluation of %s (%d sequences, %d evaluated frames):\n%s\nduplicates: %s",
+            self._dataset_name,
+            results.num_sequences,
+            results.num_frames,
+            poseval.format_table(results),
+            duplicates.summary(),
+        )
         flat: Dict[str, float] = OrderedDict()
         for metric, groups in results.summary().items():
             flat[metric] = groups["Mean"]
@@ -137,16 +179,20 @@ class PoseTrackEvaluator(DatasetEvaluator):
             flat[f"AP-{name}"] = float(v)
         flat["AP-without-duplicates"] = duplicates.ap_without_duplicates
         if self._output_dir:
-            atomic_write_json(os.path.join(self._output_dir, "posetrack_metrics.json"),
-                              dict(results.to_json(), duplicates=duplicates.to_json()))
+            atomic_write_json(
+                os.path.join(self._output_dir, "posetrack_metrics.json"),
+                dict(results.to_json(), duplicates=duplicates.to_json()),
+            )
         return OrderedDict({"posetrack": flat})
 
     # --------------------------------------------------------------------------------------------
     def _want_tracking(self, predictions) -> bool:
         have_ids = bool(predictions) and all(p["track_ids"] is not None for p in predictions)
         if self._eval_tracking and not have_ids:
-            logger.warning("[PoseTrackEvaluator] eval_tracking requested but outputs carry no pred_track_ids; "
-                           "computing AP only")
+            logger.warning(
+                "[PoseTrackEvaluator] eval_tracking requested but outputs carry no pred_track_ids; "
+                "computing AP only"
+            )
         # eval_tracking=False (the config default) turns MOTA off; None means "whenever ids are present".
         return have_ids and self._eval_tracking is not False
 
@@ -189,14 +235,23 @@ class PoseTrackEvaluator(DatasetEvaluator):
             si, fi = loc
             tids = p["track_ids"] if p["track_ids"] is not None else np.arange(len(p["scores"]))
             for kp, score, tid in zip(p["keypoints"], p["scores"], tids):
-                people[si][fi].append({"keypoints": kp, "score": float(score), "track_id": int(tid)})
+                people[si][fi].append(
+                    {"keypoints": kp, "score": float(score), "track_id": int(tid)}
+                )
         if unplaced:
-            logger.warning("[PoseTrackEvaluator] %d predicted frames match no GT frame of %s; ignored",
-                           unplaced, self._gt_path)
+            logger.warning(
+                "[PoseTrackEvaluator] %d predicted frames match no GT frame of %s; ignored",
+                unplaced,
+                self._gt_path,
+            )
         missing = [seq.name for seq, frames in zip(gt_seqs, people) if not any(frames)]
         if missing:
-            logger.warning("[PoseTrackEvaluator] %d GT sequences have no predictions (their people count as "
-                           "misses): %s", len(missing), ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+            logger.warning(
+                "[PoseTrackEvaluator] %d GT sequences have no predictions (their people count as "
+                "misses): %s",
+                len(missing),
+                ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""),
+            )
         return {
             seq.name: build_posetrack18_sequence(seq.images, frames, self._joint_score_thresh)
             for seq, frames in zip(gt_seqs, people)

@@ -23,6 +23,7 @@ Pipeline (docs/POSETRACK_METRICS.md §3, order matters):
      person assignment, (score, label) pairs per joint, MOT inputs per joint;
   6. AP per joint pooled over all frames (VOC all-point), MOTA per joint summed over videos.
 """
+
 import glob
 import logging
 import os
@@ -52,24 +53,56 @@ from .poses import (
     PoseTrackFormatError,
     predictions_from_arrays,
 )
-from .readers import frame_name, parse_posetrack, parse_predictions, read_gt, read_gt_sequence, read_predictions
+from .readers import (
+    frame_name,
+    parse_posetrack,
+    parse_predictions,
+    read_gt,
+    read_gt_sequence,
+    read_predictions,
+)
 from .results import GROUP_NAMES, TABLE_COLUMNS, PoseTrackResults, format_table
 
 __all__ = [
-    "evaluate", "evaluate_dirs", "read_dirs", "check_track_ids", "check_gt_track_ids",
+    "evaluate",
+    "evaluate_dirs",
+    "read_dirs",
+    "check_track_ids",
+    "check_gt_track_ids",
     # re-exported from the stage modules
-    "DIST_THRESH", "HEAD_SIZE_FACTOR", "MAX_TRACK_ID", "MIN_SCORE", "NO_TRACK_ID", "NUM_JOINTS", "GROUP_NAMES",
-    "TABLE_COLUMNS", "POSETRACK_KEYPOINT_NAMES", "GTSequence", "Poses", "PoseTrackFormatError", "PoseTrackResults",
-    "MOTAccumulator", "assign_people", "format_table", "parse_posetrack", "parse_predictions", "pckh_distances",
-    "points_strictly_inside", "predictions_from_arrays", "prepare_frame", "read_gt", "read_gt_sequence",
+    "DIST_THRESH",
+    "HEAD_SIZE_FACTOR",
+    "MAX_TRACK_ID",
+    "MIN_SCORE",
+    "NO_TRACK_ID",
+    "NUM_JOINTS",
+    "GROUP_NAMES",
+    "TABLE_COLUMNS",
+    "POSETRACK_KEYPOINT_NAMES",
+    "GTSequence",
+    "Poses",
+    "PoseTrackFormatError",
+    "PoseTrackResults",
+    "MOTAccumulator",
+    "assign_people",
+    "format_table",
+    "parse_posetrack",
+    "parse_predictions",
+    "pckh_distances",
+    "points_strictly_inside",
+    "predictions_from_arrays",
+    "prepare_frame",
+    "read_gt",
+    "read_gt_sequence",
     "read_predictions",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]],
-             eval_track: bool = True) -> PoseTrackResults:
+def evaluate(
+    gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]], eval_track: bool = True
+) -> PoseTrackResults:
     """AP (and MOTA when `eval_track`) of `predictions[s][i]` (the people predicted in frame i of GT
     sequence s) against `gt_seqs`. Frame counts must match (see `parse_predictions`)."""
     if len(gt_seqs) != len(predictions):
@@ -84,18 +117,24 @@ def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses
     for seq, pred_frames in zip(gt_seqs, predictions):
         if len(pred_frames) != len(seq):
             raise PoseTrackFormatError(
-                f"{seq.path}: {len(pred_frames)} prediction frames for {len(seq)} GT frames of {seq.name}")
+                f"{seq.path}: {len(pred_frames)} prediction frames for {len(seq)} GT frames of {seq.name}"
+            )
         # Only frames whose GT has people are evaluated; predictions elsewhere are ignored entirely.
         frame_ids = [i for i, f in enumerate(seq.frames) if len(f) > 0]
         n_frames += len(frame_ids)
         if eval_track and len(frame_ids) == 1:
-            logger.warning("%s: only one evaluated frame; poseval's tracking evaluation would crash on it "
-                           "(it skips the last frame), so it adds nothing to MOTA", seq.name)
+            logger.warning(
+                "%s: only one evaluated frame; poseval's tracking evaluation would crash on it "
+                "(it skips the last frame), so it adds nothing to MOTA",
+                seq.name,
+            )
         accs = [MOTAccumulator() for _ in range(NUM_JOINTS)] if eval_track else None
         for t, fi in enumerate(frame_ids):
             gt, pred = prepare_frame(seq.frames[fi], pred_frames[fi], seq.ignore[fi])
             n_gt += gt.present.sum(axis=0)
-            feed_mot = eval_track and t < len(frame_ids) - 1  # poseval skips each video's last frame
+            feed_mot = (
+                eval_track and t < len(frame_ids) - 1
+            )  # poseval skips each video's last frame
             if len(pred) == 0:
                 if feed_mot:
                     update_empty(accs)
@@ -109,7 +148,9 @@ def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses
                 match = d <= DIST_THRESH
                 assigned = assign_people(match, gt.present)
                 rows = np.arange(len(pred))
-                labels = np.where((assigned >= 0)[:, None], match[rows, np.maximum(assigned, 0)], False)
+                labels = np.where(
+                    (assigned >= 0)[:, None], match[rows, np.maximum(assigned, 0)], False
+                )
                 if feed_mot:
                     update_joints(accs, gt, pred, d, DIST_THRESH)
             score_chunks.append(pred.scores)
@@ -123,9 +164,16 @@ def evaluate(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses
 
     ap, pre, rec = pooled_joint_ap(score_chunks, label_chunks, has_chunks, n_gt)
     mot = clear_mot_metrics(counts, total_distance) if eval_track else {}
-    return PoseTrackResults(ap=ap, precision=pre, recall=rec, num_gt=n_gt,
-                            mot_counts=counts if eval_track else None, num_frames=n_frames,
-                            num_sequences=len(gt_seqs), **mot)
+    return PoseTrackResults(
+        ap=ap,
+        precision=pre,
+        recall=rec,
+        num_gt=n_gt,
+        mot_counts=counts if eval_track else None,
+        num_frames=n_frames,
+        num_sequences=len(gt_seqs),
+        **mot,
+    )
 
 
 def check_gt_track_ids(gt_seqs: Sequence[GTSequence]) -> None:
@@ -138,11 +186,15 @@ def check_gt_track_ids(gt_seqs: Sequence[GTSequence]) -> None:
                 raise PoseTrackFormatError(
                     f"{seq.path}: GT person {int(np.argmax(g.track_ids == NO_TRACK_ID))} without track_id in frame "
                     f"{fi} ({frame}); MOTA needs field 'track_id' on every person: evaluate AP only (--no-track; "
-                    "TEST.POSETRACK.EVAL_TRACKING False)")
+                    "TEST.POSETRACK.EVAL_TRACKING False)"
+                )
 
 
-def check_track_ids(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequence[Poses]],
-                    pred_paths: Optional[Sequence[str]] = None) -> None:
+def check_track_ids(
+    gt_seqs: Sequence[GTSequence],
+    predictions: Sequence[Sequence[Poses]],
+    pred_paths: Optional[Sequence[str]] = None,
+) -> None:
     """Tracking needs a track id on every person (GT and predictions); raise naming the file otherwise."""
     check_gt_track_ids(gt_seqs)
     for si, (seq, frames) in enumerate(zip(gt_seqs, predictions)):
@@ -153,7 +205,8 @@ def check_track_ids(gt_seqs: Sequence[GTSequence], predictions: Sequence[Sequenc
                 raise PoseTrackFormatError(
                     f"{where}: person {int(np.argmax(p.track_ids == NO_TRACK_ID))} without track_id in frame {fi} "
                     f"({frame}); tracking (MOTA) needs field 'track_id' on every person: write track ids, or "
-                    "evaluate AP only (--no-track; TEST.POSETRACK.EVAL_TRACKING False)")
+                    "evaluate AP only (--no-track; TEST.POSETRACK.EVAL_TRACKING False)"
+                )
 
 
 def evaluate_dirs(gt_path: str, pred_dir: str, eval_track: bool = True) -> PoseTrackResults:
@@ -172,18 +225,22 @@ def read_dirs(gt_path: str, pred_dir: str):
         raise PoseTrackFormatError(f"{pred_dir}: prediction directory does not exist")
     gt_seqs = read_gt(gt_path)
     if not any(len(poses) for seq in gt_seqs for poses in seq.frames):
-        raise PoseTrackFormatError(f"{gt_path}: no GT frame has a person ({len(gt_seqs)} sequences), so nothing "
-                                   "can be evaluated; expected annotated frames (field 'annotations')")
+        raise PoseTrackFormatError(
+            f"{gt_path}: no GT frame has a person ({len(gt_seqs)} sequences), so nothing "
+            "can be evaluated; expected annotated frames (field 'annotations')"
+        )
     written = sorted(glob.glob(os.path.join(pred_dir, "*.json")))
     if not written:
         raise PoseTrackFormatError(
             f"{pred_dir}: no *.json prediction files; expected one per GT sequence, named like the GT files "
-            f"(e.g. {gt_seqs[0].name}.json)")
+            f"(e.g. {gt_seqs[0].name}.json)"
+        )
     if not any(os.path.isfile(os.path.join(pred_dir, seq.name + ".json")) for seq in gt_seqs):
         raise PoseTrackFormatError(
             f"{pred_dir}: none of its {len(written)} prediction files is named like a GT sequence of {gt_path} "
             f"(found {', '.join(os.path.basename(w) for w in written[:3])}; expected e.g. {gt_seqs[0].name}.json): "
-            "wrong folder or split?")
+            "wrong folder or split?"
+        )
     preds, paths = [], []
     for seq in gt_seqs:
         path = os.path.join(pred_dir, seq.name + ".json")

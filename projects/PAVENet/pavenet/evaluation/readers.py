@@ -7,6 +7,7 @@ with the GT frames by position, so `parse_predictions` also checks that a predic
 frame count and belongs to the same video, and poseval's track-id rules (integers < 10000, unique within
 a frame). Every error is a `PoseTrackFormatError` naming the file and the field.
 """
+
 import glob
 import logging
 import os
@@ -19,8 +20,17 @@ from ..data.posetrack_files import check_posetrack18_lists, finite_numbers, is_e
 from ..data.posetrack_files import load_json as _load_json
 from .poses import MAX_TRACK_ID, NO_TRACK_ID, GTSequence, Poses, PoseTrackFormatError
 
-__all__ = ["load_json", "parse_posetrack", "read_gt", "read_gt_sequence", "split_coco_by_video", "parse_predictions",
-           "read_predictions", "frame_name", "video_key"]
+__all__ = [
+    "load_json",
+    "parse_posetrack",
+    "read_gt",
+    "read_gt_sequence",
+    "split_coco_by_video",
+    "parse_predictions",
+    "read_predictions",
+    "frame_name",
+    "video_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +65,25 @@ def _check_categories(data: dict, path: str) -> List[Optional[int]]:
         raise PoseTrackFormatError(f"{path}: 'categories' must hold exactly one category (person)")
     cat = cats[0]
     if cat.get("name") != "person":
-        raise PoseTrackFormatError(f"{path}: the category must be named 'person', got {cat.get('name')!r}")
+        raise PoseTrackFormatError(
+            f"{path}: the category must be named 'person', got {cat.get('name')!r}"
+        )
     names = cat.get("keypoints") or []
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PoseTrackFormatError(f"{path}: categories[0].keypoints must be a list of joint names")
     if len(names) not in (15, 17):
-        raise PoseTrackFormatError(f"{path}: categories[0].keypoints must list 15 or 17 names, got {len(names)}")
+        raise PoseTrackFormatError(
+            f"{path}: categories[0].keypoints must list 15 or 17 names, got {len(names)}"
+        )
     missing = [n for n in POSETRACK_KEYPOINT_NAMES if n not in names]
     if missing:
         raise PoseTrackFormatError(f"{path}: categories[0].keypoints lacks {missing}")
     return [_NAME_TO_15.get(n) for n in names]
 
 
-def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
+def _parse_posetrack18(
+    data: dict, path: str
+) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
     """PoseTrack 2018/21 per-sequence dict -> (frames, ignore polygons, image entries)."""
     check_posetrack18_lists(data, path)
     for i, im in enumerate(data["images"]):
@@ -83,14 +99,20 @@ def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np
         first = video_key(images[0].get("file_name", ""))
         kept = [im for im in images if video_key(im.get("file_name", "")) == first]
         if len(kept) != len(images):
-            logger.warning("%s: frames of several videos; only the first (%s) is used, as poseval does", path, first)
+            logger.warning(
+                "%s: frames of several videos; only the first (%s) is used, as poseval does",
+                path,
+                first,
+            )
             images = kept
 
     by_image: Dict = {}
     for ai, ann in enumerate(data["annotations"]):
         if not is_entry_id(ann.get("image_id")):
-            raise PoseTrackFormatError(f"{path}: annotations[{ai}]: field 'image_id' = {ann.get('image_id')!r}, "
-                                       "expected an integer or a string")
+            raise PoseTrackFormatError(
+                f"{path}: annotations[{ai}]: field 'image_id' = {ann.get('image_id')!r}, "
+                "expected an integer or a string"
+            )
         by_image.setdefault(ann["image_id"], []).append(ann)
 
     frames, ignores = [], []
@@ -117,7 +139,8 @@ def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np
             if sc:  # poseval: an empty or missing list means "no scores" -> MIN_SCORE fallback
                 if not isinstance(sc, list) or len(sc) < n_slots:
                     raise PoseTrackFormatError(
-                        f"{where} has {len(sc) if isinstance(sc, list) else sc!r} scores, expected {n_slots}")
+                        f"{where} has {len(sc) if isinstance(sc, list) else sc!r} scores, expected {n_slots}"
+                    )
                 # NaN sorts unpredictably in the AP ranking: refused
                 sc = np.asarray(finite_numbers(sc, where, "scores"), dtype=np.float64)[slots]
                 poses.scores[pi, joints] = sc
@@ -127,36 +150,53 @@ def _parse_posetrack18(data: dict, path: str) -> Tuple[List[Poses], List[List[np
             hb = ann.get("bbox_head")
             if hb is not None and hb != []:
                 if not isinstance(hb, list) or len(hb) != 4:
-                    raise PoseTrackFormatError(f"{where}: field 'bbox_head' = {hb!r}, expected [x, y, w, h]")
+                    raise PoseTrackFormatError(
+                        f"{where}: field 'bbox_head' = {hb!r}, expected [x, y, w, h]"
+                    )
                 hb = finite_numbers(hb, where, "bbox_head")
                 poses.head[pi] = (hb[0], hb[1], hb[0] + hb[2], hb[1] + hb[3])
         frames.append(poses)
         polys = []
         if ("ignore_regions_x" in im) != ("ignore_regions_y" in im):
-            raise PoseTrackFormatError(f"{path}: image {im['id']} has only one of the fields 'ignore_regions_x' and "
-                                       "'ignore_regions_y'")
+            raise PoseTrackFormatError(
+                f"{path}: image {im['id']} has only one of the fields 'ignore_regions_x' and "
+                "'ignore_regions_y'"
+            )
         if "ignore_regions_x" in im:
             regions_x, regions_y = im["ignore_regions_x"], im["ignore_regions_y"]
-            if not isinstance(regions_x, list) or not isinstance(regions_y, list) or len(regions_x) != len(regions_y):
-                raise PoseTrackFormatError(f"{path}: image {im['id']}: fields 'ignore_regions_x' / 'ignore_regions_y' "
-                                           "must be lists of polygons of equal length")
+            if (
+                not isinstance(regions_x, list)
+                or not isinstance(regions_y, list)
+                or len(regions_x) != len(regions_y)
+            ):
+                raise PoseTrackFormatError(
+                    f"{path}: image {im['id']}: fields 'ignore_regions_x' / 'ignore_regions_y' "
+                    "must be lists of polygons of equal length"
+                )
             for k, (xs, ys) in enumerate(zip(regions_x, regions_y)):
                 xs = finite_numbers(xs, f"{path}: image {im['id']}", f"ignore_regions_x[{k}]")
                 ys = finite_numbers(ys, f"{path}: image {im['id']}", f"ignore_regions_y[{k}]")
                 if len(xs) != len(ys):
-                    raise PoseTrackFormatError(f"{path}: image {im['id']}: ignore region {k} has {len(xs)} x but "
-                                               f"{len(ys)} y values")
-                polys.append(np.stack([np.asarray(xs, float), np.asarray(ys, float)], axis=1).reshape(-1, 2))
+                    raise PoseTrackFormatError(
+                        f"{path}: image {im['id']}: ignore region {k} has {len(xs)} x but "
+                        f"{len(ys)} y values"
+                    )
+                polys.append(
+                    np.stack([np.asarray(xs, float), np.asarray(ys, float)], axis=1).reshape(-1, 2)
+                )
         ignores.append(polys)
     return frames, ignores, images
 
 
 def _check_image_entry(im: dict, path: str, i: int) -> None:
     if not is_entry_id(im.get("id")):
-        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'id' = {im.get('id')!r}, expected an integer or a "
-                                   "string")
+        raise PoseTrackFormatError(
+            f"{path}: images[{i}]: field 'id' = {im.get('id')!r}, expected an integer or a string"
+        )
     if not isinstance(im.get("file_name", ""), str):
-        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'file_name' = {im['file_name']!r}, expected a path")
+        raise PoseTrackFormatError(
+            f"{path}: images[{i}]: field 'file_name' = {im['file_name']!r}, expected a path"
+        )
 
 
 def _track_id(tid, path, frame_desc) -> int:
@@ -167,9 +207,12 @@ def _track_id(tid, path, frame_desc) -> int:
             raise ValueError
     except (TypeError, ValueError, OverflowError):
         raise PoseTrackFormatError(
-            f"{path}: field 'track_id' = {tid!r} is not an integer ({frame_name(frame_desc)})") from None
+            f"{path}: field 'track_id' = {tid!r} is not an integer ({frame_name(frame_desc)})"
+        ) from None
     if tid_int >= MAX_TRACK_ID:
-        raise PoseTrackFormatError(f"{path}: track_id {tid_int} >= {MAX_TRACK_ID} ({frame_name(frame_desc)})")
+        raise PoseTrackFormatError(
+            f"{path}: track_id {tid_int} >= {MAX_TRACK_ID} ({frame_name(frame_desc)})"
+        )
     return tid_int
 
 
@@ -185,7 +228,9 @@ def frame_name(frame) -> str:
     return "?"
 
 
-def _parse_posetrack17(data: dict, path: str) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
+def _parse_posetrack17(
+    data: dict, path: str
+) -> Tuple[List[Poses], List[List[np.ndarray]], List[dict]]:
     """PoseTrack 2017 'annolist' dict -> (frames, ignore polygons, 2018-style image entries)."""
     annolist = data.get("annolist")
     if not isinstance(annolist, list):
@@ -197,8 +242,13 @@ def _parse_posetrack17(data: dict, path: str) -> Tuple[List[Poses], List[List[np
         for ri, r in enumerate(rects):
             ap = r.get("annopoints")
             # poseval's rectHasPoints: annopoints non-empty, annopoints[0] non-empty with a "point" key.
-            has = isinstance(ap, list) and len(ap) > 0 and isinstance(ap[0], dict) and len(ap[0]) > 0 \
+            has = (
+                isinstance(ap, list)
+                and len(ap) > 0
+                and isinstance(ap[0], dict)
+                and len(ap[0]) > 0
                 and "point" in ap[0]
+            )
             poses.has_points[ri] = has
             if has:
                 for pt in ap[0]["point"] or []:
@@ -211,12 +261,18 @@ def _parse_posetrack17(data: dict, path: str) -> Tuple[List[Poses], List[List[np
                     try:
                         poses.xy[ri, j] = (float(_one(pt["x"])), float(_one(pt["y"])))
                     except (KeyError, TypeError, ValueError) as e:
-                        raise PoseTrackFormatError(f"{path}: frame {fi} person {ri}: bad point {pt!r}") from e
+                        raise PoseTrackFormatError(
+                            f"{path}: frame {fi} person {ri}: bad point {pt!r}"
+                        ) from e
                     poses.present[ri, j] = True
                     if "score" in pt:
                         poses.scores[ri, j] = float(_one(pt["score"]))
-                    if not (np.isfinite(poses.xy[ri, j]).all() and np.isfinite(poses.scores[ri, j])):
-                        raise PoseTrackFormatError(f"{path}: frame {fi} person {ri}: non-finite value in point {pt!r}")
+                    if not (
+                        np.isfinite(poses.xy[ri, j]).all() and np.isfinite(poses.scores[ri, j])
+                    ):
+                        raise PoseTrackFormatError(
+                            f"{path}: frame {fi} person {ri}: non-finite value in point {pt!r}"
+                        )
             if "track_id" in r:
                 poses.track_ids[ri] = _track_id(r["track_id"], path, fr)
             if all(k in r for k in ("x1", "y1", "x2", "y2")):
@@ -225,7 +281,9 @@ def _parse_posetrack17(data: dict, path: str) -> Tuple[List[Poses], List[List[np
         polys = []
         for reg in fr.get("ignore_regions") or []:
             pts = reg.get("point") or []
-            polys.append(np.array([(float(_one(p["x"])), float(_one(p["y"]))) for p in pts]).reshape(-1, 2))
+            polys.append(
+                np.array([(float(_one(p["x"])), float(_one(p["y"]))) for p in pts]).reshape(-1, 2)
+            )
         ignores.append(polys)
         images.append({"file_name": frame_name(fr), "imgnum": _one(fr.get("imgnum"))})
     return frames, ignores, images
@@ -269,7 +327,9 @@ def split_coco_by_video(data: dict, path: str = "<coco json>") -> Dict[str, dict
     seqs: Dict[str, dict] = {}
     for im in data["images"]:
         name = os.path.basename(os.path.dirname(str(im.get("file_name", ""))))
-        seqs.setdefault(name, {"images": [], "annotations": [], "categories": data.get("categories")})
+        seqs.setdefault(
+            name, {"images": [], "annotations": [], "categories": data.get("categories")}
+        )
         seqs[name]["images"].append(im)
     owner = {im["id"]: n for n, s in seqs.items() for im in s["images"]}
     for ann in data.get("annotations", []):
@@ -286,15 +346,21 @@ def read_gt(path: str) -> List[GTSequence]:
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(path, "*.json")))
         if not files:
-            raise PoseTrackFormatError(f"{path}: no *.json GT files (expected one PoseTrack JSON per sequence, "
-                                       "or pass one COCO-style JSON file)")
+            raise PoseTrackFormatError(
+                f"{path}: no *.json GT files (expected one PoseTrack JSON per sequence, "
+                "or pass one COCO-style JSON file)"
+            )
         return [read_gt_sequence(f) for f in files]
     if not os.path.exists(path):
-        raise PoseTrackFormatError(f"{path}: GT path does not exist (expected a folder of per-sequence JSONs or "
-                                   "one COCO-style JSON)")
+        raise PoseTrackFormatError(
+            f"{path}: GT path does not exist (expected a folder of per-sequence JSONs or "
+            "one COCO-style JSON)"
+        )
     data = load_json(path)
     if isinstance(data, dict) and "annolist" not in data and isinstance(data.get("images"), list):
-        names = {os.path.basename(os.path.dirname(str(im.get("file_name", "")))) for im in data["images"]}
+        names = {
+            os.path.basename(os.path.dirname(str(im.get("file_name", "")))) for im in data["images"]
+        }
         if len(names) > 1:  # a whole split in one COCO-style file
             out = []
             for name, sub in split_coco_by_video(data, path).items():

@@ -5,6 +5,7 @@ tracking precision / recall, in percent, in the 15-joint order), poseval's joint
 "Mean" (the mean over the 15 joints, not over the 7 columns), the JSON schema of the CLI and the
 evaluator (`to_json`) and the printed table (`format_table`).
 """
+
 import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
@@ -53,8 +54,12 @@ class PoseTrackResults:
         """{"AP": {Head, ..., Ankle, Mean}, "MOTA": {...}, "MOTP", "Prec", "Rec"} (tracking rows only when
         evaluated; Prec / Rec there are the tracking ones)."""
         out = {"AP": self.groups(self.ap)}
-        for name, values in (("MOTA", self.mota), ("MOTP", self.motp), ("Prec", self.mot_precision),
-                             ("Rec", self.mot_recall)):
+        for name, values in (
+            ("MOTA", self.mota),
+            ("MOTP", self.motp),
+            ("Prec", self.mot_precision),
+            ("Rec", self.mot_recall),
+        ):
             if values is not None:
                 out[name] = self.groups(values)
         return out
@@ -71,8 +76,12 @@ class PoseTrackResults:
             }
 
         out = {"ap": block(self.ap)}
-        for name, values in (("mota", self.mota), ("motp", self.motp), ("mot_precision", self.mot_precision),
-                             ("mot_recall", self.mot_recall)):
+        for name, values in (
+            ("mota", self.mota),
+            ("motp", self.motp),
+            ("mot_precision", self.mot_precision),
+            ("mot_recall", self.mot_recall),
+        ):
             if values is not None:
                 out[name] = block(values)
         return out

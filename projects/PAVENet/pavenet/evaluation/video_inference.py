@@ -6,6 +6,7 @@ from the demo's tracker.
 clips), its output one `{"instances": Instances}` per dict, as the model's own forward returns per clip. So
 the evaluators (PoseTrack and COCO) see the same inputs and outputs in both TEST.POSETRACK.VIDEO_MODEs.
 """
+
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -42,13 +43,22 @@ class VideoInference(nn.Module):
         oks_sigmas / track_match_thresh / track_patience: the `PoseTracker`'s settings.
     """
 
-    def __init__(self, cfg, model: nn.Module, track: bool = False, oks_sigmas: Optional[Sequence[float]] = None,
-                 track_match_thresh: float = 0.3, track_patience: int = 2):
+    def __init__(
+        self,
+        cfg,
+        model: nn.Module,
+        track: bool = False,
+        oks_sigmas: Optional[Sequence[float]] = None,
+        track_match_thresh: float = 0.3,
+        track_patience: int = 2,
+    ):
         super().__init__()
         model = unwrap_model(model)
         training = model.training
         self.model = model
-        self.predictor = ClipPredictor(cfg, model=model)  # puts the model in eval mode: restored below
+        self.predictor = ClipPredictor(
+            cfg, model=model
+        )  # puts the model in eval mode: restored below
         self.train(training)
         self.track = bool(track)
         self.oks_sigmas = oks_sigmas
@@ -56,13 +66,25 @@ class VideoInference(nn.Module):
         self.track_patience = int(track_patience)
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, dataset_name: Optional[str] = None) -> "VideoInference":
+    def from_config(
+        cls, cfg, model: nn.Module, dataset_name: Optional[str] = None
+    ) -> "VideoInference":
         from detectron2.data import MetadataCatalog
 
         P = cfg.TEST.POSETRACK
-        sigmas = MetadataCatalog.get(dataset_name).get("keypoint_oks_sigmas", None) if dataset_name else None
-        return cls(cfg, model, track=P.EVAL_TRACKING, oks_sigmas=sigmas, track_match_thresh=P.TRACK_MATCH_THRESH,
-                   track_patience=P.TRACK_PATIENCE)
+        sigmas = (
+            MetadataCatalog.get(dataset_name).get("keypoint_oks_sigmas", None)
+            if dataset_name
+            else None
+        )
+        return cls(
+            cfg,
+            model,
+            track=P.EVAL_TRACKING,
+            oks_sigmas=sigmas,
+            track_match_thresh=P.TRACK_MATCH_THRESH,
+            track_patience=P.TRACK_PATIENCE,
+        )
 
     @staticmethod
     def _reader(video: List[dict]):
@@ -72,8 +94,12 @@ class VideoInference(nn.Module):
         def read(i: int) -> np.ndarray:
             path = names[i]
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"image not found: {path} (field 'video_file_names[{i}]' of video {vid!r})")
-            return detection_utils.read_image(path, format="BGR")  # the predictor converts to INPUT.FORMAT
+                raise FileNotFoundError(
+                    f"image not found: {path} (field 'video_file_names[{i}]' of video {vid!r})"
+                )
+            return detection_utils.read_image(
+                path, format="BGR"
+            )  # the predictor converts to INPUT.FORMAT
 
         return read, len(names)
 
@@ -90,8 +116,12 @@ class VideoInference(nn.Module):
         decode = range(min(keys), max(keys) + 1) if self.track else sorted(wanted)
         tracker = None
         if self.track:
-            tracker = PoseTracker(self.predictor.num_frames, self.oks_sigmas, self.track_match_thresh,
-                                  self.track_patience)
+            tracker = PoseTracker(
+                self.predictor.num_frames,
+                self.oks_sigmas,
+                self.track_match_thresh,
+                self.track_patience,
+            )
         found = {}
         for key, inst in self.predictor.stream_video(read, length, decode):
             if tracker is not None:
@@ -102,7 +132,9 @@ class VideoInference(nn.Module):
         for d, key in zip(video, keys):
             inst = found[key]
             if d.get("height") is not None and (d["height"], d["width"]) != tuple(inst.image_size):
-                raise ValueError(f"{d['file_name']}: image is {inst.image_size[1]}x{inst.image_size[0]} but the "
-                                 f"annotation says {d['width']}x{d['height']} (fields 'width', 'height')")
+                raise ValueError(
+                    f"{d['file_name']}: image is {inst.image_size[1]}x{inst.image_size[0]} but the "
+                    f"annotation says {d['width']}x{d['height']} (fields 'width', 'height')"
+                )
             outputs.append({"instances": inst})
         return outputs

@@ -5,6 +5,7 @@ GT frame in GT order (pairing is by position), one `person` category with the 17
 a `track_id` (< 10000, unique per frame) on every person, the ears written as (0, 0, 0), joint scores in
 `scores` (17, slot order). A joint is absent only when written as exactly (0, 0, 0).
 """
+
 import re
 from typing import Iterable, List, Optional, Sequence
 
@@ -26,12 +27,26 @@ __all__ = [
 ]
 
 _POSETRACK_SOURCES = {"mpii": 1, "bonn": 2, "mpiinew": 3}
-_IMAGE_KEYS = ("id", "file_name", "frame_id", "vid_id", "nframes", "is_labeled", "has_no_densepose",
-               "width", "height")
+_IMAGE_KEYS = (
+    "id",
+    "file_name",
+    "frame_id",
+    "vid_id",
+    "nframes",
+    "is_labeled",
+    "has_no_densepose",
+    "width",
+    "height",
+)
 
 
 def posetrack18_category() -> dict:
-    return {"supercategory": "person", "id": 1, "name": "person", "keypoints": list(POSETRACK18_SLOT_NAMES)}
+    return {
+        "supercategory": "person",
+        "id": 1,
+        "name": "person",
+        "keypoints": list(POSETRACK18_SLOT_NAMES),
+    }
 
 
 def _to_17_slots(keypoints15: np.ndarray, joint_score_thresh: Optional[float]):
@@ -53,26 +68,43 @@ def _to_17_slots(keypoints15: np.ndarray, joint_score_thresh: Optional[float]):
     return [float(v) for v in slots.reshape(-1)], [float(s) for s in scores]
 
 
-def posetrack18_person(image_id, keypoints15, score: float, track_id: int, ann_id: Optional[int] = None,
-                       joint_score_thresh: Optional[float] = None) -> dict:
+def posetrack18_person(
+    image_id,
+    keypoints15,
+    score: float,
+    track_id: int,
+    ann_id: Optional[int] = None,
+    joint_score_thresh: Optional[float] = None,
+) -> dict:
     """One PoseTrack18 prediction annotation from (15, 3) x, y, score keypoints (the model's joint order)."""
     kps, scores = _to_17_slots(keypoints15, joint_score_thresh)
-    ann = {"image_id": image_id, "track_id": int(track_id), "category_id": 1, "keypoints": kps,
-           "scores": scores, "score": float(score)}
+    ann = {
+        "image_id": image_id,
+        "track_id": int(track_id),
+        "category_id": 1,
+        "keypoints": kps,
+        "scores": scores,
+        "score": float(score),
+    }
     if ann_id is not None:
         ann["id"] = int(ann_id)
     return ann
 
 
-def build_posetrack18_sequence(gt_images: Sequence[dict], people_per_frame: Sequence[Iterable[dict]],
-                               joint_score_thresh: Optional[float] = None) -> dict:
+def build_posetrack18_sequence(
+    gt_images: Sequence[dict],
+    people_per_frame: Sequence[Iterable[dict]],
+    joint_score_thresh: Optional[float] = None,
+) -> dict:
     """A PoseTrack18 prediction dict covering every GT frame.
 
     gt_images: the GT `images` entries in GT order (their ids and file names are copied);
     people_per_frame[i]: dicts with `keypoints` (15, 3) x, y, score, `score` and `track_id` for frame i
     (an empty iterable for frames without predictions)."""
     if len(gt_images) != len(people_per_frame):
-        raise ValueError(f"{len(people_per_frame)} prediction frames for {len(gt_images)} GT images")
+        raise ValueError(
+            f"{len(people_per_frame)} prediction frames for {len(gt_images)} GT images"
+        )
     images, annotations = [], []
     for fi, (im, people) in enumerate(zip(gt_images, people_per_frame)):
         entry = {k: im[k] for k in _IMAGE_KEYS if k in im}
@@ -81,12 +113,22 @@ def build_posetrack18_sequence(gt_images: Sequence[dict], people_per_frame: Sequ
         for pi, person in enumerate(people):
             image_id = entry["id"]
             ann_id = image_id * 100 + pi if isinstance(image_id, int) else None
-            annotations.append(posetrack18_person(image_id, person["keypoints"], person.get("score", 1.0),
-                                                  person.get("track_id", pi), ann_id, joint_score_thresh))
+            annotations.append(
+                posetrack18_person(
+                    image_id,
+                    person["keypoints"],
+                    person.get("score", 1.0),
+                    person.get("track_id", pi),
+                    ann_id,
+                    joint_score_thresh,
+                )
+            )
     return {"images": images, "annotations": annotations, "categories": [posetrack18_category()]}
 
 
-def posetrack_image_entries(name: str, frame_names: List[str], height: int, width: int) -> List[dict]:
+def posetrack_image_entries(
+    name: str, frame_names: List[str], height: int, width: int
+) -> List[dict]:
     """PoseTrack18 `images` entries for a video that has no GT file. A PoseTrack-style name
     (`000001_mpiinew_test`) gets PoseTrack ids (T SSSSSS FFFF) and file names poseval can parse; other
     names get frame indices."""
@@ -94,16 +136,27 @@ def posetrack_image_entries(name: str, frame_names: List[str], height: int, widt
     entries = []
     for i, fname in enumerate(frame_names):
         image_id = int(f"{_POSETRACK_SOURCES[m.group(2)]}{int(m.group(1)):06d}{i:04d}") if m else i
-        entries.append({
-            "id": image_id, "frame_id": image_id, "vid_id": m.group(1) if m else name,
-            "file_name": f"images/demo/{name}/{fname}", "nframes": len(frame_names), "is_labeled": True,
-            "width": int(width), "height": int(height),
-        })
+        entries.append(
+            {
+                "id": image_id,
+                "frame_id": image_id,
+                "vid_id": m.group(1) if m else name,
+                "file_name": f"images/demo/{name}/{fname}",
+                "nframes": len(frame_names),
+                "is_labeled": True,
+                "width": int(width),
+                "height": int(height),
+            }
+        )
     return entries
 
 
-def write_posetrack18_sequence(path: str, gt_images: Sequence[dict], people_per_frame: Sequence[Iterable[dict]],
-                               joint_score_thresh: Optional[float] = None) -> dict:
+def write_posetrack18_sequence(
+    path: str,
+    gt_images: Sequence[dict],
+    people_per_frame: Sequence[Iterable[dict]],
+    joint_score_thresh: Optional[float] = None,
+) -> dict:
     data = build_posetrack18_sequence(gt_images, people_per_frame, joint_score_thresh)
     atomic_write_json(path, data)
     return data
@@ -121,9 +174,13 @@ def coco_keypoint_results(predictions: Iterable[dict]) -> List[dict]:
             full = np.zeros((len(POSETRACK18_SLOT_NAMES), 3))
             full[slots] = kp
             x0, y0, x1, y1 = keypoint_extent_boxes(kp[None, :, :2])[0]
-            res = {"image_id": pred["image_id"], "category_id": 1,
-                   "keypoints": [float(v) for v in full.reshape(-1)], "score": float(score),
-                   "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
+            res = {
+                "image_id": pred["image_id"],
+                "category_id": 1,
+                "keypoints": [float(v) for v in full.reshape(-1)],
+                "score": float(score),
+                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+            }
             if tids is not None:
                 res["track_id"] = int(tids[i])
             out.append(res)

@@ -1,5 +1,6 @@
 """`export_from_config`: a config's model (with MODEL.WEIGHTS) exported as the two ONNX graphs, and, on request,
 their int8 versions; the step behind tools/deploy/export_model.py."""
+
 from typing import Optional
 
 from .onnx import SAMPLINGS, default_export_size, export_onnx
@@ -8,8 +9,15 @@ from .quantize import calibration_images, quantize_graphs
 __all__ = ["export_from_config"]
 
 
-def export_from_config(cfg, output_dir: str, height: Optional[int] = None, width: Optional[int] = None,
-                       sampling: str = SAMPLINGS[0], int8: Optional[str] = None, int8_frames: int = 16):
+def export_from_config(
+    cfg,
+    output_dir: str,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    sampling: str = SAMPLINGS[0],
+    int8: Optional[str] = None,
+    int8_frames: int = 16,
+):
     """Build the model of `cfg`, load MODEL.WEIGHTS (if set) and export it (tools/deploy/export_model.py).
     int8: also write the int8 graphs, calibrated on up to `int8_frames` frames of this video / image
     folder / glob (`quantize.quantize_graphs`); their paths are added as "encoder_int8", "decoder_int8"."""

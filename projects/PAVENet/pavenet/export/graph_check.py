@@ -5,6 +5,7 @@ the weight file's name and SHA-256 ("pavenet.weights", "pavenet.weights_sha256")
 formulation. `check_graph_record` compares them with the config a demo / benchmark is run with: graphs
 exported from other weights or another architecture would otherwise run silently with their own.
 """
+
 import functools
 import hashlib
 import json
@@ -12,20 +13,43 @@ import logging
 import os
 from typing import Dict, List
 
-__all__ = ["RECORDED_KEYS", "GraphMismatchError", "recorded_config", "weights_record", "check_graph_record"]
+__all__ = [
+    "RECORDED_KEYS",
+    "GraphMismatchError",
+    "recorded_config",
+    "weights_record",
+    "check_graph_record",
+]
 
 logger = logging.getLogger(__name__)
 
 # The config keys that change what the graphs compute (not the training-only ones, not TEST thresholds
 # applied in Python afterwards).
 RECORDED_KEYS = (
-    "MODEL.META_ARCHITECTURE", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.BACKBONE.NAME", "MODEL.RESNETS.DEPTH",
-    "MODEL.RESNETS.OUT_FEATURES", "MODEL.RESNETS.STRIDE_IN_1X1", "MODEL.PAVENET.SWIN.MODEL_NAME",
-    "MODEL.PAVENET.NUM_FRAMES", "MODEL.PAVENET.NUM_KEYPOINTS", "MODEL.PAVENET.NUM_QUERIES",
-    "MODEL.PAVENET.HIDDEN_DIM", "MODEL.PAVENET.NHEADS", "MODEL.PAVENET.DIM_FEEDFORWARD", "MODEL.PAVENET.IN_FEATURES",
-    "MODEL.PAVENET.NUM_FEATURE_LEVELS", "MODEL.PAVENET.ENC_LAYERS", "MODEL.PAVENET.ENC_N_POINTS",
-    "MODEL.PAVENET.POSE_DEC_LAYERS", "MODEL.PAVENET.JOINT_DEC_LAYERS", "MODEL.PAVENET.JOINT_N_POINTS",
-    "MODEL.PAVENET.VALUE_FILL_BEFORE_PROJ", "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH", "MODEL.PAVENET.TEST.TOPK",
+    "MODEL.META_ARCHITECTURE",
+    "MODEL.PIXEL_MEAN",
+    "MODEL.PIXEL_STD",
+    "MODEL.BACKBONE.NAME",
+    "MODEL.RESNETS.DEPTH",
+    "MODEL.RESNETS.OUT_FEATURES",
+    "MODEL.RESNETS.STRIDE_IN_1X1",
+    "MODEL.PAVENET.SWIN.MODEL_NAME",
+    "MODEL.PAVENET.NUM_FRAMES",
+    "MODEL.PAVENET.NUM_KEYPOINTS",
+    "MODEL.PAVENET.NUM_QUERIES",
+    "MODEL.PAVENET.HIDDEN_DIM",
+    "MODEL.PAVENET.NHEADS",
+    "MODEL.PAVENET.DIM_FEEDFORWARD",
+    "MODEL.PAVENET.IN_FEATURES",
+    "MODEL.PAVENET.NUM_FEATURE_LEVELS",
+    "MODEL.PAVENET.ENC_LAYERS",
+    "MODEL.PAVENET.ENC_N_POINTS",
+    "MODEL.PAVENET.POSE_DEC_LAYERS",
+    "MODEL.PAVENET.JOINT_DEC_LAYERS",
+    "MODEL.PAVENET.JOINT_N_POINTS",
+    "MODEL.PAVENET.VALUE_FILL_BEFORE_PROJ",
+    "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH",
+    "MODEL.PAVENET.TEST.TOPK",
     "INPUT.FORMAT",
 )
 
@@ -49,7 +73,9 @@ def recorded_config(cfg) -> Dict[str, object]:
 
 
 @functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime: float) -> str:  # size / mtime: a rewritten file is hashed again
+def _sha256(
+    path: str, size: int, mtime: float
+) -> str:  # size / mtime: a rewritten file is hashed again
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -79,16 +105,24 @@ def _differences(path: str, meta: Dict[str, str], cfg) -> List[str]:
     if "pavenet.weights" in meta:
         asked = weights_record(cfg.MODEL.WEIGHTS)
         have_digest, have_name = meta.get("pavenet.weights_sha256", ""), meta["pavenet.weights"]
-        same = (have_digest == asked["sha256"]) if (have_digest and asked["sha256"]) else have_name == asked["name"]
+        same = (
+            (have_digest == asked["sha256"])
+            if (have_digest and asked["sha256"])
+            else have_name == asked["name"]
+        )
         if not same:
-            problems.append(f"MODEL.WEIGHTS: the graphs hold {have_name!r}"
-                            + (f" (sha256 {have_digest[:12]})" if have_digest else "")
-                            + f", the config asks for {str(cfg.MODEL.WEIGHTS) or 'random'!r}"
-                            + (f" (sha256 {asked['sha256'][:12]})" if asked["sha256"] else ""))
+            problems.append(
+                f"MODEL.WEIGHTS: the graphs hold {have_name!r}"
+                + (f" (sha256 {have_digest[:12]})" if have_digest else "")
+                + f", the config asks for {str(cfg.MODEL.WEIGHTS) or 'random'!r}"
+                + (f" (sha256 {asked['sha256'][:12]})" if asked["sha256"] else "")
+            )
     return problems
 
 
-def check_graph_record(path: str, meta: Dict[str, str], cfg, on_mismatch: str = "error") -> List[str]:
+def check_graph_record(
+    path: str, meta: Dict[str, str], cfg, on_mismatch: str = "error"
+) -> List[str]:
     """Compare graph `path`'s metadata with `cfg`. on_mismatch "error": raise GraphMismatchError naming
     every difference (graph value and config value); "warn": log them. Returns the differences."""
     if on_mismatch not in ("error", "warn"):
@@ -97,7 +131,9 @@ def check_graph_record(path: str, meta: Dict[str, str], cfg, on_mismatch: str = 
     if problems:
         text = f"{path} was exported for something else than asked: " + "; ".join(problems)
         if on_mismatch == "error":
-            raise GraphMismatchError(text + " (export again with this config and weights, or pass "
-                                            "--allow-graph-mismatch to run the graphs as they are)")
+            raise GraphMismatchError(
+                text + " (export again with this config and weights, or pass "
+                "--allow-graph-mismatch to run the graphs as they are)"
+            )
         logger.warning("%s; running the graphs as they are (--allow-graph-mismatch)", text)
     return problems

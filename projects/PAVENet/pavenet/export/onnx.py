@@ -19,26 +19,38 @@ in Python, shared with the PyTorch path (`postprocess_detections`). The deformab
 through its PyTorch arithmetic (`grid_sample` -> GridSample, opset >= 16) in the formulation `sampling`
 names (`SAMPLINGS`, modeling/msda_export.py); standard ONNX operators only, no custom ops.
 """
+
 import contextlib
 import json
 import logging
 import os
 import warnings
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..modeling.head import EncodedFrames
-from ..modeling.msda_backend import set_msda_impl
 from ..modeling.ms_deform_attn import MSDeformAttn
+from ..modeling.msda_backend import set_msda_impl
 from ..modeling.msda_export import EXPORT_SAMPLERS
 from ..utils.atomic import atomic_path
 from .graph_check import recorded_config, weights_record
 
 __all__ = [
-    "ENCODER_FILE", "DECODER_FILE", "ENCODER_INPUTS", "ENCODER_OUTPUTS", "DECODER_INPUTS", "DECODER_OUTPUTS",
-    "OPSET", "SAMPLINGS", "EncoderGraph", "DecoderGraph", "export_onnx", "graph_metadata", "default_export_size",
+    "ENCODER_FILE",
+    "DECODER_FILE",
+    "ENCODER_INPUTS",
+    "ENCODER_OUTPUTS",
+    "DECODER_INPUTS",
+    "DECODER_OUTPUTS",
+    "OPSET",
+    "SAMPLINGS",
+    "EncoderGraph",
+    "DecoderGraph",
+    "export_onnx",
+    "graph_metadata",
+    "default_export_size",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,7 +59,14 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 ENCODER_INPUTS = ("image",)
 # Names of `EncodedFrames` fields: the ONNX Runtime backend passes them on to the decoder by name.
-ENCODER_OUTPUTS = ("memory", "padding_mask", "spatial_shapes", "level_start_index", "valid_ratios", "values")
+ENCODER_OUTPUTS = (
+    "memory",
+    "padding_mask",
+    "spatial_shapes",
+    "level_start_index",
+    "valid_ratios",
+    "values",
+)
 DECODER_INPUTS = ("memory", "padding_mask", "spatial_shapes", "valid_ratios", "values")
 DECODER_OUTPUTS = ("keypoints", "scores", "sigmas", "frame_keypoints", "query_index")
 # GridSample needs opset 16; 17 adds LayerNormalization (one node instead of a decomposition); DeformConv 19.
@@ -71,7 +90,9 @@ class EncoderGraph(nn.Module):
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x, _ = self.model.preprocess_frames(image)  # (1, 3, H, W) -> normalised
         enc = self.model.encode_frames(x)
-        fields = dict(vars(enc), values=torch.stack(enc.values, 1))  # Ld maps (1, S, Hd, D) -> (1, Ld, S, Hd, D)
+        fields = dict(
+            vars(enc), values=torch.stack(enc.values, 1)
+        )  # Ld maps (1, S, Hd, D) -> (1, Ld, S, Hd, D)
         return tuple(fields[name] for name in ENCODER_OUTPUTS)
 
 
@@ -82,13 +103,22 @@ class DecoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, memory, padding_mask, spatial_shapes, valid_ratios, values) -> Tuple[torch.Tensor, ...]:
+    def forward(
+        self, memory, padding_mask, spatial_shapes, valid_ratios, values
+    ) -> Tuple[torch.Tensor, ...]:
         # Built field by field, so fields added to EncodedFrames later keep their defaults here.
         sizes = spatial_shapes.prod(1)
-        level_start = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))  # read only by the kernel backend
-        feats = EncodedFrames(memory=memory, padding_mask=padding_mask, spatial_shapes=spatial_shapes,
-                              level_start_index=level_start, valid_ratios=valid_ratios,
-                              values=list(values.unbind(1)))  # (F, Ld, S, Hd, D) -> Ld maps (F, S, Hd, D)
+        level_start = torch.cat(
+            (sizes.new_zeros(1), sizes.cumsum(0)[:-1])
+        )  # read only by the kernel backend
+        feats = EncodedFrames(
+            memory=memory,
+            padding_mask=padding_mask,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start,
+            valid_ratios=valid_ratios,
+            values=list(values.unbind(1)),
+        )  # (F, Ld, S, Hd, D) -> Ld maps (F, S, Hd, D)
         rows = self.model.decode_rows(feats)  # B = 1 clip
         return tuple(rows[name][0] for name in DECODER_OUTPUTS)
 
@@ -126,7 +156,11 @@ def _export_mode(model: nn.Module, sampling: str = SAMPLINGS[0]):
         for m in model.modules():
             if hasattr(m, "msda_impl"):
                 # DeformConv only where the queries are the map's tokens (the spatial encoder).
-                m.msda_impl = sampling if sampling != "deformconv" or isinstance(m, MSDeformAttn) else "levels"
+                m.msda_impl = (
+                    sampling
+                    if sampling != "deformconv" or isinstance(m, MSDeformAttn)
+                    else "levels"
+                )
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -136,15 +170,24 @@ def _export_mode(model: nn.Module, sampling: str = SAMPLINGS[0]):
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             # Advanced indexing exports as Gather etc.; our indices (queries, clips) are never negative.
-            warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="Exporting aten::index operator", category=UserWarning
+            )
             yield
     finally:
         set_msda_impl(model, own_impl, log=False)
         model.train(was_training)
 
 
-def _export_one(module: nn.Module, args: tuple, path: str, input_names: Sequence[str],
-                output_names: Sequence[str], dynamic_axes: Dict[str, Dict[int, str]], metadata: Dict[str, str]):
+def _export_one(
+    module: nn.Module,
+    args: tuple,
+    path: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Dict[str, Dict[int, str]],
+    metadata: Dict[str, str],
+):
     opset = _SAMPLING_OPSET.get(metadata.get("pavenet.sampling"), OPSET)
     import onnx
 
@@ -154,8 +197,17 @@ def _export_one(module: nn.Module, args: tuple, path: str, input_names: Sequence
         # every image size. torch.export (dynamo=True, the default since torch 2.9) turns sizes read from
         # the spatial_shapes tensor into unbacked symbols that the per-level reshapes of the grid_sample
         # path cannot be guarded on, and fails on the data-dependent joint-decoder batching.
-        torch.onnx.export(module, args, tmp, dynamo=False, opset_version=opset, input_names=list(input_names),
-                          output_names=list(output_names), dynamic_axes=dynamic_axes, do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            args,
+            tmp,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
         graph = onnx.load(tmp)
         onnx.checker.check_model(graph)
         for key, value in metadata.items():
@@ -164,8 +216,9 @@ def _export_one(module: nn.Module, args: tuple, path: str, input_names: Sequence
         onnx.save(graph, tmp)
 
 
-def export_onnx(model: nn.Module, cfg, output_dir: str, height: int, width: int,
-                sampling: str = SAMPLINGS[0]) -> Dict[str, str]:
+def export_onnx(
+    model: nn.Module, cfg, output_dir: str, height: int, width: int, sampling: str = SAMPLINGS[0]
+) -> Dict[str, str]:
     """Export `model` (a built PAVENet, weights loaded) to output_dir/encoder.onnx and decoder.onnx.
 
     height, width: the example frame size used for tracing (any size works at run time; it must give
@@ -176,7 +229,10 @@ def export_onnx(model: nn.Module, cfg, output_dir: str, height: int, width: int,
     F = int(cfg.MODEL.PAVENET.NUM_FRAMES)
     device = next(model.parameters()).device
     metadata = graph_metadata(cfg, sampling)
-    paths = {"encoder": os.path.join(output_dir, ENCODER_FILE), "decoder": os.path.join(output_dir, DECODER_FILE)}
+    paths = {
+        "encoder": os.path.join(output_dir, ENCODER_FILE),
+        "decoder": os.path.join(output_dir, DECODER_FILE),
+    }
     gen = torch.Generator().manual_seed(0)
     image = (torch.rand(1, 3, int(height), int(width), generator=gen) * 255).to(device)
     with _export_mode(model, sampling):
@@ -186,23 +242,47 @@ def export_onnx(model: nn.Module, cfg, output_dir: str, height: int, width: int,
         outs = enc(image)
         s = int(outs[0].shape[1])
         if s < int(cfg.MODEL.PAVENET.NUM_QUERIES):
-            raise ValueError(f"export size {height}x{width} gives {s} encoder tokens < MODEL.PAVENET.NUM_QUERIES="
-                             f"{cfg.MODEL.PAVENET.NUM_QUERIES}: export at a larger --height/--width")
+            raise ValueError(
+                f"export size {height}x{width} gives {s} encoder tokens < MODEL.PAVENET.NUM_QUERIES="
+                f"{cfg.MODEL.PAVENET.NUM_QUERIES}: export at a larger --height/--width"
+            )
         logger.info("Exporting %s (example frame %dx%d)", paths["encoder"], height, width)
-        _export_one(enc, (image,), paths["encoder"], ENCODER_INPUTS, ENCODER_OUTPUTS,
-                    {"image": {2: "height", 3: "width"}, "memory": {1: "tokens"}, "padding_mask": {1: "tokens"},
-                     "values": {2: "tokens"}}, metadata)
+        _export_one(
+            enc,
+            (image,),
+            paths["encoder"],
+            ENCODER_INPUTS,
+            ENCODER_OUTPUTS,
+            {
+                "image": {2: "height", 3: "width"},
+                "memory": {1: "tokens"},
+                "padding_mask": {1: "tokens"},
+                "values": {2: "tokens"},
+            },
+            metadata,
+        )
         fields = dict(zip(ENCODER_OUTPUTS, outs))
         # The example window: F different frames (a window of copies would hide frame mix-ups).
-        frames = [enc((torch.rand(image.shape, generator=gen) * 255).to(device)) for _ in range(F - 1)]
+        frames = [
+            enc((torch.rand(image.shape, generator=gen) * 255).to(device)) for _ in range(F - 1)
+        ]
         frames.insert(F // 2, outs)
-        window = {n: torch.cat([dict(zip(ENCODER_OUTPUTS, f))[n] for f in frames]) for n in DECODER_INPUTS
-                  if n != "spatial_shapes"}
+        window = {
+            n: torch.cat([dict(zip(ENCODER_OUTPUTS, f))[n] for f in frames])
+            for n in DECODER_INPUTS
+            if n != "spatial_shapes"
+        }
         window["spatial_shapes"] = fields["spatial_shapes"]
         logger.info("Exporting %s (F=%d)", paths["decoder"], F)
-        _export_one(DecoderGraph(model).eval(), tuple(window[n] for n in DECODER_INPUTS), paths["decoder"],
-                    DECODER_INPUTS, DECODER_OUTPUTS,
-                    {"memory": {1: "tokens"}, "padding_mask": {1: "tokens"}, "values": {2: "tokens"}}, metadata)
+        _export_one(
+            DecoderGraph(model).eval(),
+            tuple(window[n] for n in DECODER_INPUTS),
+            paths["decoder"],
+            DECODER_INPUTS,
+            DECODER_OUTPUTS,
+            {"memory": {1: "tokens"}, "padding_mask": {1: "tokens"}, "values": {2: "tokens"}},
+            metadata,
+        )
     return paths
 
 

@@ -8,6 +8,7 @@ the backend does the two heavy operations, like the PyTorch backend (`TorchClipM
 * `decode_clip(frames, image_size, output_size)`: the F encoded frames -> key-frame `Instances`: one
   decoder.onnx run, then the shared Python post-processing (`postprocess_detections`) on its k rows.
 """
+
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,8 +31,10 @@ def _import_ort():
     try:
         import onnxruntime
     except ImportError as e:
-        raise ImportError("the onnxruntime backend needs the package `onnxruntime` "
-                          "(python -m pip install -r requirements.txt)") from e
+        raise ImportError(
+            "the onnxruntime backend needs the package `onnxruntime` "
+            "(python -m pip install -r requirements.txt)"
+        ) from e
     return onnxruntime
 
 
@@ -49,12 +52,21 @@ class OrtClipModel:
         precision: "fp32" (encoder.onnx, decoder.onnx) or "int8" (encoder.int8.onnx, decoder.int8.onnx).
     """
 
-    def __init__(self, onnx_dir: str, cfg, threads: int = 0, providers: Optional[Sequence[str]] = None,
-                 on_mismatch: str = "error", precision: str = "fp32"):
+    def __init__(
+        self,
+        onnx_dir: str,
+        cfg,
+        threads: int = 0,
+        providers: Optional[Sequence[str]] = None,
+        on_mismatch: str = "error",
+        precision: str = "fp32",
+    ):
         ort = _import_ort()
         if not onnx_dir or not os.path.isdir(onnx_dir):
-            raise FileNotFoundError(f"ONNX directory not found: {onnx_dir!r} "
-                                    "(write it with tools/deploy/export_model.py --output DIR)")
+            raise FileNotFoundError(
+                f"ONNX directory not found: {onnx_dir!r} "
+                "(write it with tools/deploy/export_model.py --output DIR)"
+            )
         P = cfg.MODEL.PAVENET
         self.num_frames = int(P.NUM_FRAMES)
         self.num_keypoints = int(P.NUM_KEYPOINTS)
@@ -69,44 +81,69 @@ class OrtClipModel:
         self.precision = precision
         self.encoder_path = os.path.join(onnx_dir, files["encoder"])
         self.decoder_path = os.path.join(onnx_dir, files["decoder"])
-        self.encoder = self._session(ort, self.encoder_path, opts, providers, ENCODER_INPUTS, ENCODER_OUTPUTS)
-        self.decoder = self._session(ort, self.decoder_path, opts, providers, DECODER_INPUTS, DECODER_OUTPUTS)
+        self.encoder = self._session(
+            ort, self.encoder_path, opts, providers, ENCODER_INPUTS, ENCODER_OUTPUTS
+        )
+        self.decoder = self._session(
+            ort, self.decoder_path, opts, providers, DECODER_INPUTS, DECODER_OUTPUTS
+        )
         self._check_graphs(cfg)
-        self.mismatches = [p for path, sess in ((self.encoder_path, self.encoder), (self.decoder_path, self.decoder))
-                           for p in check_graph_record(path, sess.get_modelmeta().custom_metadata_map, cfg,
-                                                       on_mismatch)]
+        self.mismatches = [
+            p
+            for path, sess in ((self.encoder_path, self.encoder), (self.decoder_path, self.decoder))
+            for p in check_graph_record(
+                path, sess.get_modelmeta().custom_metadata_map, cfg, on_mismatch
+            )
+        ]
         self._decoder_inputs = [i.name for i in self.decoder.get_inputs()]
         self._buffers: Dict[str, np.ndarray] = {}
-        self._post = dict(num_frames=self.num_frames, coord_reweight=bool(P.TEST.COORD_REWEIGHT),
-                          oks_nms_thresh=float(P.TEST.OKS_NMS_THRESH), oks_sigmas=oks_sigmas_for(self.num_keypoints),
-                          score_thresh=float(P.TEST.SCORE_THRESH))
+        self._post = dict(
+            num_frames=self.num_frames,
+            coord_reweight=bool(P.TEST.COORD_REWEIGHT),
+            oks_nms_thresh=float(P.TEST.OKS_NMS_THRESH),
+            oks_sigmas=oks_sigmas_for(self.num_keypoints),
+            score_thresh=float(P.TEST.SCORE_THRESH),
+        )
 
     @staticmethod
     def _session(ort, path, opts, providers, inputs, outputs):
         if not os.path.isfile(path):
             int8 = " --int8 FRAMES" if ".int8." in os.path.basename(path) else ""
-            raise FileNotFoundError(f"ONNX graph not found: {path} (export both graphs with "
-                                    f"tools/deploy/export_model.py{int8})")
+            raise FileNotFoundError(
+                f"ONNX graph not found: {path} (export both graphs with "
+                f"tools/deploy/export_model.py{int8})"
+            )
         try:
             sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable / invalid files
+        except (
+            Exception
+        ) as e:  # onnxruntime raises its own exception types for unreadable / invalid files
             raise ValueError(f"{path}: not a loadable ONNX graph ({type(e).__name__}: {e})") from e
         have_in = {i.name for i in sess.get_inputs()}
         have_out = {o.name for o in sess.get_outputs()}
         missing = [n for n in inputs if n not in have_in and n != "level_start_index"]
         missing += [n for n in outputs if n not in have_out]
         if missing:
-            raise ValueError(f"{path}: graph lacks the inputs/outputs {missing} (has inputs {sorted(have_in)}, "
-                             f"outputs {sorted(have_out)}); not a PAVE-Net export of this version")
+            raise ValueError(
+                f"{path}: graph lacks the inputs/outputs {missing} (has inputs {sorted(have_in)}, "
+                f"outputs {sorted(have_out)}); not a PAVE-Net export of this version"
+            )
         return sess
 
     def _check_graphs(self, cfg) -> None:
         """The graphs' fixed sizes must be the config's: a graph exported from another config fails here,
         naming the file and the field, instead of producing wrong poses."""
         P = cfg.MODEL.PAVENET
-        expect = {"num_frames": self.num_frames, "num_keypoints": self.num_keypoints, "hidden_dim": int(P.HIDDEN_DIM)}
-        keys = {"num_frames": "MODEL.PAVENET.NUM_FRAMES", "num_keypoints": "MODEL.PAVENET.NUM_KEYPOINTS",
-                "hidden_dim": "MODEL.PAVENET.HIDDEN_DIM"}
+        expect = {
+            "num_frames": self.num_frames,
+            "num_keypoints": self.num_keypoints,
+            "hidden_dim": int(P.HIDDEN_DIM),
+        }
+        keys = {
+            "num_frames": "MODEL.PAVENET.NUM_FRAMES",
+            "num_keypoints": "MODEL.PAVENET.NUM_KEYPOINTS",
+            "hidden_dim": "MODEL.PAVENET.HIDDEN_DIM",
+        }
         dec_out = {o.name: o.shape for o in self.decoder.get_outputs()}
         dec_in = {i.name: i.shape for i in self.decoder.get_inputs()}
         enc_out = {o.name: o.shape for o in self.encoder.get_outputs()}
@@ -122,19 +159,25 @@ class OrtClipModel:
         for path, field, shape, axis, what in checks:
             got = shape[axis] if len(shape) > axis else None
             if isinstance(got, int) and got != expect[what]:
-                raise ValueError(f"{path}: graph field '{field}' has {what}={got} (axis {axis} of {shape}) but the "
-                                 f"config has {keys[what]}={expect[what]}: the graph was exported from another config")
+                raise ValueError(
+                    f"{path}: graph field '{field}' has {what}={got} (axis {axis} of {shape}) but the "
+                    f"config has {keys[what]}={expect[what]}: the graph was exported from another config"
+                )
         for path, sess in ((self.encoder_path, self.encoder), (self.decoder_path, self.decoder)):
             meta = sess.get_modelmeta().custom_metadata_map
             for what in ("num_frames", "num_keypoints"):
                 got = meta.get(f"pavenet.{what}")
                 if got is not None and int(got) != expect[what]:
-                    raise ValueError(f"{path}: metadata 'pavenet.{what}'={got} but the config has "
-                                     f"{keys[what]}={expect[what]}: the graph was exported from another config")
+                    raise ValueError(
+                        f"{path}: metadata 'pavenet.{what}'={got} but the config has "
+                        f"{keys[what]}={expect[what]}: the graph was exported from another config"
+                    )
             fmt = meta.get("pavenet.input_format")
             if fmt is not None and fmt != cfg.INPUT.FORMAT:
-                raise ValueError(f"{path}: metadata 'pavenet.input_format'={fmt} but the config has "
-                                 f"INPUT.FORMAT={cfg.INPUT.FORMAT}")
+                raise ValueError(
+                    f"{path}: metadata 'pavenet.input_format'={fmt} but the config has "
+                    f"INPUT.FORMAT={cfg.INPUT.FORMAT}"
+                )
         self.topk = dec_out["scores"][0] if isinstance(dec_out["scores"][0], int) else None
 
     # --- the backend interface of ClipPredictor ----------------------------------------------------
@@ -149,14 +192,22 @@ class OrtClipModel:
     def decode_rows(self, frames: List[EncodedFrame]) -> Dict[str, np.ndarray]:
         """The F encoded frames of one clip (t-T..t+T) -> the decoder graph's outputs by name."""
         if len(frames) != self.num_frames:
-            raise ValueError(f"decode_clip needs the {self.num_frames} frames of one clip, got {len(frames)}")
+            raise ValueError(
+                f"decode_clip needs the {self.num_frames} frames of one clip, got {len(frames)}"
+            )
         shapes = frames[0]["spatial_shapes"]
         for f in frames[1:]:
             if not np.array_equal(f["spatial_shapes"], shapes):
-                raise ValueError("decode_clip: frames were encoded at different sizes "
-                                 f"({f['spatial_shapes'].tolist()} vs {shapes.tolist()})")
-        feed = {name: shapes if name == "spatial_shapes" else self._joined(name, [f[name] for f in frames])
-                for name in self._decoder_inputs}
+                raise ValueError(
+                    "decode_clip: frames were encoded at different sizes "
+                    f"({f['spatial_shapes'].tolist()} vs {shapes.tolist()})"
+                )
+        feed = {
+            name: shapes
+            if name == "spatial_shapes"
+            else self._joined(name, [f[name] for f in frames])
+            for name in self._decoder_inputs
+        }
         return dict(zip(DECODER_OUTPUTS, self.decoder.run(list(DECODER_OUTPUTS), feed)))
 
     def _joined(self, name: str, parts: List[np.ndarray]) -> np.ndarray:
@@ -169,9 +220,20 @@ class OrtClipModel:
             buf = self._buffers[name] = np.empty(shape, parts[0].dtype)
         return np.concatenate(parts, out=buf)
 
-    def decode_clip(self, frames: List[EncodedFrame], image_size: Tuple[int, int],
-                    output_size: Optional[Tuple[int, int]] = None) -> Instances:
+    def decode_clip(
+        self,
+        frames: List[EncodedFrame],
+        image_size: Tuple[int, int],
+        output_size: Optional[Tuple[int, int]] = None,
+    ) -> Instances:
         rows = {k: torch.from_numpy(v) for k, v in self.decode_rows(frames).items()}
-        inst, _ = postprocess_detections(rows["keypoints"], rows["sigmas"], rows["scores"], rows["frame_keypoints"],
-                                         image_size, output_size or image_size, **self._post)
+        inst, _ = postprocess_detections(
+            rows["keypoints"],
+            rows["sigmas"],
+            rows["scores"],
+            rows["frame_keypoints"],
+            image_size,
+            output_size or image_size,
+            **self._post,
+        )
         return inst

@@ -9,6 +9,7 @@
 The deformable sampling (GridSample), the softmaxes, normalisations and the top-k stay float32.
 docs/DEPLOY.md gives the accuracy against the fp32 graphs.
 """
+
 import logging
 import os
 import shutil
@@ -20,8 +21,14 @@ import numpy as np
 from ..utils.atomic import atomic_path
 from .onnx import DECODER_FILE, ENCODER_FILE
 
-__all__ = ["ENCODER_INT8_FILE", "DECODER_INT8_FILE", "graph_files", "calibration_images", "quantize_graphs",
-           "keypoint_drift"]
+__all__ = [
+    "ENCODER_INT8_FILE",
+    "DECODER_INT8_FILE",
+    "graph_files",
+    "calibration_images",
+    "quantize_graphs",
+    "keypoint_drift",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +45,9 @@ def graph_files(precision: str) -> Dict[str, str]:
     raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
 
 
-def calibration_images(path: str, prepare: Callable[[np.ndarray], "object"], max_frames: int) -> List[np.ndarray]:
+def calibration_images(
+    path: str, prepare: Callable[[np.ndarray], "object"], max_frames: int
+) -> List[np.ndarray]:
     """Up to `max_frames` frames of `path` (a video file, an image folder or a glob: the demo's frame
     sources), spread evenly over it, each through `prepare` (the test resize, BGR -> INPUT.FORMAT,
     (3, h, w)) -> encoder inputs (1, 3, h, w) float32."""
@@ -46,13 +55,16 @@ def calibration_images(path: str, prepare: Callable[[np.ndarray], "object"], max
 
     if max_frames < 1:
         raise ValueError(f"the calibration needs at least one frame, got max_frames={max_frames}")
-    is_video = os.path.isfile(path) and not path.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".tif",
-                                                                    ".tiff", ".webp"))
+    is_video = os.path.isfile(path) and not path.lower().endswith(
+        (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+    )
     source = open_frame_source(video_input=path) if is_video else open_frame_source(inputs=[path])
     frames = list(source)  # calibration sets are small; the even spread needs the count
     if not frames:
         raise ValueError(f"calibration frames: {path} holds no readable frame")
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+    picks = np.unique(
+        np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
+    )
     out = []
     for i in picks:
         x = prepare(frames[i])
@@ -91,10 +103,14 @@ def _copy_metadata(src: str, dst: str, extra: Dict[str, str]) -> None:
 def _dynamic_matmuls(src: str, dst: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=False)
+    quantize_dynamic(
+        src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=False
+    )
 
 
-def quantize_graphs(onnx_dir: str, calibration: List[np.ndarray], source: str = "") -> Dict[str, str]:
+def quantize_graphs(
+    onnx_dir: str, calibration: List[np.ndarray], source: str = ""
+) -> Dict[str, str]:
     """Write onnx_dir/encoder.int8.onnx and decoder.int8.onnx from the fp32 graphs there.
 
     calibration: encoder inputs (1, 3, h, w) float32 (`calibration_images`); source: where they came from
@@ -108,17 +124,33 @@ def quantize_graphs(onnx_dir: str, calibration: List[np.ndarray], source: str = 
     dst = {k: os.path.join(onnx_dir, f) for k, f in graph_files("int8").items()}
     for path in src.values():
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"int8 export needs the fp32 graph {path} (tools/deploy/export_model.py)")
-    extra = {"pavenet.precision": "int8", "pavenet.calibration_frames": str(len(calibration)),
-             "pavenet.calibration_source": os.path.basename(source.rstrip("/")) if source else ""}
+            raise FileNotFoundError(
+                f"int8 export needs the fp32 graph {path} (tools/deploy/export_model.py)"
+            )
+    extra = {
+        "pavenet.precision": "int8",
+        "pavenet.calibration_frames": str(len(calibration)),
+        "pavenet.calibration_source": os.path.basename(source.rstrip("/")) if source else "",
+    }
     tmp = tempfile.mkdtemp(prefix="pavenet_int8_")
     try:
         convs = os.path.join(tmp, "encoder.qdq.onnx")
-        logger.info("Quantising %s: convolutions (QDQ, %d calibration frames), then MatMuls (dynamic)",
-                    src["encoder"], len(calibration))
-        quantize_static(src["encoder"], convs, _Frames(calibration), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        logger.info(
+            "Quantising %s: convolutions (QDQ, %d calibration frames), then MatMuls (dynamic)",
+            src["encoder"],
+            len(calibration),
+        )
+        quantize_static(
+            src["encoder"],
+            convs,
+            _Frames(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
         with atomic_path(dst["encoder"]) as out:
             _dynamic_matmuls(convs, out)
             _copy_metadata(src["encoder"], out, extra)
@@ -163,6 +195,12 @@ def keypoint_drift(reference, test, images: Iterable) -> Dict[str, float]:
             drifts.append(dist[i, j])
             scores.append(abs(float(got["scores"][j]) - float(ref["scores"][i])))
     px = np.concatenate(drifts)
-    return {"frames": len(encoded), "rows": rows, "topk_overlap": overlap / max(rows, 1),
-            "median_px": float(np.median(px)), "p95_px": float(np.percentile(px, 95)), "max_px": float(px.max()),
-            "score_max_abs": max(scores)}
+    return {
+        "frames": len(encoded),
+        "rows": rows,
+        "topk_overlap": overlap / max(rows, 1),
+        "median_px": float(np.median(px)),
+        "p95_px": float(np.percentile(px, 95)),
+        "max_px": float(px.max()),
+        "score_max_abs": max(scores),
+    }

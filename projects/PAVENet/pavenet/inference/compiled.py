@@ -6,6 +6,7 @@ Measured on the R50 F=3 model at 384 x 640, 1 thread, CPU: encoding 0.87x the ea
 backend), outputs within 6e-6 of eager and keypoints within 5e-5 px. The first frame of each new frame
 size compiles (minutes for R50 on a 2-core machine), so it pays off on long videos of one size.
 """
+
 from typing import Callable
 
 import torch
@@ -23,13 +24,22 @@ def compiled_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], Encoded
 
     def fields(images):
         e = model.encode_frames(images)
-        return e.memory, e.padding_mask, e.spatial_shapes, e.level_start_index, e.valid_ratios, tuple(e.values)
+        return (
+            e.memory,
+            e.padding_mask,
+            e.spatial_shapes,
+            e.level_start_index,
+            e.valid_ratios,
+            tuple(e.values),
+        )
 
     compiled = torch.compile(fields, backend="inductor", dynamic=False)
 
     def encode(images: torch.Tensor) -> EncodedFrames:
         if model.training or torch.is_grad_enabled():
-            raise RuntimeError("the compiled encoder is for inference: model.eval() under torch.no_grad()")
+            raise RuntimeError(
+                "the compiled encoder is for inference: model.eval() under torch.no_grad()"
+            )
         with inductor_config.patch(freezing=True):
             memory, mask, shapes, start, ratios, values = compiled(images)
         return EncodedFrames(memory, mask, shapes, start, ratios, list(values))

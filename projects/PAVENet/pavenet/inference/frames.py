@@ -7,6 +7,7 @@ matches nothing, a non-image file among the frames, images of different sizes or
 MIN_FRAME_SIDE (read from the image headers, so the whole folder is checked without decoding it); a frame
 whose data is corrupt part-way is refused when it is decoded (`data.frame_check.read_frame`).
 """
+
 import glob
 import os
 import re
@@ -18,13 +19,22 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data.frame_check import check_frame_size, read_frame
 
-__all__ = ["read_video_frames", "FrameSource", "VideoFileSource", "ImageListSource", "WebcamSource", "open_frame_source"]
+__all__ = [
+    "read_video_frames",
+    "FrameSource",
+    "VideoFileSource",
+    "ImageListSource",
+    "WebcamSource",
+    "open_frame_source",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _natural_key(path: str):
-    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", os.path.basename(path))] + [path]
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", os.path.basename(path))] + [
+        path
+    ]
 
 
 def read_video_frames(path: str) -> Iterator[np.ndarray]:
@@ -62,27 +72,37 @@ class FrameSource:
 class VideoFileSource(FrameSource):
     def __init__(self, path: str):
         if os.path.isdir(path):
-            raise ValueError(f"--video-input {path} is a folder; for a folder of frames use --input {path}")
+            raise ValueError(
+                f"--video-input {path} is a folder; for a folder of frames use --input {path}"
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"video file not found: {path}")
         if os.path.getsize(path) == 0:
-            raise ValueError(f"video {path} is empty (0 bytes): expected a video file (e.g. .mp4, .avi, .mkv)")
+            raise ValueError(
+                f"video {path} is empty (0 bytes): expected a video file (e.g. .mp4, .avi, .mkv)"
+            )
         if path.lower().endswith(IMAGE_EXTENSIONS):
             # OpenCV would play a single image as a one-frame video.
-            raise ValueError(f"--video-input {path} is an image, not a video; for frames use --input")
+            raise ValueError(
+                f"--video-input {path} is an image, not a video; for frames use --input"
+            )
         self.path = path
         self.name = os.path.splitext(os.path.basename(path))[0]
         cap = cv2.VideoCapture(path)
         try:
             if not cap.isOpened():
-                raise ValueError(f"cannot open video {path}: OpenCV could not decode it (corrupt or unsupported codec)")
+                raise ValueError(
+                    f"cannot open video {path}: OpenCV could not decode it (corrupt or unsupported codec)"
+                )
             ok, frame = cap.read()
             if not ok or frame is None:
                 raise ValueError(f"video {path} has zero decodable frames")
             check_frame_size(frame.shape[1], frame.shape[0], f"video {path}")
             self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            self.num_frames = count if count > 0 else None  # container counts can be missing; advisory only
+            self.num_frames = (
+                count if count > 0 else None
+            )  # container counts can be missing; advisory only
         finally:
             cap.release()
 
@@ -104,11 +124,17 @@ class ImageListSource(FrameSource):
         if len(inputs) == 1 and os.path.isdir(inputs[0]):
             folder = inputs[0]
             paths = sorted(
-                (os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)),
+                (
+                    os.path.join(folder, f)
+                    for f in os.listdir(folder)
+                    if f.lower().endswith(IMAGE_EXTENSIONS)
+                ),
                 key=_natural_key,
             )
             if not paths:
-                raise ValueError(f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise ValueError(
+                    f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})"
+                )
             self.name = os.path.basename(os.path.normpath(folder))
         elif len(inputs) == 1 and glob.has_magic(inputs[0]):
             paths = sorted(glob.glob(os.path.expanduser(inputs[0])), key=_natural_key)
@@ -122,8 +148,10 @@ class ImageListSource(FrameSource):
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"input image not found: {p}")
             if not p.lower().endswith(IMAGE_EXTENSIONS):
-                raise ValueError(f"input {p} is not an image file (expected {', '.join(IMAGE_EXTENSIONS)})"
-                                 + ("; for a video use --video-input" if p.lower().endswith(VIDEO_LIKE) else ""))
+                raise ValueError(
+                    f"input {p} is not an image file (expected {', '.join(IMAGE_EXTENSIONS)})"
+                    + ("; for a video use --video-input" if p.lower().endswith(VIDEO_LIKE) else "")
+                )
         _check_image_headers(paths)
         self.paths = paths
         self.num_frames = len(paths)
@@ -140,7 +168,9 @@ class ImageListSource(FrameSource):
                 size = img.shape[:2]
             elif img.shape[:2] != size:
                 # One resize transform per video, and the windows need equally sized frames.
-                raise ValueError(f"image {p} has size {img.shape[:2]}, but the first frame has {size}")
+                raise ValueError(
+                    f"image {p} has size {img.shape[:2]}, but the first frame has {size}"
+                )
             yield img
 
 
@@ -155,7 +185,12 @@ def _check_image_headers(paths: Sequence[str]) -> None:
         try:
             with Image.open(p) as im:
                 size = im.size  # (W, H) as stored
-                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: cv2.imread turns it upright
+                if im.getexif().get(0x0112) in (
+                    5,
+                    6,
+                    7,
+                    8,
+                ):  # EXIF orientation: cv2.imread turns it upright
                     size = size[::-1]
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"cannot read image {p} (not an image or corrupt: {e})") from e

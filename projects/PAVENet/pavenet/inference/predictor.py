@@ -22,7 +22,7 @@ in the original frame's pixels (fields of the model's eval output: `pred_keypoin
 (k,), `pred_boxes`, `pred_classes`, `pred_frame_keypoints` (k, F, K, 2)), filtered by
 MODEL.PAVENET.TEST.SCORE_THRESH.
 """
-from collections import deque
+
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -60,7 +60,9 @@ class TorchClipModel:
         self.num_frames = int(num_frames)
         self.device = next(model.parameters()).device
         self._compiled = None
-        if compile_encoder:  # opt-in: torch.compile with frozen weights (pavenet.inference.compiled)
+        if (
+            compile_encoder
+        ):  # opt-in: torch.compile with frozen weights (pavenet.inference.compiled)
             from .compiled import compiled_encoder
 
             self._compiled = compiled_encoder(self.model)
@@ -72,7 +74,9 @@ class TorchClipModel:
 
     def decode_clip(self, frames: Sequence[Any], image_size, output_size) -> Instances:
         # The F one-frame encodings (with their cached decoder value maps) as a list: no concatenation.
-        return self.model.decode_clip(list(frames), image_size=image_size, output_size=output_size).to("cpu")
+        return self.model.decode_clip(
+            list(frames), image_size=image_size, output_size=output_size
+        ).to("cpu")
 
 
 class ClipPredictor:
@@ -87,7 +91,13 @@ class ClipPredictor:
             PyTorch backend only, opt-in: the first frame of each size compiles).
     """
 
-    def __init__(self, cfg, model: Optional[torch.nn.Module] = None, backend=None, compile_encoder: bool = False):
+    def __init__(
+        self,
+        cfg,
+        model: Optional[torch.nn.Module] = None,
+        backend=None,
+        compile_encoder: bool = False,
+    ):
         self.cfg = cfg.clone()
         if backend is None:
             if model is None:
@@ -101,12 +111,15 @@ class ClipPredictor:
         self.backend = backend
         self.model = getattr(backend, "model", None)
         if int(backend.num_frames) != int(self.cfg.MODEL.PAVENET.NUM_FRAMES):
-            raise ValueError(f"backend runs F={backend.num_frames} frames but MODEL.PAVENET.NUM_FRAMES is "
-                             f"{self.cfg.MODEL.PAVENET.NUM_FRAMES}")
+            raise ValueError(
+                f"backend runs F={backend.num_frames} frames but MODEL.PAVENET.NUM_FRAMES is "
+                f"{self.cfg.MODEL.PAVENET.NUM_FRAMES}"
+            )
         self.num_frames = int(self.cfg.MODEL.PAVENET.NUM_FRAMES)
         self.score_thresh = float(self.cfg.MODEL.PAVENET.TEST.SCORE_THRESH)
         self.aug = T.ResizeShortestEdge(
-            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
+            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST],
+            self.cfg.INPUT.MAX_SIZE_TEST,
         )
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
@@ -127,7 +140,9 @@ class ClipPredictor:
                 state["tfm"] = self.aug.get_transform(frame_bgr)
                 state["size"] = frame_bgr.shape[:2]
             elif frame_bgr.shape[:2] != state["size"]:
-                raise ValueError(f"frame size changed within a video: {frame_bgr.shape[:2]} vs {state['size']}")
+                raise ValueError(
+                    f"frame size changed within a video: {frame_bgr.shape[:2]} vs {state['size']}"
+                )
             img = frame_bgr[:, :, ::-1] if self.input_format == "RGB" else frame_bgr
             img = state["tfm"].apply_image(np.ascontiguousarray(img))
             return torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1)))
@@ -151,7 +166,9 @@ class ClipPredictor:
         """uint8 (3, h, w) -> (the backend's encoding of 1 frame, image_size (h, w)): backbone, neck, encoder."""
         return self.backend.encode_frame(image)
 
-    def _encoded(self, frames: Iterable[Tuple[Any, np.ndarray]], prepare) -> Iterator[Tuple[Any, tuple]]:
+    def _encoded(
+        self, frames: Iterable[Tuple[Any, np.ndarray]], prepare
+    ) -> Iterator[Tuple[Any, tuple]]:
         """(tag, frame_bgr) -> (tag, (frame_bgr, EncodedFrames of the frame, image_size)), one encode each."""
         for tag, frame in frames:
             feats, image_size = self.encode(prepare(frame))
@@ -162,18 +179,23 @@ class ClipPredictor:
         (frame_bgr, EncodedFrames, image_size), key frame in the middle -> key-frame Instances in the
         original frame's pixels."""
         frame, _, image_size = window[self.num_frames // 2]
-        return self._filter(self.backend.decode_clip([w[1] for w in window], image_size, frame.shape[:2]))
+        return self._filter(
+            self.backend.decode_clip([w[1] for w in window], image_size, frame.shape[:2])
+        )
 
     @torch.no_grad()
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[Tuple[int, np.ndarray, Instances]]:
         """Cached mode: yields (frame_index, frame_bgr, instances) for every frame of `frames`."""
-        encoded = (item for _, item in self._encoded(((None, f) for f in frames), self._make_prepare()))
+        encoded = (
+            item for _, item in self._encoded(((None, f) for f in frames), self._make_prepare())
+        )
         for key, window in sliding_windows(encoded, self.num_frames):
             yield key, window[self.num_frames // 2][0], self._decode_window(window)
 
     @torch.no_grad()
-    def stream_video(self, read_frame: Callable[[int], np.ndarray], video_length: int,
-                     key_indices: Sequence[int]) -> Iterator[Tuple[int, Instances]]:
+    def stream_video(
+        self, read_frame: Callable[[int], np.ndarray], video_length: int, key_indices: Sequence[int]
+    ) -> Iterator[Tuple[int, Instances]]:
         """Cached mode on a video read by position (evaluation): yields (key_index, instances) for each of
         `key_indices`, in increasing order. `read_frame(i)` returns frame i (BGR); only the frames some
         key frame's clip uses are read, each once and encoded once. Clip borders replicate the first /
@@ -191,7 +213,11 @@ class ClipPredictor:
         items = ((frame, prepare(frame)) for frame in frames)
         for key, window in sliding_windows(items, self.num_frames):
             frame = window[self.num_frames // 2][0]
-            yield key, frame, self._filter(self.predict_clip([w[1] for w in window], frame.shape[:2]))
+            yield (
+                key,
+                frame,
+                self._filter(self.predict_clip([w[1] for w in window], frame.shape[:2])),
+            )
 
     @torch.no_grad()
     def predict_clip(self, images: List[torch.Tensor], output_size: Tuple[int, int]) -> Instances:
@@ -208,7 +234,9 @@ class ClipPredictor:
         """DefaultPredictor-style: F BGR frames (t-T..t+T) -> Instances of the key frame, filtered only by
         MODEL.PAVENET.TEST.SCORE_THRESH."""
         if len(frames_bgr) != self.num_frames:
-            raise ValueError(f"expected {self.num_frames} frames (MODEL.PAVENET.NUM_FRAMES), got {len(frames_bgr)}")
+            raise ValueError(
+                f"expected {self.num_frames} frames (MODEL.PAVENET.NUM_FRAMES), got {len(frames_bgr)}"
+            )
         prepare = self._make_prepare()
         key = frames_bgr[self.num_frames // 2]
         return self._filter(self.predict_clip([prepare(f) for f in frames_bgr], key.shape[:2]))

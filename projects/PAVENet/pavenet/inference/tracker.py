@@ -8,6 +8,7 @@ key-frame poses one frame apart. Similarity = OKS averaged over the shared frame
 (scipy) on 1 - similarity; ids are carried forward, kept alive for `patience` windows while a person is
 missing (e.g. briefly scored below the demo threshold), and never reused within a video.
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -56,7 +57,9 @@ class PoseTracker:
         if patience < 0:
             raise ValueError(f"patience must be >= 0, got {patience}")
         self.num_frames = num_frames
-        self.sigmas = np.asarray(POSETRACK_OKS_SIGMAS if oks_sigmas is None else oks_sigmas, dtype=np.float64)
+        self.sigmas = np.asarray(
+            POSETRACK_OKS_SIGMAS if oks_sigmas is None else oks_sigmas, dtype=np.float64
+        )
         self.match_thresh = float(match_thresh)
         self.patience = int(patience)
         self.reset()
@@ -89,7 +92,9 @@ class PoseTracker:
             )
         self._window += 1
         # Drop tracks that have been missing for more than `patience` windows.
-        self._tracks = [t for t in self._tracks if self._window - t.last_window <= self.patience + 1]
+        self._tracks = [
+            t for t in self._tracks if self._window - t.last_window <= self.patience + 1
+        ]
         k = len(poses)
         ids = np.full(k, -1, dtype=np.int64)
         if self._tracks and k:

@@ -11,6 +11,7 @@ It is the streaming predictor (`predictor`, PyTorch or ONNX Runtime backend) and
 (`tracker`) that the video demo runs, on a video file, a folder / glob / list of frames (`frames`) or any
 iterable of BGR images, one frame at a time in constant memory.
 """
+
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +21,11 @@ import numpy as np
 from detectron2.structures import Instances
 
 from ..config import frozen_config
-from ..evaluation.writer import atomic_write_json, build_posetrack18_sequence, posetrack_image_entries
+from ..evaluation.writer import (
+    atomic_write_json,
+    build_posetrack18_sequence,
+    posetrack_image_entries,
+)
 from ..utils.visualization import demo_metadata
 from .frames import FrameSource, ImageListSource, VideoFileSource
 from .predictor import ClipPredictor
@@ -29,9 +34,12 @@ from .tracker import PoseTracker
 __all__ = ["VideoPoseEstimator", "FramePoses", "PosePerson", "inference_config", "as_frame_source"]
 
 
-def inference_config(config_file: str, opts: Sequence[str] = (), score_thresh: Optional[float] = None):
+def inference_config(
+    config_file: str, opts: Sequence[str] = (), score_thresh: Optional[float] = None
+):
     """The frozen config for inference (`frozen_config`): the file plus KEY VALUE `opts`; `score_thresh` sets
     MODEL.PAVENET.TEST.SCORE_THRESH; a CUDA device on a machine without one falls back to the CPU (warned)."""
+
     def adjust(cfg):
         if score_thresh is not None:
             cfg.MODEL.PAVENET.TEST.SCORE_THRESH = score_thresh
@@ -68,9 +76,17 @@ class FramePoses:
     @classmethod
     def from_instances(cls, index: int, frame: np.ndarray, instances: Instances) -> "FramePoses":
         kpts = instances.pred_keypoints.numpy()
-        boxes = instances.pred_boxes.tensor.numpy() if instances.has("pred_boxes") else [None] * len(instances)
-        persons = [PosePerson(int(t), float(s), k, b) for k, s, t, b in
-                   zip(kpts, instances.scores.numpy(), instances.pred_track_ids.numpy(), boxes)]
+        boxes = (
+            instances.pred_boxes.tensor.numpy()
+            if instances.has("pred_boxes")
+            else [None] * len(instances)
+        )
+        persons = [
+            PosePerson(int(t), float(s), k, b)
+            for k, s, t, b in zip(
+                kpts, instances.scores.numpy(), instances.pred_track_ids.numpy(), boxes
+            )
+        ]
         return cls(index, frame, persons, instances)
 
 
@@ -85,7 +101,9 @@ class _FrameIterable(FrameSource):
         return iter(self._frames)
 
 
-def as_frame_source(video: Union[str, os.PathLike, FrameSource, Iterable], name: Optional[str] = None) -> FrameSource:
+def as_frame_source(
+    video: Union[str, os.PathLike, FrameSource, Iterable], name: Optional[str] = None
+) -> FrameSource:
     """A video file, a folder or glob of frames, a list of image paths, a `FrameSource`, or an iterable of
     BGR uint8 (H, W, 3) arrays (`name` names it in the JSON; default "video")."""
     if isinstance(video, FrameSource):
@@ -96,11 +114,15 @@ def as_frame_source(video: Union[str, os.PathLike, FrameSource, Iterable], name:
             return ImageListSource(path)
         return VideoFileSource(path)
     if isinstance(video, np.ndarray):
-        raise TypeError("a single array is not a video: pass a list or iterator of (H, W, 3) BGR frames")
+        raise TypeError(
+            "a single array is not a video: pass a list or iterator of (H, W, 3) BGR frames"
+        )
     if isinstance(video, (list, tuple)) and video and isinstance(video[0], (str, os.PathLike)):
         return ImageListSource([os.fspath(p) for p in video])
     if not hasattr(video, "__iter__"):
-        raise TypeError(f"expected a video path, a folder of frames or an iterable of frames, got {type(video)}")
+        raise TypeError(
+            f"expected a video path, a folder of frames or an iterable of frames, got {type(video)}"
+        )
     return _FrameIterable(video, name or "video")
 
 
@@ -115,8 +137,15 @@ class VideoPoseEstimator:
         predictor: an existing `ClipPredictor` (e.g. on the ONNX Runtime backend); built from `cfg` if None.
     """
 
-    def __init__(self, cfg, mode: str = "stream", track_patience: int = 2, track_match_thresh: float = 0.3,
-                 keypoint_thresh: float = 0.0, predictor: Optional[ClipPredictor] = None):
+    def __init__(
+        self,
+        cfg,
+        mode: str = "stream",
+        track_patience: int = 2,
+        track_match_thresh: float = 0.3,
+        keypoint_thresh: float = 0.0,
+        predictor: Optional[ClipPredictor] = None,
+    ):
         if mode not in ("stream", "window"):
             raise ValueError(f"mode must be 'stream' or 'window', got {mode!r}")
         self.predictor = predictor or ClipPredictor(cfg)
@@ -127,28 +156,43 @@ class VideoPoseEstimator:
         self.keypoint_thresh = keypoint_thresh
 
     @classmethod
-    def from_config(cls, config_file: str, weights: Optional[str] = None, backend: str = "pytorch",
-                    onnx_dir: Optional[str] = None, score_thresh: Optional[float] = None, device: Optional[str] = None,
-                    opts: Sequence[str] = (), **kwargs) -> "VideoPoseEstimator":
+    def from_config(
+        cls,
+        config_file: str,
+        weights: Optional[str] = None,
+        backend: str = "pytorch",
+        onnx_dir: Optional[str] = None,
+        score_thresh: Optional[float] = None,
+        device: Optional[str] = None,
+        opts: Sequence[str] = (),
+        **kwargs,
+    ) -> "VideoPoseEstimator":
         """From a config file and weights (MODEL.WEIGHTS; None keeps the config's), on the "pytorch" backend
         or on "onnxruntime" with the graphs of tools/deploy/export_model.py in `onnx_dir`. `score_thresh`
         drops persons scoring below it (MODEL.PAVENET.TEST.SCORE_THRESH); `kwargs` go to the constructor."""
         from ..export import build_predictor
 
-        opts = list(opts) + (["MODEL.WEIGHTS", weights] if weights is not None else []) \
+        opts = (
+            list(opts)
+            + (["MODEL.WEIGHTS", weights] if weights is not None else [])
             + (["MODEL.DEVICE", device] if device is not None else [])
+        )
         cfg = inference_config(config_file, opts, score_thresh)
         return cls(cfg, predictor=build_predictor(cfg, backend, onnx_dir), **kwargs)
 
     def track(self, frames: Iterable[np.ndarray]) -> Iterator[Tuple[int, np.ndarray, Instances]]:
         """Yields (frame_index, frame_bgr, instances with `pred_track_ids`) for one video's BGR frames."""
         sigmas = self.metadata.get("keypoint_oks_sigmas", None)
-        tracker = PoseTracker(self.predictor.num_frames, sigmas, self.track_match_thresh, self.track_patience)
+        tracker = PoseTracker(
+            self.predictor.num_frames, sigmas, self.track_match_thresh, self.track_patience
+        )
         run = self.predictor.stream if self.mode == "stream" else self.predictor.window
         for index, frame, instances in run(frames):
             yield index, frame, tracker.update_instances(instances)
 
-    def __call__(self, video, save_json: Optional[str] = None, name: Optional[str] = None) -> Iterator[FramePoses]:
+    def __call__(
+        self, video, save_json: Optional[str] = None, name: Optional[str] = None
+    ) -> Iterator[FramePoses]:
         """Yields a `FramePoses` per frame of `video` (see `as_frame_source`), in order. With `save_json`, the
         PoseTrack18 JSON of the video (track ids included) is written there once the last frame is yielded."""
         source = as_frame_source(video, name)
@@ -167,9 +211,13 @@ class VideoPoseEstimator:
         if save_json:
             if not frame_names:
                 raise ValueError(f"input {source.name!r} produced no frames")
-            self.write_posetrack_json(save_json, posetrack_image_entries(source.name, frame_names, *size), people)
+            self.write_posetrack_json(
+                save_json, posetrack_image_entries(source.name, frame_names, *size), people
+            )
 
-    def write_posetrack_json(self, path: str, images: Sequence[dict], people_per_frame: Sequence[List[dict]]) -> None:
+    def write_posetrack_json(
+        self, path: str, images: Sequence[dict], people_per_frame: Sequence[List[dict]]
+    ) -> None:
         """One video's PoseTrack18 JSON (atomically). Joints below `keypoint_thresh` are written as absent:
         MOTA counts every present joint whatever its score."""
         joint_thresh = self.keypoint_thresh if self.keypoint_thresh > 0 else None

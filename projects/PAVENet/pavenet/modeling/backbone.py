@@ -11,22 +11,27 @@
 * `ChannelsLastPoolStem`: detectron2's ResNet stem with its max-pool run in channels-last memory on CPU (same
   numbers, several times faster there); the stem of both ResNet builders here.
 """
+
 import math
 import types
 from typing import Dict, List
 
 import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling.backbone.resnet import BasicStem
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from detectron2.modeling.backbone.resnet import BasicStem
-
 __all__ = [
-    "ChannelMapperNeck", "ChannelsLastPoolStem", "SinePositionalEncoding", "build_pavenet_swin_backbone",
-    "TimmSwinBackbone", "build_pavenet_resnet_backbone", "build_pavenet_tiny_resnet_backbone",
+    "ChannelMapperNeck",
+    "ChannelsLastPoolStem",
+    "SinePositionalEncoding",
+    "build_pavenet_swin_backbone",
+    "TimmSwinBackbone",
+    "build_pavenet_resnet_backbone",
+    "build_pavenet_tiny_resnet_backbone",
 ]
 
 
@@ -41,7 +46,8 @@ class _ChannelsLastMaxPool3x3s2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):  # (N, C, H, W) -> (N, C, H', W'), contiguous NCHW
         pooled, indices = torch.ops.aten.max_pool2d_with_indices(
-            x.contiguous(memory_format=torch.channels_last), [3, 3], [2, 2], [1, 1])
+            x.contiguous(memory_format=torch.channels_last), [3, 3], [2, 2], [1, 1]
+        )
         indices = indices.contiguous()
         ctx.save_for_backward(x, indices)
         ctx.mark_non_differentiable(indices)
@@ -52,7 +58,8 @@ class _ChannelsLastMaxPool3x3s2(torch.autograd.Function):
     def backward(ctx, grad_pooled):
         x, indices = ctx.saved_tensors
         return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_pooled.contiguous(), x, [3, 3], [2, 2], [1, 1], [1, 1], False, indices)
+            grad_pooled.contiguous(), x, [3, 3], [2, 2], [1, 1], [1, 1], False, indices
+        )
 
 
 class ChannelsLastPoolStem(BasicStem):
@@ -72,7 +79,9 @@ class ChannelsLastPoolStem(BasicStem):
             return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         if torch.is_grad_enabled() and x.requires_grad:
             return _ChannelsLastMaxPool3x3s2.apply(x)
-        pooled = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel_size=3, stride=2, padding=1)
+        pooled = F.max_pool2d(
+            x.contiguous(memory_format=torch.channels_last), kernel_size=3, stride=2, padding=1
+        )
         return pooled.contiguous()
 
 
@@ -83,12 +92,19 @@ def build_pavenet_resnet_backbone(cfg, input_shape: ShapeSpec):
     from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 
     reference = build_resnet_backbone(cfg, input_shape)
-    with torch.random.fork_rng(devices=[]):  # detectron2's initial weights, and its RNG state after the build
-        stem = ChannelsLastPoolStem(in_channels=input_shape.channels,
-                                    out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=cfg.MODEL.RESNETS.NORM)
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # detectron2's initial weights, and its RNG state after the build
+        stem = ChannelsLastPoolStem(
+            in_channels=input_shape.channels,
+            out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
+            norm=cfg.MODEL.RESNETS.NORM,
+        )
     stem.load_state_dict(reference.stem.state_dict())
     stages = [list(getattr(reference, name)) for name in reference.stage_names]
-    return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
+    return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES).freeze(
+        cfg.MODEL.BACKBONE.FREEZE_AT
+    )
 
 
 class _ConvGN(nn.Module):
@@ -96,7 +112,9 @@ class _ConvGN(nn.Module):
 
     def __init__(self, cin, cout, kernel_size, stride=1, num_groups=32):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+        self.conv = nn.Conv2d(
+            cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+        )
         self.gn = nn.GroupNorm(num_groups, cout)
         nn.init.xavier_uniform_(self.conv.weight)
 
@@ -110,7 +128,9 @@ class ChannelMapperNeck(nn.Module):
     def __init__(self, in_channels: List[int], out_channels=256, num_levels=4, num_groups=32):
         super().__init__()
         if num_levels < len(in_channels):
-            raise ValueError(f"NUM_FEATURE_LEVELS={num_levels} < number of IN_FEATURES {len(in_channels)}")
+            raise ValueError(
+                f"NUM_FEATURE_LEVELS={num_levels} < number of IN_FEATURES {len(in_channels)}"
+            )
         g = min(num_groups, out_channels)
         self.convs = nn.ModuleList([_ConvGN(c, out_channels, 1, num_groups=g) for c in in_channels])
         extra = []
@@ -138,7 +158,13 @@ class SinePositionalEncoding(nn.Module):
 
     def __init__(self, num_feats=128, temperature=10000, scale=2 * math.pi, offset=-0.5, eps=1e-6):
         super().__init__()
-        self.num_feats, self.temperature, self.scale, self.offset, self.eps = num_feats, temperature, scale, offset, eps
+        self.num_feats, self.temperature, self.scale, self.offset, self.eps = (
+            num_feats,
+            temperature,
+            scale,
+            offset,
+            eps,
+        )
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
         not_mask = 1 - mask.to(torch.int)
@@ -201,8 +227,17 @@ class TimmSwinBackbone(Backbone):
       defaults (None: keep them), e.g. for a shallow Swin in tests.
     """
 
-    def __init__(self, model_name: str, out_indices=(1, 2, 3), drop_path_rate=0.3, pretrained=False,
-                 embed_dim=None, depths=None, num_heads=None, window_size=None):
+    def __init__(
+        self,
+        model_name: str,
+        out_indices=(1, 2, 3),
+        drop_path_rate=0.3,
+        pretrained=False,
+        embed_dim=None,
+        depths=None,
+        num_heads=None,
+        window_size=None,
+    ):
         super().__init__()
         try:
             import timm
@@ -212,9 +247,14 @@ class TimmSwinBackbone(Backbone):
                 "package's `swin` extra)"
             ) from e
         out_indices = tuple(int(i) for i in out_indices)
-        if not out_indices or list(out_indices) != sorted(set(out_indices)) or not set(out_indices) <= {0, 1, 2, 3}:
+        if (
+            not out_indices
+            or list(out_indices) != sorted(set(out_indices))
+            or not set(out_indices) <= {0, 1, 2, 3}
+        ):
             raise ValueError(
-                f"MODEL.PAVENET.SWIN.OUT_INDICES must be increasing stage indices in 0..3, got {out_indices}")
+                f"MODEL.PAVENET.SWIN.OUT_INDICES must be increasing stage indices in 0..3, got {out_indices}"
+            )
         kwargs = {}
         if embed_dim:
             kwargs["embed_dim"] = int(embed_dim)
@@ -225,14 +265,24 @@ class TimmSwinBackbone(Backbone):
         if window_size:
             kwargs["window_size"] = int(window_size)
         self.body = timm.create_model(
-            model_name, pretrained=pretrained, features_only=True, out_indices=out_indices,
-            drop_path_rate=drop_path_rate, strict_img_size=False, always_partition=True, **kwargs,
+            model_name,
+            pretrained=pretrained,
+            features_only=True,
+            out_indices=out_indices,
+            drop_path_rate=drop_path_rate,
+            strict_img_size=False,
+            always_partition=True,
+            **kwargs,
         )
         for m in self.body.modules():
             if hasattr(m, "get_attn_mask") and hasattr(m, "window_size") and hasattr(m, "attn"):
                 m._attn = types.MethodType(_attn_pad_then_shift, m)
         patch = self.body.patch_embed.patch_size
-        self._patch_size = (int(patch[0]), int(patch[1])) if isinstance(patch, (tuple, list)) else (int(patch),) * 2
+        self._patch_size = (
+            (int(patch[0]), int(patch[1]))
+            if isinstance(patch, (tuple, list))
+            else (int(patch),) * 2
+        )
         info = self.body.feature_info
         names = ["res2", "res3", "res4", "res5"]
         self._out_indices = out_indices
@@ -250,22 +300,33 @@ class TimmSwinBackbone(Backbone):
         outs = self.body(x)  # timm Swin features are NHWC
         res = {}
         for name, i, o in zip(self._out_features, self._out_indices, outs):
-            if o.shape[-1] != self._out_feature_channels[name]:  # in case a timm version returns NCHW
+            if (
+                o.shape[-1] != self._out_feature_channels[name]
+            ):  # in case a timm version returns NCHW
                 o = o.permute(0, 2, 3, 1)
             res[name] = getattr(self, f"norm{i}")(o).permute(0, 3, 1, 2).contiguous()
         return res
 
     def output_shape(self):
-        return {n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-                for n in self._out_features}
+        return {
+            n: ShapeSpec(
+                channels=self._out_feature_channels[n], stride=self._out_feature_strides[n]
+            )
+            for n in self._out_features
+        }
 
 
 @BACKBONE_REGISTRY.register()
 def build_pavenet_swin_backbone(cfg, input_shape: ShapeSpec):
     s = cfg.MODEL.PAVENET.SWIN
     return TimmSwinBackbone(
-        s.MODEL_NAME, out_indices=tuple(s.OUT_INDICES), drop_path_rate=s.DROP_PATH_RATE,
-        embed_dim=s.EMBED_DIM, depths=s.DEPTHS, num_heads=s.NUM_HEADS, window_size=s.WINDOW_SIZE,
+        s.MODEL_NAME,
+        out_indices=tuple(s.OUT_INDICES),
+        drop_path_rate=s.DROP_PATH_RATE,
+        embed_dim=s.EMBED_DIM,
+        depths=s.DEPTHS,
+        num_heads=s.NUM_HEADS,
+        window_size=s.WINDOW_SIZE,
     )
 
 
@@ -282,12 +343,24 @@ def build_pavenet_tiny_resnet_backbone(cfg, input_shape: ShapeSpec):
     r = cfg.MODEL.RESNETS
     blocks = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2]}.get(r.DEPTH)
     if blocks is None:
-        raise ValueError(f"build_pavenet_tiny_resnet_backbone: MODEL.RESNETS.DEPTH must be 10 or 18, got {r.DEPTH}")
-    stem = ChannelsLastPoolStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+        raise ValueError(
+            f"build_pavenet_tiny_resnet_backbone: MODEL.RESNETS.DEPTH must be 10 or 18, got {r.DEPTH}"
+        )
+    stem = ChannelsLastPoolStem(
+        in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM
+    )
     stages, cin, cout = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
     max_idx = max({"res2": 2, "res3": 3, "res4": 4, "res5": 5}[f] for f in r.OUT_FEATURES)
     for idx, n in enumerate(blocks[: max_idx - 1]):
-        stages.append(ResNet.make_stage(BasicBlock, n, in_channels=cin, out_channels=cout,
-                                        stride_per_block=[1 if idx == 0 else 2] + [1] * (n - 1), norm=r.NORM))
+        stages.append(
+            ResNet.make_stage(
+                BasicBlock,
+                n,
+                in_channels=cin,
+                out_channels=cout,
+                stride_per_block=[1 if idx == 0 else 2] + [1] * (n - 1),
+                norm=r.NORM,
+            )
+        )
         cin, cout = cout, cout * 2
     return ResNet(stem, stages, out_features=r.OUT_FEATURES).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)

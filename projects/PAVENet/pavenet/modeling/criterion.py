@@ -56,6 +56,7 @@ Training options beyond the paper (off by default; docs/MODEL.md):
         like matched queries, negatives as unmatched ones (score 0), padding rows not at all; weighted by
         ``denoising_weight``; names loss_cls_dn_d{i} / loss_kpt_dn_d{i}.
 """
+
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -92,10 +93,17 @@ def targets_from_instances(instances) -> Dict:
     elif instances.has("gt_boxes"):
         areas = instances.gt_boxes.area().float()
     else:
-        raise KeyError("targets_from_instances: the Instances needs 'gt_areas' (or 'gt_boxes') for the OKS cost")
+        raise KeyError(
+            "targets_from_instances: the Instances needs 'gt_areas' (or 'gt_boxes') for the OKS cost"
+        )
     keep = visible.sum(-1) > 0
     xy = kpts[..., :2] / kpts.new_tensor([float(w), float(h)])
-    return {"keypoints": xy[keep], "visible": visible[keep], "areas": areas[keep], "image_size": (int(h), int(w))}
+    return {
+        "keypoints": xy[keep],
+        "visible": visible[keep],
+        "areas": areas[keep],
+        "image_size": (int(h), int(w)),
+    }
 
 
 class PAVENetCriterion(nn.Module):
@@ -138,8 +146,10 @@ class PAVENetCriterion(nn.Module):
     ):
         super().__init__()
         if normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(f"MODEL.PAVENET.LOSS_NORMALIZATION must be one of {LOSS_NORMALIZATIONS}, "
-                             f"got {normalization!r}")
+            raise ValueError(
+                f"MODEL.PAVENET.LOSS_NORMALIZATION must be one of {LOSS_NORMALIZATIONS}, "
+                f"got {normalization!r}"
+            )
         self.normalization = normalization
         self._reduce_counts = True
         self.matcher = matcher
@@ -165,32 +175,58 @@ class PAVENetCriterion(nn.Module):
         k = P.NUM_KEYPOINTS
         sigmas = oks_sigmas_for(k)
         if sigmas is None:
-            raise ValueError(f"MODEL.PAVENET.NUM_KEYPOINTS={k}: no OKS sigmas known (15 PoseTrack or 17 COCO)")
+            raise ValueError(
+                f"MODEL.PAVENET.NUM_KEYPOINTS={k}: no OKS sigmas known (15 PoseTrack or 17 COCO)"
+            )
         matcher = PoseHungarianMatcher(
-            cost_class=P.COST_CLASS, cost_kpt_l1=P.COST_KPT_L1, cost_oks=P.COST_OKS, oks_sigmas=sigmas,
-            focal_alpha=P.FOCAL_ALPHA, focal_gamma=P.FOCAL_GAMMA,
+            cost_class=P.COST_CLASS,
+            cost_kpt_l1=P.COST_KPT_L1,
+            cost_oks=P.COST_OKS,
+            oks_sigmas=sigmas,
+            focal_alpha=P.FOCAL_ALPHA,
+            focal_gamma=P.FOCAL_GAMMA,
         )
         return cls(
-            matcher, k, class_weight=P.CLASS_WEIGHT, enc_class_weight=P.ENC_CLASS_WEIGHT,
-            rle_weight=P.RLE_WEIGHT, enc_rle_weight=P.ENC_RLE_WEIGHT, joint_rle_weight=P.JOINT_RLE_WEIGHT,
-            focal_alpha=P.FOCAL_ALPHA, focal_gamma=P.FOCAL_GAMMA, deep_supervision=P.DEEP_SUPERVISION,
-            quality_target=P.OKS_QUALITY_TARGET, one_to_many_k=P.ONE_TO_MANY_K,
-            one_to_many_weight=P.ONE_TO_MANY_WEIGHT, denoising_weight=P.DENOISING_WEIGHT,
+            matcher,
+            k,
+            class_weight=P.CLASS_WEIGHT,
+            enc_class_weight=P.ENC_CLASS_WEIGHT,
+            rle_weight=P.RLE_WEIGHT,
+            enc_rle_weight=P.ENC_RLE_WEIGHT,
+            joint_rle_weight=P.JOINT_RLE_WEIGHT,
+            focal_alpha=P.FOCAL_ALPHA,
+            focal_gamma=P.FOCAL_GAMMA,
+            deep_supervision=P.DEEP_SUPERVISION,
+            quality_target=P.OKS_QUALITY_TARGET,
+            one_to_many_k=P.ONE_TO_MANY_K,
+            one_to_many_weight=P.ONE_TO_MANY_WEIGHT,
+            denoising_weight=P.DENOISING_WEIGHT,
             normalization=P.LOSS_NORMALIZATION,
         )
 
     # ---- matching --------------------------------------------------------------------------------------
-    def match(self, layer: Dict, targets: Sequence[Dict], valid: Optional[torch.Tensor] = None) -> Indices:
+    def match(
+        self, layer: Dict, targets: Sequence[Dict], valid: Optional[torch.Tensor] = None
+    ) -> Indices:
         """Hungarian matching of one output set ({"logits" (B,Q,1), "keypoints" (B,Q,K,2)}) -> [(pred, gt)]."""
-        return self.matcher(layer["logits"].detach(), layer["keypoints"].detach(), targets, valid=valid)
+        return self.matcher(
+            layer["logits"].detach(), layer["keypoints"].detach(), targets, valid=valid
+        )
 
     def match_one_to_many(self, layer: Dict, targets: Sequence[Dict], k: int) -> Indices:
         """One-to-many matching: each GT repeated ``k`` times, so up to k queries match one person.
 
         Returns [(pred_idx, gt_idx)] with gt_idx into the ORIGINAL targets (a GT index may repeat).
         """
-        repeated = [dict(t, keypoints=t["keypoints"].repeat(k, 1, 1), visible=t["visible"].repeat(k, 1),
-                         areas=torch.as_tensor(t["areas"]).repeat(k)) for t in targets]
+        repeated = [
+            dict(
+                t,
+                keypoints=t["keypoints"].repeat(k, 1, 1),
+                visible=t["visible"].repeat(k, 1),
+                areas=torch.as_tensor(t["areas"]).repeat(k),
+            )
+            for t in targets
+        ]
         indices = self.match(layer, repeated)
         return [(i, j % max(t["keypoints"].shape[0], 1)) for (i, j), t in zip(indices, targets)]
 
@@ -199,7 +235,9 @@ class PAVENetCriterion(nn.Module):
         return reduce_mean_count(value) if self._reduce_counts else max(float(value), 1.0)
 
     # ---- single terms ----------------------------------------------------------------------------------
-    def matched_oks(self, layer: Dict, indices: Indices, targets: Sequence[Dict]) -> List[torch.Tensor]:
+    def matched_oks(
+        self, layer: Dict, indices: Indices, targets: Sequence[Dict]
+    ) -> List[torch.Tensor]:
         """OKS (visible joints, the matcher's formula) of every matched prediction with its GT, detached:
         one (n_b,) tensor per clip, in the order of ``indices``."""
         out = []
@@ -211,8 +249,13 @@ class PAVENetCriterion(nn.Module):
             out.append(-self.matcher.oks_cost(pred, gt, vis, areas, t["image_size"]).diagonal())
         return out
 
-    def loss_cls(self, logits: torch.Tensor, indices: Indices, quality: Optional[List[torch.Tensor]] = None,
-                 valid: Optional[torch.Tensor] = None):
+    def loss_cls(
+        self,
+        logits: torch.Tensor,
+        indices: Indices,
+        quality: Optional[List[torch.Tensor]] = None,
+        valid: Optional[torch.Tensor] = None,
+    ):
         """Sigmoid focal loss over all queries (B, Q, 1), class 0 for matched ones, / #matched (ranks, min 1).
 
         ``quality``: per clip (n_b,) targets in [0, 1] for the matched queries (else 1); then the quality
@@ -231,7 +274,9 @@ class PAVENetCriterion(nn.Module):
             finite = finite & valid[..., None].to(finite.device)
         safe = torch.where(finite, logits, torch.zeros_like(logits))
         if quality is None:
-            loss = sigmoid_focal_loss(safe, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+            loss = sigmoid_focal_loss(
+                safe, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none"
+            )
         else:
             bce = F.binary_cross_entropy_with_logits(safe, target, reduction="none")
             alpha_t = torch.where(positive, self.focal_alpha, 1.0 - self.focal_alpha)
@@ -239,8 +284,13 @@ class PAVENetCriterion(nn.Module):
         num_matched = self._count(logits.new_tensor(float(sum(len(i) for i, _ in indices))))
         return (loss * finite).sum() / num_matched
 
-    def _loss_cls_for(self, layer: Dict, indices: Indices, targets: Sequence[Dict],
-                      valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _loss_cls_for(
+        self,
+        layer: Dict,
+        indices: Indices,
+        targets: Sequence[Dict],
+        valid: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         quality = self.matched_oks(layer, indices, targets) if self.quality_target else None
         return self.loss_cls(layer["logits"], indices, quality, valid)
 
@@ -277,29 +327,48 @@ class PAVENetCriterion(nn.Module):
         # "clip": each clip on its own (counts not averaged over processes), then the mean over clips.
         self._reduce_counts = False
         try:
-            per_clip = [self._losses(_clip_outputs(outputs, last_layer_indices, b), [t], [last_layer_indices[b]],
-                                     *flows) for b, t in enumerate(targets)]
+            per_clip = [
+                self._losses(
+                    _clip_outputs(outputs, last_layer_indices, b),
+                    [t],
+                    [last_layer_indices[b]],
+                    *flows,
+                )
+                for b, t in enumerate(targets)
+            ]
         finally:
             self._reduce_counts = True
         return {k: sum(d[k] for d in per_clip) / len(per_clip) for k in per_clip[0]}
 
-    def _losses(self, outputs: Dict, targets: Sequence[Dict], last_layer_indices: Optional[Indices],
-                enc_flow: RealNVP, dec_flow: RealNVP, flow: RealNVP) -> Dict[str, torch.Tensor]:
+    def _losses(
+        self,
+        outputs: Dict,
+        targets: Sequence[Dict],
+        last_layer_indices: Optional[Indices],
+        enc_flow: RealNVP,
+        dec_flow: RealNVP,
+        flow: RealNVP,
+    ) -> Dict[str, torch.Tensor]:
         """The losses of `outputs` with one normaliser per term for all of `targets` (see `forward`)."""
         check_targets(targets, self.num_keypoints)
         losses: Dict[str, torch.Tensor] = {}
         pose_layers = list(outputs.get("pose_layers", []))
         if not pose_layers:
-            raise ValueError("PAVENetCriterion: outputs['pose_layers'] must hold at least one decoder layer")
+            raise ValueError(
+                "PAVENetCriterion: outputs['pose_layers'] must hold at least one decoder layer"
+            )
 
         # Encoder proposals: only valid (unpadded, in-image) tokens may be matched (docs/REFERENCE.md §4).
         enc = outputs.get("enc")
         if enc is not None:
             enc_idx = self.match(enc, targets, valid=enc.get("valid"))
-            losses["loss_cls_enc"] = self.enc_class_weight * self._loss_cls_for(enc, enc_idx, targets)
+            losses["loss_cls_enc"] = self.enc_class_weight * self._loss_cls_for(
+                enc, enc_idx, targets
+            )
             pred, sigma, tgt, vis = self._gather(enc, enc_idx, targets)
-            losses["loss_kpt_enc"] = self.enc_rle_weight * rle_loss(pred, sigma, tgt, vis, enc_flow,
-                                                                     self._count(2.0 * vis.sum()))
+            losses["loss_kpt_enc"] = self.enc_rle_weight * rle_loss(
+                pred, sigma, tgt, vis, enc_flow, self._count(2.0 * vis.sum())
+            )
 
         last = len(pose_layers) - 1
         if last_layer_indices is None:
@@ -309,38 +378,55 @@ class PAVENetCriterion(nn.Module):
             if i != last and not self.deep_supervision:
                 continue
             idx = last_layer_indices if i == last else self.match(layer, targets)
-            suffix = "" if i == last else f"_d{i}"  # official names: d{i}.loss_* and loss_* for the last layer
-            losses["loss_cls" + suffix] = self.class_weight * self._loss_cls_for(layer, idx, targets)
+            suffix = (
+                "" if i == last else f"_d{i}"
+            )  # official names: d{i}.loss_* and loss_* for the last layer
+            losses["loss_cls" + suffix] = self.class_weight * self._loss_cls_for(
+                layer, idx, targets
+            )
             pred, sigma, tgt, vis = self._gather(layer, idx, targets)
             normaliser = self._count(2.0 * vis.sum())
             if i == last:
                 last_normaliser = normaliser
-            losses["loss_kpt" + suffix] = self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow, normaliser)
+            losses["loss_kpt" + suffix] = self.rle_weight * rle_loss(
+                pred, sigma, tgt, vis, dec_flow, normaliser
+            )
 
         # Training-only one-to-many group (hybrid matching): every layer, no joint decoder.
         for i, layer in enumerate(outputs.get("aux_pose_layers", []) or []):
             idx = self.match_one_to_many(layer, targets, self.one_to_many_k)
             w = self.one_to_many_weight
-            losses[f"loss_cls_o2m_d{i}"] = w * self.class_weight * self._loss_cls_for(layer, idx, targets)
+            losses[f"loss_cls_o2m_d{i}"] = (
+                w * self.class_weight * self._loss_cls_for(layer, idx, targets)
+            )
             pred, sigma, tgt, vis = self._gather(layer, idx, targets)
-            losses[f"loss_kpt_o2m_d{i}"] = w * self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow,
-                                                                          self._count(2.0 * vis.sum()))
+            losses[f"loss_kpt_o2m_d{i}"] = (
+                w
+                * self.rle_weight
+                * rle_loss(pred, sigma, tgt, vis, dec_flow, self._count(2.0 * vis.sum()))
+            )
 
         # Training-only denoising queries: the assignment is known (positives), no matching; every layer.
         dn = outputs.get("dn")
         for i, layer in enumerate(outputs.get("dn_pose_layers", []) or []):
             w = self.denoising_weight
-            losses[f"loss_cls_dn_d{i}"] = w * self.class_weight * self._loss_cls_for(layer, dn.indices, targets,
-                                                                                     dn.valid)
+            losses[f"loss_cls_dn_d{i}"] = (
+                w * self.class_weight * self._loss_cls_for(layer, dn.indices, targets, dn.valid)
+            )
             pred, sigma, tgt, vis = self._gather(layer, dn.indices, targets)
-            losses[f"loss_kpt_dn_d{i}"] = w * self.rle_weight * rle_loss(pred, sigma, tgt, vis, dec_flow,
-                                                                         self._count(2.0 * vis.sum()))
+            losses[f"loss_kpt_dn_d{i}"] = (
+                w
+                * self.rle_weight
+                * rle_loss(pred, sigma, tgt, vis, dec_flow, self._count(2.0 * vis.sum()))
+            )
 
         # Joint decoder: rows are the last pose layer's matched queries in the order of last_layer_indices;
         # its normaliser is the last pose layer's (official forward_refine).
         joint_layers = list(outputs.get("joint_layers", []) or [])
         if joint_layers:
-            tgt, vis = self._gather_targets(last_layer_indices, targets, joint_layers[0]["keypoints"])
+            tgt, vis = self._gather_targets(
+                last_layer_indices, targets, joint_layers[0]["keypoints"]
+            )
         for j, layer in enumerate(joint_layers):
             if j != len(joint_layers) - 1 and not self.deep_supervision:
                 continue
@@ -350,34 +436,47 @@ class PAVENetCriterion(nn.Module):
                 # No matched person but joint outputs given (PAVENet itself then skips the joint decoder and
                 # passes no joint layers): a zero loss that keeps whatever produced them in the graph.
                 dummy = flow.log_prob(pred.new_zeros(1, 2)).sum()
-                losses[name] = (torch.nan_to_num(pred).sum() + torch.nan_to_num(sigma).sum() + dummy) * 0.0
+                losses[name] = (
+                    torch.nan_to_num(pred).sum() + torch.nan_to_num(sigma).sum() + dummy
+                ) * 0.0
                 continue
             if pred.shape != tgt.shape or sigma.shape != tgt.shape:
                 raise ValueError(
                     f"PAVENetCriterion: joint_layers[{j}] keypoints {tuple(pred.shape)} / sigma "
                     f"{tuple(sigma.shape)} must be (M, K, 2) with M={tgt.shape[0]} matched persons"
                 )
-            losses[name] = self.joint_rle_weight * rle_loss(pred, sigma, tgt, vis, flow, last_normaliser)
+            losses[name] = self.joint_rle_weight * rle_loss(
+                pred, sigma, tgt, vis, flow, last_normaliser
+            )
         return losses
 
 
 def _clip_outputs(outputs: Dict, last_layer_indices: Indices, b: int) -> Dict:
     """The outputs of clip b alone: (B, ...) tensors sliced to (1, ...), joint rows to clip b's block."""
-    def one(d):
-        return {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in d.items()}
 
-    out = {key: [one(layer) for layer in outputs.get(key, []) or []]
-           for key in ("pose_layers", "aux_pose_layers", "dn_pose_layers")}
+    def one(d):
+        return {k: (v[b : b + 1] if torch.is_tensor(v) else v) for k, v in d.items()}
+
+    out = {
+        key: [one(layer) for layer in outputs.get(key, []) or []]
+        for key in ("pose_layers", "aux_pose_layers", "dn_pose_layers")
+    }
     dn = outputs.get("dn")
     if dn is not None:
-        out["dn"] = dataclasses.replace(dn, references=dn.references[b:b + 1], valid=dn.valid[b:b + 1],
-                                        indices=[dn.indices[b]])
+        out["dn"] = dataclasses.replace(
+            dn,
+            references=dn.references[b : b + 1],
+            valid=dn.valid[b : b + 1],
+            indices=[dn.indices[b]],
+        )
     if outputs.get("enc") is not None:
         out["enc"] = one(outputs["enc"])
     sizes = [len(i) for i, _ in last_layer_indices]
     start = sum(sizes[:b])
-    out["joint_layers"] = [{k: layer[k][start:start + sizes[b]] for k in ("keypoints", "sigma")}
-                           for layer in outputs.get("joint_layers", []) or []]
+    out["joint_layers"] = [
+        {k: layer[k][start : start + sizes[b]] for k in ("keypoints", "sigma")}
+        for layer in outputs.get("joint_layers", []) or []
+    ]
     return out
 
 

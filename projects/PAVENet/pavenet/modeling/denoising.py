@@ -12,13 +12,19 @@ Shapes: B clips, N_b GT persons of clip b, n = max_b N_b, G groups, D = G * 2 * 
 Query d of group g: d = g * 2n + i is the positive of person i, g * 2n + n + i its negative (i < n);
 rows with i >= N_b are padding (valid False), never supervised and hidden from the other queries.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["DenoisingQueries", "sample_denoising_queries", "denoising_attention_mask", "denoising_query_inputs"]
+__all__ = [
+    "DenoisingQueries",
+    "sample_denoising_queries",
+    "denoising_attention_mask",
+    "denoising_query_inputs",
+]
 
 
 @dataclass
@@ -50,8 +56,15 @@ def _person_frame(kpts: torch.Tensor, visible: torch.Tensor, min_extent: float):
     return filled, extent
 
 
-def sample_denoising_queries(targets: Sequence[Dict], groups: int, noise: float, *, jitter: Optional[float] = None,
-                             min_extent: float = 0.05, generator=None) -> Optional[DenoisingQueries]:
+def sample_denoising_queries(
+    targets: Sequence[Dict],
+    groups: int,
+    noise: float,
+    *,
+    jitter: Optional[float] = None,
+    min_extent: float = 0.05,
+    generator=None,
+) -> Optional[DenoisingQueries]:
     """Noised GT poses of the batch's clips (see the module docstring); None when no clip has a person.
 
     targets: the criterion's per-clip dicts ("keypoints" (N, K, 2) normalised, "visible" (N, K)).
@@ -62,7 +75,9 @@ def sample_denoising_queries(targets: Sequence[Dict], groups: int, noise: float,
     """
     jitter = noise / 2 if jitter is None else float(jitter)
     if groups < 1:
-        raise ValueError(f"MODEL.PAVENET.DENOISING_GROUPS must be >= 1 to sample queries, got {groups}")
+        raise ValueError(
+            f"MODEL.PAVENET.DENOISING_GROUPS must be >= 1 to sample queries, got {groups}"
+        )
     counts = [int(t["keypoints"].shape[0]) for t in targets]
     n = max(counts, default=0)
     if n == 0:
@@ -84,21 +99,30 @@ def sample_denoising_queries(targets: Sequence[Dict], groups: int, noise: float,
                 for neg in (False, True):
                     r = noise * (rand(m) + (1.0 if neg else 0.0))  # (m,)
                     ang = 2 * math.pi * rand(m)
-                    shift = torch.stack([torch.cos(ang), torch.sin(ang)], -1) * r[:, None] * extent  # (m, 2)
+                    shift = (
+                        torch.stack([torch.cos(ang), torch.sin(ang)], -1) * r[:, None] * extent
+                    )  # (m, 2)
                     joint_noise = (rand(m, k, 2) - 0.5) * (2 * jitter) * extent[:, None]
                     start = g * 2 * n + (n if neg else 0)
-                    refs[ci, start:start + m] = (pose + shift[:, None] + joint_noise).clamp(1e-3, 1 - 1e-3)
-                    valid[ci, start:start + m] = True
+                    refs[ci, start : start + m] = (pose + shift[:, None] + joint_noise).clamp(
+                        1e-3, 1 - 1e-3
+                    )
+                    valid[ci, start : start + m] = True
                 pos_idx.append(torch.arange(g * 2 * n, g * 2 * n + m, device=dev))
         qi = torch.cat(pos_idx) if pos_idx else torch.zeros(0, dtype=torch.long, device=dev)
-        gi = torch.arange(m, device=dev).repeat(groups) if m else torch.zeros(0, dtype=torch.long, device=dev)
+        gi = (
+            torch.arange(m, device=dev).repeat(groups)
+            if m
+            else torch.zeros(0, dtype=torch.long, device=dev)
+        )
         indices.append((qi, gi))
     slot = torch.arange(d, device=dev) % (2 * n)
     return DenoisingQueries(refs, valid, torch.arange(d, device=dev) // (2 * n), indices, slot >= n)
 
 
-def denoising_attention_mask(num_plain: int, plain_groups: torch.Tensor, dn: DenoisingQueries,
-                             num_heads: int) -> torch.Tensor:
+def denoising_attention_mask(
+    num_plain: int, plain_groups: torch.Tensor, dn: DenoisingQueries, num_heads: int
+) -> torch.Tensor:
     """Self-attention mask (B * heads, P + D, P + D) bool, True = may NOT attend.
 
     plain_groups (P,) long: group ids of the matching (0) and one-to-many (1) queries; the denoising groups
@@ -115,8 +139,14 @@ def denoising_attention_mask(num_plain: int, plain_groups: torch.Tensor, dn: Den
     return mask.repeat_interleave(num_heads, dim=0)
 
 
-def denoising_query_inputs(dn: DenoisingQueries, e: torch.Tensor, proposals: torch.Tensor, valid: torch.Tensor,
-                           query_embedding: torch.Tensor, num_queries: int):
+def denoising_query_inputs(
+    dn: DenoisingQueries,
+    e: torch.Tensor,
+    proposals: torch.Tensor,
+    valid: torch.Tensor,
+    query_embedding: torch.Tensor,
+    num_queries: int,
+):
     """(content (B,D,C), query_pos (B,D,C), initial references (B,D,2K)) of the denoising queries.
 
     Each takes the detached encoder token nearest to its noised pose's centre (as a selected proposal

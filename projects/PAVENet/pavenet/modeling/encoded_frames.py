@@ -5,6 +5,7 @@ Layouts (`Frames`): an EncodedFrames of the B*F frames of B clips (clip-major, t
 eval forward), or a list of F one-frame (or B-frame) EncodedFrames (the streaming window, not
 concatenated). `split_clip_frames` turns either into F per-frame views without a copy.
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
@@ -39,8 +40,14 @@ class EncodedFrames:
         if isinstance(idx, int):
             idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
         values = None if self.values is None else [v[idx] for v in self.values]
-        return EncodedFrames(self.memory[idx], self.padding_mask[idx], self.spatial_shapes,
-                             self.level_start_index, self.valid_ratios[idx], values)
+        return EncodedFrames(
+            self.memory[idx],
+            self.padding_mask[idx],
+            self.spatial_shapes,
+            self.level_start_index,
+            self.valid_ratios[idx],
+            values,
+        )
 
     @staticmethod
     def cat(items: Sequence["EncodedFrames"]) -> "EncodedFrames":
@@ -51,13 +58,30 @@ class EncodedFrames:
         values = None
         if all(i.values is not None for i in items):
             values = [torch.cat(vs) for vs in zip(*(i.values for i in items))]
-        return EncodedFrames(torch.cat([i.memory for i in items]), torch.cat([i.padding_mask for i in items]),
-                             shapes, items[0].level_start_index, torch.cat([i.valid_ratios for i in items]), values)
+        return EncodedFrames(
+            torch.cat([i.memory for i in items]),
+            torch.cat([i.padding_mask for i in items]),
+            shapes,
+            items[0].level_start_index,
+            torch.cat([i.valid_ratios for i in items]),
+            values,
+        )
 
     def to(self, device) -> "EncodedFrames":
         values = None if self.values is None else [v.to(device) for v in self.values]
-        return EncodedFrames(*(t.to(device) for t in (self.memory, self.padding_mask, self.spatial_shapes,
-                                                       self.level_start_index, self.valid_ratios)), values)
+        return EncodedFrames(
+            *(
+                t.to(device)
+                for t in (
+                    self.memory,
+                    self.padding_mask,
+                    self.spatial_shapes,
+                    self.level_start_index,
+                    self.valid_ratios,
+                )
+            ),
+            values,
+        )
 
 
 # What the decoders take: the B*F frames of B clips, or the list of a clip's F per-frame encodings.
@@ -68,8 +92,10 @@ def _same_shapes(items: Sequence[EncodedFrames]) -> torch.Tensor:
     shapes = items[0].spatial_shapes
     for it in items[1:]:
         if it.spatial_shapes is not shapes and not torch.equal(it.spatial_shapes, shapes):
-            raise ValueError("EncodedFrames: frames were encoded at different padded sizes "
-                             f"({it.spatial_shapes.tolist()} vs {shapes.tolist()})")
+            raise ValueError(
+                "EncodedFrames: frames were encoded at different padded sizes "
+                f"({it.spatial_shapes.tolist()} vs {shapes.tolist()})"
+            )
     return shapes
 
 
@@ -89,13 +115,22 @@ def split_clip_frames(enc: Frames, num_frames: int) -> List[EncodedFrames]:
         def frame(t, i):  # (B*F, ...) -> frame i of every clip, (B, ...)
             return t.view(b, f, *t.shape[1:])[:, i]
 
-        return [EncodedFrames(frame(enc.memory, i), frame(enc.padding_mask, i), enc.spatial_shapes,
-                              enc.level_start_index, frame(enc.valid_ratios, i),
-                              None if enc.values is None else [frame(v, i) for v in enc.values])
-                for i in range(f)]
+        return [
+            EncodedFrames(
+                frame(enc.memory, i),
+                frame(enc.padding_mask, i),
+                enc.spatial_shapes,
+                enc.level_start_index,
+                frame(enc.valid_ratios, i),
+                None if enc.values is None else [frame(v, i) for v in enc.values],
+            )
+            for i in range(f)
+        ]
     frames = list(enc)
     if len(frames) != f:
-        raise ValueError(f"the decoders need the NUM_FRAMES={f} frames of a clip, got a list of {len(frames)}")
+        raise ValueError(
+            f"the decoders need the NUM_FRAMES={f} frames of a clip, got a list of {len(frames)}"
+        )
     if any(len(fr) != len(frames[0]) for fr in frames):
         raise ValueError(f"the F frames hold different clip counts: {[len(fr) for fr in frames]}")
     _same_shapes(frames)

@@ -5,6 +5,7 @@ Shapes: B clips of F frames (frame order t-T..t+T, key frame c = F // 2), Q pose
 C channels, L levels, S tokens per frame. Keypoints are normalised to the UNPADDED image
 ([x0, y0, x1, y1, ...] for 2K vectors), sigmas are after the sigmoid.
 """
+
 import dataclasses
 from typing import Dict, List, Optional
 
@@ -17,7 +18,11 @@ from .encoded_frames import EncodedFrames, Frames, split_clip_frames
 from .ms_deform_attn import frame_prefixes, level_shapes
 from .transformer import PAVETransformer, inverse_sigmoid
 
-__all__ = ["EncodedFrames", "PAVENetHead", "LinearWithNorm"]  # EncodedFrames re-exported from encoded_frames
+__all__ = [
+    "EncodedFrames",
+    "PAVENetHead",
+    "LinearWithNorm",
+]  # EncodedFrames re-exported from encoded_frames
 
 
 class LinearWithNorm(nn.Module):
@@ -84,22 +89,48 @@ def _query_slice(layer: Dict, sel: slice) -> Dict:
 
 
 class PAVENetHead(nn.Module):
-    def __init__(self, *, num_frames=3, num_keypoints=15, num_queries=300, embed_dim=256, num_heads=8,
-                 ffn_dim=1024, dropout=0.1, num_levels=4, enc_layers=6, enc_points=4, pose_layers=3,
-                 joint_layers=2, joint_points=4, value_fill_before_proj=True, detach_pose_references=False,
-                 joint_offset_bias="shared_storage", f5_t2_reference_branch="next", num_aux_queries=0,
-                 flow_factory=None):
+    def __init__(
+        self,
+        *,
+        num_frames=3,
+        num_keypoints=15,
+        num_queries=300,
+        embed_dim=256,
+        num_heads=8,
+        ffn_dim=1024,
+        dropout=0.1,
+        num_levels=4,
+        enc_layers=6,
+        enc_points=4,
+        pose_layers=3,
+        joint_layers=2,
+        joint_points=4,
+        value_fill_before_proj=True,
+        detach_pose_references=False,
+        joint_offset_bias="shared_storage",
+        f5_t2_reference_branch="next",
+        num_aux_queries=0,
+        flow_factory=None,
+    ):
         super().__init__()
         if f5_t2_reference_branch not in ("next", "next_next"):
-            raise ValueError("MODEL.PAVENET.F5_T2_REFERENCE_BRANCH must be 'next' (official) or 'next_next', "
-                             f"got {f5_t2_reference_branch!r}")
+            raise ValueError(
+                "MODEL.PAVENET.F5_T2_REFERENCE_BRANCH must be 'next' (official) or 'next_next', "
+                f"got {f5_t2_reference_branch!r}"
+            )
         self.f5_t2_reference_branch = f5_t2_reference_branch
-        self.num_frames, self.num_keypoints, self.num_queries = num_frames, num_keypoints, num_queries
+        self.num_frames, self.num_keypoints, self.num_queries = (
+            num_frames,
+            num_keypoints,
+            num_queries,
+        )
         self.embed_dim, self.num_levels = embed_dim, num_levels
         # Training-only one-to-many query group (MODEL.PAVENET.ONE_TO_MANY_QUERIES); no parameters of its own.
         self.num_aux_queries = int(num_aux_queries)
         if self.num_aux_queries < 0:
-            raise ValueError(f"MODEL.PAVENET.ONE_TO_MANY_QUERIES must be >= 0, got {num_aux_queries}")
+            raise ValueError(
+                f"MODEL.PAVENET.ONE_TO_MANY_QUERIES must be >= 0, got {num_aux_queries}"
+            )
         self.key_frame = num_frames // 2
         self.prefixes = frame_prefixes(num_frames)
         self.aux_prefixes = [p for p in self.prefixes if p]
@@ -107,20 +138,46 @@ class PAVENetHead(nn.Module):
         c, k2 = embed_dim, 2 * num_keypoints
         hidden = 2 * embed_dim  # 512 for the official C=256
 
-        self.transformer = PAVETransformer(num_frames, num_keypoints, embed_dim, num_heads, num_levels, ffn_dim,
-                                           dropout, enc_layers, enc_points, pose_layers, joint_layers, joint_points,
-                                           value_fill_before_proj, joint_offset_bias)
-        n_pred = pose_layers + 1  # the last entry serves the encoder proposals (docs/REFERENCE.md §4)
+        self.transformer = PAVETransformer(
+            num_frames,
+            num_keypoints,
+            embed_dim,
+            num_heads,
+            num_levels,
+            ffn_dim,
+            dropout,
+            enc_layers,
+            enc_points,
+            pose_layers,
+            joint_layers,
+            joint_points,
+            value_fill_before_proj,
+            joint_offset_bias,
+        )
+        n_pred = (
+            pose_layers + 1
+        )  # the last entry serves the encoder proposals (docs/REFERENCE.md §4)
         self.cls_branches = nn.ModuleList([nn.Linear(c, 1) for _ in range(n_pred)])
-        self.kpt_branches = nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(n_pred)])
+        self.kpt_branches = nn.ModuleList(
+            [_mlp([c, hidden, hidden, hidden, k2]) for _ in range(n_pred)]
+        )
         self.dec_fc_sigma_branches = nn.ModuleList([_sigma_branch(c, k2) for _ in range(n_pred)])
         for pre in self.aux_prefixes:  # auxiliary frames, decoder layers only
-            setattr(self, pre + "kpt_branches",
-                    nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(pose_layers)]))
+            setattr(
+                self,
+                pre + "kpt_branches",
+                nn.ModuleList([_mlp([c, hidden, hidden, hidden, k2]) for _ in range(pose_layers)]),
+            )
         self.query_embedding = nn.Embedding(num_queries, 2 * c)
         for pre in self.prefixes:
-            setattr(self, pre + "refine_kpt_branches", nn.ModuleList([_mlp([c, c, c, 2]) for _ in range(joint_layers)]))
-        self.refine_fc_sigma_branches = nn.ModuleList([_sigma_branch(c, 2) for _ in range(joint_layers)])
+            setattr(
+                self,
+                pre + "refine_kpt_branches",
+                nn.ModuleList([_mlp([c, c, c, 2]) for _ in range(joint_layers)]),
+            )
+        self.refine_fc_sigma_branches = nn.ModuleList(
+            [_sigma_branch(c, 2) for _ in range(joint_layers)]
+        )
         self.fc_hm = _FrozenLinearParams(c, num_keypoints)
         if flow_factory is not None:
             self.enc_flow, self.dec_flow, self.flow = flow_factory(), flow_factory(), flow_factory()
@@ -138,7 +195,9 @@ class PAVENetHead(nn.Module):
             nn.init.zeros_(m[-1].weight)
             nn.init.zeros_(m[-1].bias)
         for m in self.refine_branches("pre_") if "pre_" in self.prefixes else []:
-            nn.init.zeros_(m[-1].weight)  # official: only `pre_refine_kpt_branches` is zeroed (also for F=5)
+            nn.init.zeros_(
+                m[-1].weight
+            )  # official: only `pre_refine_kpt_branches` is zeroed (also for F=5)
             nn.init.zeros_(m[-1].bias)
 
     def _freeze_never_trained(self) -> None:
@@ -158,7 +217,9 @@ class PAVENetHead(nn.Module):
         return getattr(self, prefix + "refine_kpt_branches")
 
     # ---------------------------------------------------------------- encoder
-    def encode(self, feats: List[torch.Tensor], pixel_mask: torch.Tensor, pos_encoding) -> EncodedFrames:
+    def encode(
+        self, feats: List[torch.Tensor], pixel_mask: torch.Tensor, pos_encoding
+    ) -> EncodedFrames:
         """feats: L maps (N, C, h_l, w_l) of N frames; pixel_mask (N, H, W) bool, True = padded.
         In eval the result carries the decoders' value maps (`EncodedFrames.values`)."""
         masks = _level_masks(pixel_mask, [f.shape[-2:] for f in feats])
@@ -172,11 +233,15 @@ class PAVENetHead(nn.Module):
         x = torch.cat(tokens, 1)
         pos = torch.cat(pos, 1)
         mask = torch.cat(flat_masks, 1)
-        if torch.jit.is_tracing():  # sizes are 0-dim tensors then: keep them graph values (ONNX export)
+        if (
+            torch.jit.is_tracing()
+        ):  # sizes are 0-dim tensors then: keep them graph values (ONNX export)
             spatial_shapes = torch.stack([torch.stack([h, w]) for h, w in shapes]).to(torch.long)
         else:
             spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=x.device)
-        level_start = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        level_start = torch.cat(
+            (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
+        )
         valid_ratios = torch.stack([_valid_ratio(m) for m in masks], 1)  # (N, L, 2)
         ref = self._encoder_reference_points(spatial_shapes, valid_ratios)
         for layer in self.transformer.encoder.layers:
@@ -191,8 +256,11 @@ class PAVENetHead(nn.Module):
         refs = []
         for lvl, (h, w) in enumerate(level_shapes(spatial_shapes)):
             # arange + 0.5 == linspace(0.5, h - 0.5, h) exactly; arange also traces with a dynamic size.
-            ry, rx = torch.meshgrid(_centres(h, 0.5, valid_ratios.device), _centres(w, 0.5, valid_ratios.device),
-                                    indexing="ij")
+            ry, rx = torch.meshgrid(
+                _centres(h, 0.5, valid_ratios.device),
+                _centres(w, 0.5, valid_ratios.device),
+                indexing="ij",
+            )
             ry = ry.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
             rx = rx.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
             refs.append(torch.stack((rx, ry), -1))
@@ -205,10 +273,12 @@ class PAVENetHead(nn.Module):
         n = memory.shape[0]
         props, cur = [], 0
         for h, w in level_shapes(spatial_shapes):
-            m = mask[:, cur:cur + h * w].view(n, h, w)
+            m = mask[:, cur : cur + h * w].view(n, h, w)
             valid_h = (~m[:, :, 0]).sum(1)
             valid_w = (~m[:, 0, :]).sum(1)
-            gy, gx = torch.meshgrid(_centres(h, 0.0, memory.device), _centres(w, 0.0, memory.device), indexing="ij")
+            gy, gx = torch.meshgrid(
+                _centres(h, 0.0, memory.device), _centres(w, 0.0, memory.device), indexing="ij"
+            )
             grid = torch.stack([gx, gy], -1)
             scale = torch.stack([valid_w, valid_h], 1).view(n, 1, 1, 2)
             props.append(((grid[None].expand(n, -1, -1, -1) + 0.5) / scale).view(n, -1, 2))
@@ -224,10 +294,14 @@ class PAVENetHead(nn.Module):
     def decoder_attentions(self) -> List[nn.Module]:
         """The decoders' multi-frame cross-attentions, pose layers then joint layers (the order of
         `EncodedFrames.values`)."""
-        layers = list(self.transformer.decoder.layers) + list(self.transformer.refine_decoder.layers)
+        layers = list(self.transformer.decoder.layers) + list(
+            self.transformer.refine_decoder.layers
+        )
         return [layer.attentions[1] for layer in layers]
 
-    def project_values(self, memory: torch.Tensor, padding_mask: torch.Tensor) -> List[torch.Tensor]:
+    def project_values(
+        self, memory: torch.Tensor, padding_mask: torch.Tensor
+    ) -> List[torch.Tensor]:
         """memory (N, S, C), padding_mask (N, S) -> every decoder layer's value maps, (N, S, H, D) each."""
         return [attn.project_values(memory, padding_mask) for attn in self.decoder_attentions()]
 
@@ -251,14 +325,25 @@ class PAVENetHead(nn.Module):
         if self.training:
             if isinstance(enc, EncodedFrames):
                 b, s = len(frames[0]), enc.memory.shape[1]
-                return enc.memory.view(b, self.num_frames, s, -1), enc.padding_mask.view(b, self.num_frames, s)
-            return (torch.stack([fr.memory for fr in frames], 1), torch.stack([fr.padding_mask for fr in frames], 1))
+                return enc.memory.view(b, self.num_frames, s, -1), enc.padding_mask.view(
+                    b, self.num_frames, s
+                )
+            return (
+                torch.stack([fr.memory for fr in frames], 1),
+                torch.stack([fr.padding_mask for fr in frames], 1),
+            )
         attn = self.decoder_attentions()[idx]
-        return [fr.values[idx] if fr.values is not None else attn.project_values(fr.memory, fr.padding_mask)
-                for fr in frames], None
+        return [
+            fr.values[idx]
+            if fr.values is not None
+            else attn.project_values(fr.memory, fr.padding_mask)
+            for fr in frames
+        ], None
 
     # ---------------------------------------------------------------- pose decoder
-    def decode_pose(self, enc: Frames, lean: bool = False, denoising: Optional[DenoisingQueries] = None) -> Dict:
+    def decode_pose(
+        self, enc: Frames, lean: bool = False, denoising: Optional[DenoisingQueries] = None
+    ) -> Dict:
         """Query selection + spatiotemporal pose decoder on B clips.
 
         enc: EncodedFrames of the B*F frames (clip-major) or a list of F EncodedFrames of B frames each.
@@ -291,8 +376,10 @@ class PAVENetHead(nn.Module):
         b, s, dim = key.memory.shape
         dn = denoising if self.training else None
         if s < q + a:
-            raise ValueError(f"only {s} encoder tokens per frame for NUM_QUERIES={q} (+ ONE_TO_MANY_QUERIES={a} "
-                             "in training): use larger images or fewer MODEL.PAVENET.NUM_QUERIES")
+            raise ValueError(
+                f"only {s} encoder tokens per frame for NUM_QUERIES={q} (+ ONE_TO_MANY_QUERIES={a} "
+                "in training): use larger images or fewer MODEL.PAVENET.NUM_QUERIES"
+            )
         n_dec = self.transformer.decoder.num_layers
 
         e, proposals, valid = self._proposals(key.memory, key.padding_mask, key.spatial_shapes)
@@ -302,27 +389,38 @@ class PAVENetHead(nn.Module):
         enc_out = {"logits": enc_logits, "valid": valid, "topk": topk[:, :q]}
         if lean:  # the keypoint branch is per token: run it on the selected tokens only
             sel_prop = torch.gather(proposals, 1, topk[..., None].expand(-1, -1, 2))
-            sel_kpt = (self.kpt_branches[n_dec](sel_e).view(b, q, k, 2) + sel_prop[:, :, None, :]).flatten(2)
+            sel_kpt = (
+                self.kpt_branches[n_dec](sel_e).view(b, q, k, 2) + sel_prop[:, :, None, :]
+            ).flatten(2)
         else:
             enc_kpt = self.kpt_branches[n_dec](e).view(b, s, k, 2) + proposals[:, :, None, :]
             enc_out["keypoints"] = enc_kpt.sigmoid()
             enc_out["sigma"] = self.dec_fc_sigma_branches[n_dec](e).sigmoid().view(b, s, k, 2)
-            sel_kpt = torch.gather(enc_kpt.flatten(2), 1, topk[..., None].expand(-1, -1, 2 * k)).detach()
+            sel_kpt = torch.gather(
+                enc_kpt.flatten(2), 1, topk[..., None].expand(-1, -1, 2 * k)
+            ).detach()
         init_ref = sel_kpt.sigmoid()  # (B, Q+A, 2K)
         embedding = self.query_embedding.weight
         self_attn_mask = None
-        if a:  # the one-to-many group reuses the embeddings cyclically; groups do not see each other
+        if (
+            a
+        ):  # the one-to-many group reuses the embeddings cyclically; groups do not see each other
             embedding = embedding[torch.arange(q + a, device=embedding.device) % q]
             group = torch.arange(q + a, device=embedding.device) >= q
             self_attn_mask = group[:, None] != group[None, :]
         query_pos, content = torch.split(embedding, dim, dim=1)
         query_pos = query_pos[None].expand(b, -1, -1)
-        query = content[None] + sel_e  # learnable content + detached encoder token (docs/REFERENCE.md §4 ★)
+        query = (
+            content[None] + sel_e
+        )  # learnable content + detached encoder token (docs/REFERENCE.md §4 ★)
         d = 0
-        if dn is not None:  # noised-GT queries: built like selected proposals, behind their own mask
+        if (
+            dn is not None
+        ):  # noised-GT queries: built like selected proposals, behind their own mask
             d = dn.num_queries
-            dn_query, dn_pos, dn_ref = denoising_query_inputs(dn, e, proposals, valid, self.query_embedding.weight,
-                                                              self.num_queries)
+            dn_query, dn_pos, dn_ref = denoising_query_inputs(
+                dn, e, proposals, valid, self.query_embedding.weight, self.num_queries
+            )
             query = torch.cat([query, dn_query], 1)
             query_pos = torch.cat([query_pos, dn_pos], 1)
             init_ref = torch.cat([init_ref, dn_ref], 1)
@@ -338,20 +436,35 @@ class PAVENetHead(nn.Module):
         for lid, layer in enumerate(self.transformer.decoder.layers):
             input_refs = refs
             values, mask = self._layer_values(enc, frames, lid)
-            hs = layer(query, query_pos, values, refs[:, :, :, None, :] * vr_k, key.spatial_shapes, mask,
-                       self_attn_mask=self_attn_mask)
+            hs = layer(
+                query,
+                query_pos,
+                values,
+                refs[:, :, :, None, :] * vr_k,
+                key.spatial_shapes,
+                mask,
+                self_attn_mask=self_attn_mask,
+            )
             last = lid == n_dec - 1
             out = {"hs": hs}
-            if not (lean and last):  # lean: the last layer's references only for the selected persons
+            if not (
+                lean and last
+            ):  # lean: the last layer's references only for the selected persons
                 new_refs = torch.stack(
-                    [(self.pose_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
-                     for fi, pre in enumerate(self.prefixes)], dim=1)
+                    [
+                        (self.pose_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
+                        for fi, pre in enumerate(self.prefixes)
+                    ],
+                    dim=1,
+                )
                 out["references"] = new_refs
             if not lean or last:
                 out["logits"] = self.cls_branches[lid](hs)
             if not lean:
                 out["keypoints"] = new_refs[:, c].view(b, q + a + d, k, 2)
-                out["sigma"] = self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a + d, k, 2)
+                out["sigma"] = (
+                    self.dec_fc_sigma_branches[lid](hs).sigmoid().view(b, q + a + d, k, 2)
+                )
             layers_out.append(out)
             if last:
                 break
@@ -360,7 +473,9 @@ class PAVENetHead(nn.Module):
             query = hs
         out = {
             "enc": enc_out,
-            "pose_layers": [_query_slice(x, slice(0, q)) for x in layers_out] if a or d else layers_out,
+            "pose_layers": [_query_slice(x, slice(0, q)) for x in layers_out]
+            if a or d
+            else layers_out,
             "init_reference": init_ref[:, :q],
             "input_references": input_refs[:, :, :q],
         }
@@ -371,7 +486,9 @@ class PAVENetHead(nn.Module):
         return out
 
     # ---------------------------------------------------------------- joint decoder
-    def decode_joints(self, enc: Frames, clip_index: torch.Tensor, init_refs: torch.Tensor) -> List[Dict]:
+    def decode_joints(
+        self, enc: Frames, clip_index: torch.Tensor, init_refs: torch.Tensor
+    ) -> List[Dict]:
         """Spatiotemporal joint decoder for M persons.
 
         enc: the B*F encoded frames (or the list of F, as in `decode_pose`); clip_index (M,) long: which
@@ -393,22 +510,37 @@ class PAVENetHead(nn.Module):
         out = []
         for lid, layer in enumerate(self.transformer.refine_decoder.layers):
             values, mask = self._layer_values(enc, frames, n_pose + lid)
-            hs = layer(query, query_pos, values, refs[:, :, :, None, :] * vr[:, :, None], frames[0].spatial_shapes,
-                       mask, value_index=clip_index)
+            hs = layer(
+                query,
+                query_pos,
+                values,
+                refs[:, :, :, None, :] * vr[:, :, None],
+                frames[0].spatial_shapes,
+                mask,
+                value_index=clip_index,
+            )
             new_refs = torch.stack(
-                [(self.refine_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
-                 for fi, pre in enumerate(self.prefixes)], dim=1)
-            out.append({
-                "keypoints": new_refs[:, c],
-                "sigma": self.refine_fc_sigma_branches[lid](hs).sigmoid(),
-                "hs": hs,
-                "references": new_refs,
-            })
+                [
+                    (self.refine_branches(pre)[lid](hs) + inverse_sigmoid(refs[:, fi])).sigmoid()
+                    for fi, pre in enumerate(self.prefixes)
+                ],
+                dim=1,
+            )
+            out.append(
+                {
+                    "keypoints": new_refs[:, c],
+                    "sigma": self.refine_fc_sigma_branches[lid](hs).sigmoid(),
+                    "hs": hs,
+                    "references": new_refs,
+                }
+            )
             refs = new_refs  # not detached between joint layers (docs/REFERENCE.md §6)
             query = hs
         return out
 
-    def joint_init_references(self, pose_out: Dict, clip_index: torch.Tensor, query_index: torch.Tensor):
+    def joint_init_references(
+        self, pose_out: Dict, clip_index: torch.Tensor, query_index: torch.Tensor
+    ):
         """(M, F, K, 2) joint-decoder start: last pose layer's key-frame pose and auxiliary-frame references."""
         last = pose_out["pose_layers"][-1]
         if "references" in last:
@@ -416,9 +548,16 @@ class PAVENetHead(nn.Module):
         else:  # lean decode_pose: the last layer's update for the selected persons only
             hs = last["hs"][clip_index, query_index]  # (M, C)
             ref_in = pose_out["input_references"][clip_index, :, query_index]  # (M, F, 2K)
-            lid = self.transformer.decoder.num_layers - 1  # not [-1]: the key frame's list also holds the encoder's
-            sel = torch.stack([(self.pose_branches(pre)[lid](hs) + inverse_sigmoid(ref_in[:, fi])).sigmoid()
-                               for fi, pre in enumerate(self.prefixes)], dim=1)
+            lid = (
+                self.transformer.decoder.num_layers - 1
+            )  # not [-1]: the key frame's list also holds the encoder's
+            sel = torch.stack(
+                [
+                    (self.pose_branches(pre)[lid](hs) + inverse_sigmoid(ref_in[:, fi])).sigmoid()
+                    for fi, pre in enumerate(self.prefixes)
+                ],
+                dim=1,
+            )
         if self.num_frames == 5 and self.f5_t2_reference_branch == "next":
             # docs/REFERENCE.md §16 8a: the official F=5 head recomputes the t+2 start pose with next_kpt_branches
             # (the decoder itself used next_next_kpt_branches); converted F=5 weights expect that.

@@ -3,6 +3,7 @@
 C(i, j) = cost_class * C_cls + cost_kpt_l1 * C_L1 + cost_oks * C_oks, solved with scipy's
 ``linear_sum_assignment``; no gradient flows through the matching.
 """
+
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,7 +25,11 @@ def check_targets(targets: Sequence[Dict], num_keypoints: int) -> None:
             raise KeyError(f"targets[{b}] lacks {missing}; expected keys {list(_TARGET_KEYS)}")
         kpts, vis, areas = t["keypoints"], t["visible"], t["areas"]
         n = kpts.shape[0]
-        if kpts.shape != (n, num_keypoints, 2) or vis.shape != (n, num_keypoints) or areas.shape != (n,):
+        if (
+            kpts.shape != (n, num_keypoints, 2)
+            or vis.shape != (n, num_keypoints)
+            or areas.shape != (n,)
+        ):
             raise ValueError(
                 f"targets[{b}]: keypoints {tuple(kpts.shape)}, visible {tuple(vis.shape)}, areas "
                 f"{tuple(areas.shape)} must be (N, {num_keypoints}, 2), (N, {num_keypoints}), (N,)"
@@ -66,7 +71,9 @@ class PoseHungarianMatcher:
         return (pos - neg)[:, None].expand(-1, num_gt)
 
     @staticmethod
-    def kpt_l1_cost(keypoints: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def kpt_l1_cost(
+        keypoints: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor
+    ) -> torch.Tensor:
         """Visibility-masked L1 over normalised coordinates / max(2 * #visible, 1): (Q,K,2), (N,K,2), (N,K) -> (Q,N).
 
         Predictions of joints that are invisible in GT j are zeroed and so is the GT there (official KptL1Cost),
@@ -77,12 +84,19 @@ class PoseHungarianMatcher:
         return (diff * v[None]).sum(-1) / (2 * v.sum(-1)).clamp(min=1)[None]
 
     def oks_cost(
-        self, keypoints: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor, areas: torch.Tensor, image_size
+        self,
+        keypoints: torch.Tensor,
+        gt: torch.Tensor,
+        visible: torch.Tensor,
+        areas: torch.Tensor,
+        image_size,
     ) -> torch.Tensor:
         """-OKS in pixels: (Q,K,2), (N,K,2) normalised, (N,K), areas (N,) px, image_size (h, w) -> (Q, N)."""
         k = keypoints.shape[1]
         if len(self.oks_sigmas) != k:
-            raise ValueError(f"PoseHungarianMatcher has {len(self.oks_sigmas)} OKS sigmas for K={k} keypoints")
+            raise ValueError(
+                f"PoseHungarianMatcher has {len(self.oks_sigmas)} OKS sigmas for K={k} keypoints"
+            )
         h, w = float(image_size[0]), float(image_size[1])
         scale = keypoints.new_tensor([w, h])
         variances = (2 * keypoints.new_tensor(self.oks_sigmas)) ** 2  # (K,)
@@ -93,7 +107,9 @@ class PoseHungarianMatcher:
         oks = (torch.exp(-e) * v[None]).sum(-1) / v.sum(-1).clamp(min=1)[None]
         return -oks
 
-    def cost_matrix(self, logits: torch.Tensor, keypoints: torch.Tensor, target: Dict) -> torch.Tensor:
+    def cost_matrix(
+        self, logits: torch.Tensor, keypoints: torch.Tensor, target: Dict
+    ) -> torch.Tensor:
         """Weighted total cost (Q, N) for one clip: logits (Q, 1), keypoints (Q, K, 2) in [0, 1]."""
         gt, vis = target["keypoints"].to(keypoints), target["visible"].to(keypoints)
         areas = torch.as_tensor(target["areas"]).to(keypoints)
@@ -128,7 +144,9 @@ class PoseHungarianMatcher:
                 f"{tuple(keypoints.shape)} (B, Q, K, 2) with the same B, Q"
             )
         if len(targets) != logits.shape[0]:
-            raise ValueError(f"matcher: {len(targets)} targets for a batch of {logits.shape[0]} clips")
+            raise ValueError(
+                f"matcher: {len(targets)} targets for a batch of {logits.shape[0]} clips"
+            )
         check_targets(targets, keypoints.shape[2])
         device = keypoints.device
         out = []

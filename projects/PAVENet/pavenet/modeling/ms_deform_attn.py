@@ -20,6 +20,7 @@ its overflow (docs/REFERENCE.md §16 8c).
 
 The modules keep the official attribute names so checkpoints convert by renaming alone.
 """
+
 import math
 from typing import List
 
@@ -93,7 +94,12 @@ class MSDeformAttn(nn.Module):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
-        self.embed_dim, self.num_heads, self.num_levels, self.num_points = embed_dim, num_heads, num_levels, num_points
+        self.embed_dim, self.num_heads, self.num_levels, self.num_points = (
+            embed_dim,
+            num_heads,
+            num_levels,
+            num_points,
+        )
         self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dim, embed_dim)
@@ -104,7 +110,9 @@ class MSDeformAttn(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.sampling_offsets.weight)
         with torch.no_grad():
-            self.sampling_offsets.bias.copy_(_ring_offset_bias(self.num_heads, self.num_levels, self.num_points))
+            self.sampling_offsets.bias.copy_(
+                _ring_offset_bias(self.num_heads, self.num_levels, self.num_points)
+            )
         nn.init.zeros_(self.attention_weights.weight)
         nn.init.zeros_(self.attention_weights.bias)
         _xavier(self.value_proj)
@@ -116,7 +124,9 @@ class MSDeformAttn(nn.Module):
         n, q, _ = query.shape
         h, lvl, p = self.num_heads, self.num_levels, self.num_points
         x = query + query_pos if query_pos is not None else query
-        v = _zero_padded(self.value_proj(value), padding_mask)  # standard MSDA: zeroed after the projection
+        v = _zero_padded(
+            self.value_proj(value), padding_mask
+        )  # standard MSDA: zeroed after the projection
         v = v.view(n, v.shape[1], h, -1)
         offsets = self.sampling_offsets(x).view(n, q, h, lvl, p, 2)
         weights = self.attention_weights(x).view(n, q, h, lvl * p).softmax(-1).view(n, q, h, lvl, p)
@@ -135,7 +145,16 @@ class _MultiFrameBase(nn.Module):
 
     msda_impl = "pytorch"  # sampling backend; the model sets it (msda_backend.set_msda_impl)
 
-    def __init__(self, num_frames, embed_dim, num_heads, num_levels, num_points, dropout, value_fill_before_proj):
+    def __init__(
+        self,
+        num_frames,
+        embed_dim,
+        num_heads,
+        num_levels,
+        num_points,
+        dropout,
+        value_fill_before_proj,
+    ):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
@@ -144,8 +163,16 @@ class _MultiFrameBase(nn.Module):
         self.prefixes = frame_prefixes(num_frames)
         # Registration order follows the official checkpoints (frame order, offsets before weights).
         for pre in self.prefixes:
-            setattr(self, pre + "sampling_offsets", nn.Linear(embed_dim, num_heads * num_levels * num_points * 2))
-            setattr(self, pre + "attention_weights", nn.Linear(embed_dim, num_heads * num_levels * num_points))
+            setattr(
+                self,
+                pre + "sampling_offsets",
+                nn.Linear(embed_dim, num_heads * num_levels * num_points * 2),
+            )
+            setattr(
+                self,
+                pre + "attention_weights",
+                nn.Linear(embed_dim, num_heads * num_levels * num_points),
+            )
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
         self.dropout = nn.Dropout(dropout)
@@ -193,9 +220,25 @@ class PoseAwareAttention(_MultiFrameBase):
     uniform weights); value_proj / output_proj xavier-uniform with zero bias.
     """
 
-    def __init__(self, num_frames=3, embed_dim=256, num_heads=8, num_levels=4, num_keypoints=15, dropout=0.1,
-                 value_fill_before_proj=True):
-        super().__init__(num_frames, embed_dim, num_heads, num_levels, num_keypoints, dropout, value_fill_before_proj)
+    def __init__(
+        self,
+        num_frames=3,
+        embed_dim=256,
+        num_heads=8,
+        num_levels=4,
+        num_keypoints=15,
+        dropout=0.1,
+        value_fill_before_proj=True,
+    ):
+        super().__init__(
+            num_frames,
+            embed_dim,
+            num_heads,
+            num_levels,
+            num_keypoints,
+            dropout,
+            value_fill_before_proj,
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -255,17 +298,38 @@ class MultiFrameDeformAttn(_MultiFrameBase):
     The state_dict lists every official name in all modes.
     """
 
-    def __init__(self, num_frames=3, embed_dim=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1,
-                 value_fill_before_proj=True, offset_bias="shared_storage"):
-        super().__init__(num_frames, embed_dim, num_heads, num_levels, num_points, dropout, value_fill_before_proj)
+    def __init__(
+        self,
+        num_frames=3,
+        embed_dim=256,
+        num_heads=8,
+        num_levels=4,
+        num_points=4,
+        dropout=0.1,
+        value_fill_before_proj=True,
+        offset_bias="shared_storage",
+    ):
+        super().__init__(
+            num_frames,
+            embed_dim,
+            num_heads,
+            num_levels,
+            num_points,
+            dropout,
+            value_fill_before_proj,
+        )
         if offset_bias not in JOINT_OFFSET_BIAS_MODES:
-            raise ValueError(f"MODEL.PAVENET.JOINT_OFFSET_BIAS must be one of {JOINT_OFFSET_BIAS_MODES}, "
-                             f"got {offset_bias!r}")
+            raise ValueError(
+                f"MODEL.PAVENET.JOINT_OFFSET_BIAS must be one of {JOINT_OFFSET_BIAS_MODES}, "
+                f"got {offset_bias!r}"
+            )
         self.offset_bias = offset_bias
         last = self.offset_layers()[-1].bias
         for m in self.offset_layers()[:-1]:
             if offset_bias == "shared_storage":
-                m.bias = nn.Parameter(last.data)  # a Parameter of its own over the last frame's storage
+                m.bias = nn.Parameter(
+                    last.data
+                )  # a Parameter of its own over the last frame's storage
             elif offset_bias == "shared_parameter":
                 m.bias = last
         self.reset_parameters()
@@ -282,8 +346,16 @@ class MultiFrameDeformAttn(_MultiFrameBase):
         _xavier(self.value_proj)
         _xavier(self.output_proj)
 
-    def forward(self, query, query_pos, values, reference_points, spatial_shapes, padding_mask=None,
-                value_index=None):
+    def forward(
+        self,
+        query,
+        query_pos,
+        values,
+        reference_points,
+        spatial_shapes,
+        padding_mask=None,
+        value_index=None,
+    ):
         """
         query, query_pos: (N, Q, C) (Q = K joint queries of one person)
         values: (B, F, S, C) clip memories, or a list of F (B, S, H, D) maps from `project_values` (the
@@ -298,7 +370,9 @@ class MultiFrameDeformAttn(_MultiFrameBase):
         v = self._values(values, padding_mask)  # (B, F, S, H, D) or F x (B, S, H, D)
         offs, logits = self._offsets_and_logits(x)  # (N, Q, H, F, L, P, 2)
         normalizer = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offs)
-        ref = reference_points.permute(0, 2, 1, 3, 4)[:, :, None, :, :, None, :]  # (N, Q, 1, F, L, 1, 2)
+        ref = reference_points.permute(0, 2, 1, 3, 4)[
+            :, :, None, :, :, None, :
+        ]  # (N, Q, 1, F, L, 1, 2)
         locs = ref + offs / normalizer[None, None, None, None, :, None, :]
         if value_index is None:
             out = multi_frame_deform_attn(v, spatial_shapes, locs, logits, self.msda_impl)
@@ -311,8 +385,13 @@ class MultiFrameDeformAttn(_MultiFrameBase):
                 if (v[0] if isinstance(v, list) else v).shape[0] == 1:
                     vb = v  # one clip: no slice, whose backward would zero-fill and copy the whole memory gradient
                 else:
-                    vb = [x[b:b + 1] for x in v] if isinstance(v, list) else v[b:b + 1]
-                o = multi_frame_deform_attn(vb, spatial_shapes, locs[rows].flatten(0, 1)[None],
-                                            logits[rows].flatten(0, 1)[None], self.msda_impl)
+                    vb = [x[b : b + 1] for x in v] if isinstance(v, list) else v[b : b + 1]
+                o = multi_frame_deform_attn(
+                    vb,
+                    spatial_shapes,
+                    locs[rows].flatten(0, 1)[None],
+                    logits[rows].flatten(0, 1)[None],
+                    self.msda_impl,
+                )
                 out = out.index_copy(0, rows, o.view(nb, q, -1))
         return query + self.dropout(self.output_proj(out))

@@ -9,14 +9,22 @@
 `resolve_msda_impl` is the one place that turns the config value into a backend; `set_msda_impl`
 hands the result to every attention module of a model (they read it in `ms_deform_attn_core`).
 """
+
 import functools
 import logging
 from typing import Callable, Optional
 
 from torch import nn
 
-__all__ = ["MSDA_IMPLS", "KERNEL_PACKAGE", "KERNEL_INSTALL", "kernel_op", "kernel_available",
-           "resolve_msda_impl", "set_msda_impl"]
+__all__ = [
+    "MSDA_IMPLS",
+    "KERNEL_PACKAGE",
+    "KERNEL_INSTALL",
+    "kernel_op",
+    "kernel_available",
+    "resolve_msda_impl",
+    "set_msda_impl",
+]
 
 MSDA_IMPLS = ("auto", "pytorch", "kernel")
 KERNEL_PACKAGE = "torch-ms-deform-attn==0.1.1"
@@ -30,7 +38,9 @@ def _import_kernel():
     """(op, None) or (None, reason). Cached: a failed import is not retried per call."""
     try:
         from torch_ms_deform_attn import ms_deform_attn
-    except Exception as e:  # ImportError, or an OSError / undefined symbol of a build for another torch
+    except (
+        Exception
+    ) as e:  # ImportError, or an OSError / undefined symbol of a build for another torch
         return None, f"{type(e).__name__}: {e}"
     return ms_deform_attn, None
 
@@ -56,7 +66,8 @@ def resolve_msda_impl(impl: str) -> str:
         raise ImportError(
             f"MODEL.PAVENET.MSDA_IMPL='kernel' needs the package {KERNEL_PACKAGE!r}, which does not import "
             f"({_import_kernel()[1]}). Install it after torch with `{KERNEL_INSTALL}` (docs/INSTALL.md), "
-            "or set MODEL.PAVENET.MSDA_IMPL to 'auto' or 'pytorch'.")
+            "or set MODEL.PAVENET.MSDA_IMPL to 'auto' or 'pytorch'."
+        )
     return "pytorch"
 
 
@@ -69,7 +80,11 @@ def set_msda_impl(model: nn.Module, impl: str, log: bool = True) -> str:
             m.msda_impl = backend
             count += 1
     if log:
-        why = "" if impl == backend else f" (MSDA_IMPL={impl!r}" + (
-            ", torch_ms_deform_attn not importable)" if backend == "pytorch" else ")")
+        why = (
+            ""
+            if impl == backend
+            else f" (MSDA_IMPL={impl!r}"
+            + (", torch_ms_deform_attn not importable)" if backend == "pytorch" else ")")
+        )
         logger.info("Deformable attention: %s backend in %d modules%s", backend, count, why)
     return backend

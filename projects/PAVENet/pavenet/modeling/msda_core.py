@@ -12,6 +12,7 @@
 
 The modules with the official parameter names live in `ms_deform_attn`.
 """
+
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -31,7 +32,9 @@ def level_shapes(spatial_shapes: Shapes) -> List[Tuple[int, int]]:
     the exported graphs take any image size."""
     if torch.is_tensor(spatial_shapes):
         if torch.jit.is_tracing():
-            return [(spatial_shapes[i, 0], spatial_shapes[i, 1]) for i in range(len(spatial_shapes))]
+            return [
+                (spatial_shapes[i, 0], spatial_shapes[i, 1]) for i in range(len(spatial_shapes))
+            ]
         return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     return [(h, w) if torch.jit.is_tracing() else (int(h), int(w)) for h, w in spatial_shapes]
 
@@ -71,15 +74,23 @@ def ms_deform_attn_core(
     device_type = values[0].device.type
     if torch.is_autocast_enabled(device_type) and impl == "pytorch":
         with torch.autocast(device_type, enabled=False):
-            return ms_deform_attn_core([v.float() for v in values], spatial_shapes, sampling_locations.float(),
-                                       attention_weights.float())
+            return ms_deform_attn_core(
+                [v.float() for v in values],
+                spatial_shapes,
+                sampling_locations.float(),
+                attention_weights.float(),
+            )
     if impl == "kernel":
         op = kernel_op()
         if op is None:
-            resolve_msda_impl("kernel")  # raises the error naming the package and the install command
+            resolve_msda_impl(
+                "kernel"
+            )  # raises the error naming the package and the install command
         if len(values) != 1:
-            raise ValueError("ms_deform_attn_core: the kernel takes one value tensor (multi_frame_deform_attn "
-                             "calls it once per frame)")
+            raise ValueError(
+                "ms_deform_attn_core: the kernel takes one value tensor (multi_frame_deform_attn "
+                "calls it once per frame)"
+            )
         shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=values[0].device)
         if level_start_index is None:
             level_start_index = _level_start_index(shapes)
@@ -87,17 +98,25 @@ def ms_deform_attn_core(
     # The ONNX exporter may pick another arrangement of the same sums (msda_export).
     sampler = _grid_sample_sum if impl == "pytorch" else EXPORT_SAMPLERS.get(impl)
     if sampler is None:
-        raise ValueError(f"ms_deform_attn_core: impl must be 'pytorch', 'kernel' or an export formulation "
-                         f"{sorted(EXPORT_SAMPLERS)}, got {impl!r}")
+        raise ValueError(
+            f"ms_deform_attn_core: impl must be 'pytorch', 'kernel' or an export formulation "
+            f"{sorted(EXPORT_SAMPLERS)}, got {impl!r}"
+        )
     shapes = level_shapes(spatial_shapes)
     num_levels = sampling_locations.shape[3]
     if num_levels != len(shapes):
-        raise ValueError(f"sampling locations have {num_levels} levels but spatial_shapes is {shapes}")
-    if len(values) == 1:  # one tensor (also the traced ONNX path: level sizes are graph values there)
+        raise ValueError(
+            f"sampling locations have {num_levels} levels but spatial_shapes is {shapes}"
+        )
+    if (
+        len(values) == 1
+    ):  # one tensor (also the traced ONNX path: level sizes are graph values there)
         s = values[0].shape[1]
         if not torch.jit.is_tracing() and sum(hh * ww for hh, ww in shapes) != s:
-            raise ValueError(f"value tensors of [{s}] tokens do not split into whole levels of spatial_shapes "
-                             f"{shapes}")
+            raise ValueError(
+                f"value tensors of [{s}] tokens do not split into whole levels of spatial_shapes "
+                f"{shapes}"
+            )
         level_values = list(values[0].split([hh * ww for hh, ww in shapes], dim=1))
     else:
         level_values = []
@@ -106,7 +125,9 @@ def ms_deform_attn_core(
     return sampler(level_values, shapes, sampling_locations, attention_weights)
 
 
-def _level_groups(values: Sequence[torch.Tensor], shapes: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+def _level_groups(
+    values: Sequence[torch.Tensor], shapes: List[Tuple[int, int]]
+) -> List[Tuple[int, int]]:
     """Which levels [l0, l1) each value tensor holds (consecutive, whole levels, in order)."""
     groups, lvl = [], 0
     for v in values:
@@ -115,16 +136,24 @@ def _level_groups(values: Sequence[torch.Tensor], shapes: List[Tuple[int, int]])
             tokens += shapes[lvl][0] * shapes[lvl][1]
             lvl += 1
         if tokens != v.shape[1]:
-            raise ValueError(f"value tensors of {[x.shape[1] for x in values]} tokens do not split into whole "
-                             f"levels of spatial_shapes {shapes}")
+            raise ValueError(
+                f"value tensors of {[x.shape[1] for x in values]} tokens do not split into whole "
+                f"levels of spatial_shapes {shapes}"
+            )
         groups.append((start, lvl))
     if lvl != len(shapes):
-        raise ValueError(f"value has {sum(x.shape[1] for x in values)} tokens but spatial_shapes is {shapes}")
+        raise ValueError(
+            f"value has {sum(x.shape[1] for x in values)} tokens but spatial_shapes is {shapes}"
+        )
     return groups
 
 
-def _grid_sample_sum(level_values: List[torch.Tensor], shapes: List[Tuple[int, int]],
-                     sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+def _grid_sample_sum(
+    level_values: List[torch.Tensor],
+    shapes: List[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
     """The PyTorch core: level_values L maps (N, h*w, H, D) -> (N, Q, H * D)."""
     n, _, h, d = level_values[0].shape
     _, q, _, num_levels, p, _ = sampling_locations.shape
@@ -135,7 +164,9 @@ def _grid_sample_sum(level_values: List[torch.Tensor], shapes: List[Tuple[int, i
         v = level_values[lvl].flatten(2).transpose(1, 2).reshape(n * h, d, hh, ww)
         # (N, Q, H, P, 2) -> (N*H, Q, P, 2)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+        samples.append(
+            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )
     # (N*H, D, Q, L, P) -> (N*H, D, Q, L*P)
     stacked = torch.stack(samples, dim=-2).flatten(-2)
     w = attention_weights.transpose(1, 2).reshape(n * h, 1, q, num_levels * p)

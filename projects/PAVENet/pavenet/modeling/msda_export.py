@@ -10,6 +10,7 @@ the samples, one pass over them. Summation order differs (per level, then over l
 The exporter selects one by name (`pavenet.export.export_onnx(..., sampling=...)`); the model's own
 backends ("pytorch", "kernel") are untouched. Every formulation uses standard ONNX operators only.
 """
+
 import math
 from typing import Callable, Dict, List, Tuple
 
@@ -19,8 +20,12 @@ import torch.nn.functional as F
 __all__ = ["EXPORT_SAMPLERS", "levelwise_grid_sample_sum"]
 
 
-def levelwise_grid_sample_sum(level_values: List[torch.Tensor], shapes: List[Tuple[int, int]],
-                              sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+def levelwise_grid_sample_sum(
+    level_values: List[torch.Tensor],
+    shapes: List[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
     """level_values: L maps (N, h*w, H, D); sampling_locations (N, Q, H, L, P, 2) in [0, 1];
     attention_weights (N, Q, H, L, P) -> (N, Q, H * D)."""
     n, _, h, d = level_values[0].shape
@@ -32,7 +37,9 @@ def levelwise_grid_sample_sum(level_values: List[torch.Tensor], shapes: List[Tup
     for lvl, (hh, ww) in enumerate(shapes):
         v = level_values[lvl].flatten(2).transpose(1, 2).reshape(n * h, d, hh, ww)  # (N*H, D, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (N*H, Q, P, 2)
-        s = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N*H, D, Q, P)
+        s = F.grid_sample(
+            v, g, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (N*H, D, Q, P)
         part = (s * weights[:, lvl]).sum(-1)  # (N*H, D, Q)
         out = part if out is None else out + part
     return out.view(n, h * d, q).transpose(1, 2).contiguous()
@@ -55,12 +62,28 @@ class _DeformConv(torch.autograd.Function):
     def symbolic(g, x, weight, offset, mask, offset_groups: int, channels: int, points: int):
         kh, kw = 1, points
         bias = g.op("Constant", value_t=torch.zeros(channels))
-        return g.op("DeformConv", x, weight, offset, bias, mask, group_i=channels, offset_group_i=offset_groups,
-                    kernel_shape_i=[kh, kw], strides_i=[1, 1], pads_i=[0, 0, 0, 0], dilations_i=[1, 1])
+        return g.op(
+            "DeformConv",
+            x,
+            weight,
+            offset,
+            bias,
+            mask,
+            group_i=channels,
+            offset_group_i=offset_groups,
+            kernel_shape_i=[kh, kw],
+            strides_i=[1, 1],
+            pads_i=[0, 0, 0, 0],
+            dilations_i=[1, 1],
+        )
 
 
-def deform_conv_sum(level_values: List[torch.Tensor], shapes: List[Tuple[int, int]],
-                    sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+def deform_conv_sum(
+    level_values: List[torch.Tensor],
+    shapes: List[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
     """The same sums as ONNX DeformConv, one per level: a depthwise 1 x P deformable convolution whose
     offset groups are the heads, whose modulation mask is the attention weights and whose weights are
     ones. DeformConv computes each sample's corners and weights once per head (GridSample: once per
@@ -81,9 +104,13 @@ def deform_conv_sum(level_values: List[torch.Tensor], shapes: List[Tuple[int, in
         v = level_values[lvl].flatten(2).transpose(1, 2).reshape(n, c, hh, ww)  # (N, H*D, h, w)
         # A grid of h' x w' >= Q cells, h' >= h, w' >= w - P + 1, near square (small coordinates keep the
         # offsets' rounding small); the map zero-padded to h' x (w' + P - 1).
-        side = int(math.ceil(math.sqrt(int(q))))  # a constant of the exported graph: any Q still fits (w' grows)
+        side = int(
+            math.ceil(math.sqrt(int(q)))
+        )  # a constant of the exported graph: any Q still fits (w' grows)
         grid_h = torch.maximum(torch.as_tensor(hh), torch.as_tensor(side))
-        grid_w = torch.maximum(torch.as_tensor(ww) - p + 1, (torch.as_tensor(q) + grid_h - 1) // grid_h)
+        grid_w = torch.maximum(
+            torch.as_tensor(ww) - p + 1, (torch.as_tensor(q) + grid_h - 1) // grid_h
+        )
         v = torch.cat([v, v.new_zeros(1, 1, 1, 1).expand(n, c, hh, grid_w + p - 1 - ww)], 3)
         v = torch.cat([v, v.new_zeros(1, 1, 1, 1).expand(n, c, grid_h - hh, grid_w + p - 1)], 2)
         cells = grid_h * grid_w

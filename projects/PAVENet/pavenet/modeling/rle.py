@@ -3,14 +3,14 @@
 The flow keeps the official attribute names (``mask``, ``s.{i}.{0,2,4}``, ``t.{i}.{0,2,4}``) so the official
 ``bbox_head.{enc_flow,dec_flow,flow}.*`` tensors load by renaming the prefix alone.
 """
+
 import math
 from typing import Optional
 
 import torch
 import torch.distributed as dist
-from torch import nn
-
 from detectron2.utils import comm
+from torch import nn
 
 __all__ = ["RealNVP", "rle_loss", "reduce_mean_count"]
 
@@ -19,7 +19,13 @@ _LOG_SQRT_2PI = 0.5 * _LOG_2PI
 
 
 def _coupling_net(hidden: int, with_tanh: bool) -> nn.Sequential:
-    layers = [nn.Linear(2, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, 2)]
+    layers = [
+        nn.Linear(2, hidden),
+        nn.LeakyReLU(),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(),
+        nn.Linear(hidden, 2),
+    ]
     if with_tanh:
         layers.append(nn.Tanh())
     return nn.Sequential(*layers)
@@ -36,7 +42,9 @@ class RealNVP(nn.Module):
     def __init__(self, num_layers: int = 6, hidden: int = 64, prior_mean: float = 0.5):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"RealNVP needs at least one coupling layer, got num_layers={num_layers}")
+            raise ValueError(
+                f"RealNVP needs at least one coupling layer, got num_layers={num_layers}"
+            )
         # Alternating masks [0, 1], [1, 0], ...: 1 marks the coordinate that conditions the coupling.
         mask = torch.tensor([[0.0, 1.0], [1.0, 0.0]] * ((num_layers + 1) // 2))[:num_layers]
         self.register_buffer("mask", mask)
@@ -71,7 +79,9 @@ class RealNVP(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log density of ``x (..., 2)`` -> ``(...)`` by change of variables through the inverse couplings."""
         if x.shape[-1] != 2:
-            raise ValueError(f"RealNVP.log_prob expects (..., 2) inputs, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"RealNVP.log_prob expects (..., 2) inputs, got shape {tuple(x.shape)}"
+            )
         z, log_det = self.inverse(x)
         log_base = -_LOG_2PI - 0.5 * ((z - self.prior_mean) ** 2).sum(dim=-1)
         return log_base + log_det
@@ -119,7 +129,9 @@ def rle_loss(
             "must all be (N, K, 2)"
         )
     if visible.shape != pred.shape[:-1]:
-        raise ValueError(f"rle_loss: visible {tuple(visible.shape)} must be (N, K) = {tuple(pred.shape[:-1])}")
+        raise ValueError(
+            f"rle_loss: visible {tuple(visible.shape)} must be (N, K) = {tuple(pred.shape[:-1])}"
+        )
     visible = visible.to(pred.dtype)
     if normaliser is None:
         normaliser = reduce_mean_count(2.0 * visible.sum())
@@ -133,8 +145,10 @@ def rle_loss(
     mu, sg, y, w = pred[sel], sigma[sel], target[sel], visible[sel]  # (M, 2), (M, 2), (M, 2), (M,)
     log_phi = flow.log_prob((mu - y) / sg)  # (M,): counted once per coordinate below
     per_coord = (
-        torch.log(sg) - log_phi[:, None]
-        + torch.log(sg) + _LOG_SQRT_2PI
+        torch.log(sg)
+        - log_phi[:, None]
+        + torch.log(sg)
+        + _LOG_SQRT_2PI
         + (y - mu).abs() / (math.sqrt(2.0) * sg + 1e-9)
     )  # (M, 2)
     return (per_coord * w[:, None]).sum() / normaliser

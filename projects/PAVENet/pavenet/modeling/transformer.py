@@ -4,6 +4,7 @@ All tensors are batch-first here (the official mmcv code is sequence-first; the 
 Every layer is post-norm. Residual connections of attentions and FFNs live inside those modules, as
 in mmcv, so the parameter tree is `attentions.{i}`, `ffns.0.layers.{0.0,1}`, `norms.{i}`.
 """
+
 import torch
 from torch import nn
 
@@ -65,12 +66,16 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, embed_dim, num_heads, num_levels, num_points, ffn_dim, dropout):
         super().__init__()
-        self.attentions = nn.ModuleList([MSDeformAttn(embed_dim, num_heads, num_levels, num_points, dropout)])
+        self.attentions = nn.ModuleList(
+            [MSDeformAttn(embed_dim, num_heads, num_levels, num_points, dropout)]
+        )
         self.ffns = nn.ModuleList([FFN(embed_dim, ffn_dim, dropout)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dim) for _ in range(2)])
 
     def forward(self, x, pos, reference_points, spatial_shapes, padding_mask):
-        x = self.norms[0](self.attentions[0](x, pos, x, reference_points, spatial_shapes, padding_mask))
+        x = self.norms[0](
+            self.attentions[0](x, pos, x, reference_points, spatial_shapes, padding_mask)
+        )
         return self.norms[1](self.ffns[0](x))
 
 
@@ -83,26 +88,73 @@ class _DecoderLayer(nn.Module):
         self.ffns = nn.ModuleList([FFN(embed_dim, ffn_dim, dropout)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dim) for _ in range(3)])
 
-    def forward(self, query, query_pos, values, references, spatial_shapes, padding_mask, self_attn_mask=None,
-                **kwargs):
+    def forward(
+        self,
+        query,
+        query_pos,
+        values,
+        references,
+        spatial_shapes,
+        padding_mask,
+        self_attn_mask=None,
+        **kwargs,
+    ):
         x = self.norms[0](self.attentions[0](query, query_pos, self_attn_mask))
-        x = self.norms[1](self.attentions[1](x, query_pos, values, references, spatial_shapes, padding_mask, **kwargs))
+        x = self.norms[1](
+            self.attentions[1](
+                x, query_pos, values, references, spatial_shapes, padding_mask, **kwargs
+            )
+        )
         return self.norms[2](self.ffns[0](x))
 
 
 class PoseDecoderLayer(_DecoderLayer):
-    def __init__(self, num_frames, num_keypoints, embed_dim, num_heads, num_levels, ffn_dim, dropout,
-                 value_fill_before_proj=True):
-        attn = PoseAwareAttention(num_frames, embed_dim, num_heads, num_levels, num_keypoints, dropout,
-                                  value_fill_before_proj)
+    def __init__(
+        self,
+        num_frames,
+        num_keypoints,
+        embed_dim,
+        num_heads,
+        num_levels,
+        ffn_dim,
+        dropout,
+        value_fill_before_proj=True,
+    ):
+        attn = PoseAwareAttention(
+            num_frames,
+            embed_dim,
+            num_heads,
+            num_levels,
+            num_keypoints,
+            dropout,
+            value_fill_before_proj,
+        )
         super().__init__(attn, embed_dim, num_heads, ffn_dim, dropout)
 
 
 class JointDecoderLayer(_DecoderLayer):
-    def __init__(self, num_frames, embed_dim, num_heads, num_levels, num_points, ffn_dim, dropout,
-                 value_fill_before_proj=True, offset_bias="shared_storage"):
-        attn = MultiFrameDeformAttn(num_frames, embed_dim, num_heads, num_levels, num_points, dropout,
-                                    value_fill_before_proj, offset_bias)
+    def __init__(
+        self,
+        num_frames,
+        embed_dim,
+        num_heads,
+        num_levels,
+        num_points,
+        ffn_dim,
+        dropout,
+        value_fill_before_proj=True,
+        offset_bias="shared_storage",
+    ):
+        attn = MultiFrameDeformAttn(
+            num_frames,
+            embed_dim,
+            num_heads,
+            num_levels,
+            num_points,
+            dropout,
+            value_fill_before_proj,
+            offset_bias,
+        )
         super().__init__(attn, embed_dim, num_heads, ffn_dim, dropout)
 
 
@@ -126,19 +178,62 @@ class PAVETransformer(nn.Module):
     The forward logic lives in `PAVENetHead`, which also owns the prediction branches.
     """
 
-    def __init__(self, num_frames=3, num_keypoints=15, embed_dim=256, num_heads=8, num_levels=4, ffn_dim=1024,
-                 dropout=0.1, enc_layers=6, enc_points=4, pose_layers=3, joint_layers=2, joint_points=4,
-                 value_fill_before_proj=True, joint_offset_bias="shared_storage"):
+    def __init__(
+        self,
+        num_frames=3,
+        num_keypoints=15,
+        embed_dim=256,
+        num_heads=8,
+        num_levels=4,
+        ffn_dim=1024,
+        dropout=0.1,
+        enc_layers=6,
+        enc_points=4,
+        pose_layers=3,
+        joint_layers=2,
+        joint_points=4,
+        value_fill_before_proj=True,
+        joint_offset_bias="shared_storage",
+    ):
         super().__init__()
         self.embed_dim = embed_dim
         self.encoder = LayerStack(
-            [EncoderLayer(embed_dim, num_heads, num_levels, enc_points, ffn_dim, dropout) for _ in range(enc_layers)])
-        self.decoder = LayerStack([
-            PoseDecoderLayer(num_frames, num_keypoints, embed_dim, num_heads, num_levels, ffn_dim, dropout,
-                             value_fill_before_proj) for _ in range(pose_layers)])
-        self.refine_decoder = LayerStack([
-            JointDecoderLayer(num_frames, embed_dim, num_heads, num_levels, joint_points, ffn_dim, dropout,
-                              value_fill_before_proj, joint_offset_bias) for _ in range(joint_layers)])
+            [
+                EncoderLayer(embed_dim, num_heads, num_levels, enc_points, ffn_dim, dropout)
+                for _ in range(enc_layers)
+            ]
+        )
+        self.decoder = LayerStack(
+            [
+                PoseDecoderLayer(
+                    num_frames,
+                    num_keypoints,
+                    embed_dim,
+                    num_heads,
+                    num_levels,
+                    ffn_dim,
+                    dropout,
+                    value_fill_before_proj,
+                )
+                for _ in range(pose_layers)
+            ]
+        )
+        self.refine_decoder = LayerStack(
+            [
+                JointDecoderLayer(
+                    num_frames,
+                    embed_dim,
+                    num_heads,
+                    num_levels,
+                    joint_points,
+                    ffn_dim,
+                    dropout,
+                    value_fill_before_proj,
+                    joint_offset_bias,
+                )
+                for _ in range(joint_layers)
+            ]
+        )
         self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dim))
         self.enc_output = nn.Linear(embed_dim, embed_dim)
         self.enc_output_norm = nn.LayerNorm(embed_dim)

@@ -8,6 +8,7 @@ evaluator's writers, the demo's outputs, the checkpoint converter and the traini
 An exception removes the temporary file; a SIGKILL or power loss can leave one behind
 (`<name>.partial-<pid>...`), which is safe to delete.
 """
+
 import contextlib
 import json
 import os
@@ -18,10 +19,14 @@ __all__ = ["atomic_path", "atomic_open", "atomic_dir", "atomic_write_json"]
 
 
 def _temp_name(path: str, keep_ext: bool) -> str:
-    if not keep_ext:  # e.g. a temporary `model_0000099.pth.partial-7` is not taken for a `*.pth` checkpoint
+    if (
+        not keep_ext
+    ):  # e.g. a temporary `model_0000099.pth.partial-7` is not taken for a `*.pth` checkpoint
         return f"{path}.partial-{os.getpid()}"
     root, ext = os.path.splitext(path)
-    return f"{root}.partial-{os.getpid()}{ext}"  # OpenCV and PIL pick the container by the extension
+    return (
+        f"{root}.partial-{os.getpid()}{ext}"  # OpenCV and PIL pick the container by the extension
+    )
 
 
 def _fsync_dir(path: str) -> None:

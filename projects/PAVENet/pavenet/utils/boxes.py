@@ -4,6 +4,7 @@ One rule for every place that needs a person box from keypoints: the clip mapper
 synthetic dataset's annotation boxes, the COCO results writer, the visualizer, and the OKS scale. Works
 on numpy arrays and torch tensors alike (same type out), so the data and the evaluation side share it.
 """
+
 from typing import Optional
 
 import numpy as np

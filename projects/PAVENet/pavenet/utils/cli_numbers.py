@@ -4,6 +4,7 @@ Every tool (and the library function behind it) checks its numbers here before b
 zero, a negative value or a process count this machine cannot run fails with one ValueError naming the
 option and what was expected, instead of a NaN in a report or an assertion inside a spawned worker.
 """
+
 import importlib
 import inspect
 
@@ -44,10 +45,13 @@ def check_num_gpus(num_gpus, num_machines: int = 1) -> None:
     check_int(num_gpus, "--num-gpus", 1)
     if torch.cuda.is_available():
         if num_gpus > torch.cuda.device_count():
-            raise ValueError(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                             "give at most that many")
+            raise ValueError(
+                f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                "give at most that many"
+            )
     elif num_gpus * num_machines > 1 and not launch_runs_without_cuda():
         raise ValueError(
             f"--num-gpus {num_gpus}: this machine has no CUDA device, and this detectron2's launch starts one "
             "process per CUDA device; train on the CPU with --num-gpus 1 (or use a detectron2 whose launch "
-            "supports CPU workers)")
+            "supports CPU workers)"
+        )

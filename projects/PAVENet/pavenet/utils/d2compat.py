@@ -19,6 +19,7 @@ read from the version. Everything else in the package uses only API that both ve
 `make setup` installs a v0.6 patched for Pillow and setuptools (scripts/patch_detectron2.py); the shims
 here are for a detectron2 the user built from source.
 """
+
 __all__ = ["restore_pillow_linear"]
 
 

@@ -1,4 +1,5 @@
 """The model inside a data-parallel wrapper, for code that reads or swaps its weights."""
+
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 

@@ -9,6 +9,7 @@ the module that emits them), so that what the tools print starts with what conce
 Everything else, our own warnings included, is left as it is. `pavenet/__init__.py` installs the filters
 before it imports detectron2, so every entry point gets them.
 """
+
 import logging
 import warnings
 
@@ -27,8 +28,12 @@ _FILTER = _DropNoCudaRuntime()
 
 def filter_dependency_warnings() -> None:
     """Install the two filters (idempotent)."""
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning,
-                            module=r"torch\.jit\._script")
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.jit\.script` is deprecated",
+        category=FutureWarning,
+        module=r"torch\.jit\._script",
+    )
     logger = logging.getLogger("torch.utils.cpp_extension")
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

@@ -1,5 +1,6 @@
 """The CUDA-to-CPU fallback: detectron2's default MODEL.DEVICE is "cuda"; on a machine without CUDA the
 tools run on the CPU instead of failing (training, evaluation, the demo, the benchmark)."""
+
 from typing import Optional
 
 import torch

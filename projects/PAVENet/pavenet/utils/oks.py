@@ -2,6 +2,7 @@
 
 Shared by the OKS-NMS of the experimental official head and by the demo's tracker.
 """
+
 from typing import Sequence
 
 import numpy as np
@@ -11,7 +12,9 @@ from .boxes import keypoint_extent_boxes
 __all__ = ["pairwise_pose_oks"]
 
 
-def pairwise_pose_oks(a, b, sigmas: Sequence[float], *, scale_eps: float = 0.0, min_scale: float = 0.0) -> np.ndarray:
+def pairwise_pose_oks(
+    a, b, sigmas: Sequence[float], *, scale_eps: float = 0.0, min_scale: float = 0.0
+) -> np.ndarray:
     """OKS between every pose of `a` (n, K, 2) and every pose of `b` (m, K, 2) -> (n, m), float64.
 
     The object scale is the mean of the two poses' keypoint-extent box areas (symmetric), plus

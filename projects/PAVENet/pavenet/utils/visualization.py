@@ -5,6 +5,7 @@ labels: "id 3 87%" (track id, score) instead of detectron2's class name. The col
 palette keyed by `pred_track_ids`. Keypoints scoring below `keypoint_thresh` are hidden by zeroing their
 score (the Visualizer's own 0.05 threshold is internal to it).
 """
+
 from typing import Optional
 
 import numpy as np
@@ -44,15 +45,27 @@ def demo_metadata(cfg=None):
 def track_labels(instances: Instances):
     """One label per person: "id <track id> <score>%" ("<score>%" without track ids)."""
     scores = instances.scores.tolist() if instances.has("scores") else [None] * len(instances)
-    ids = instances.pred_track_ids.tolist() if instances.has("pred_track_ids") else [None] * len(instances)
-    return [" ".join(([f"id {t}"] if t is not None else []) + ([f"{s:.0%}"] if s is not None else []))
-            for t, s in zip(ids, scores)]
+    ids = (
+        instances.pred_track_ids.tolist()
+        if instances.has("pred_track_ids")
+        else [None] * len(instances)
+    )
+    return [
+        " ".join(([f"id {t}"] if t is not None else []) + ([f"{s:.0%}"] if s is not None else []))
+        for t, s in zip(ids, scores)
+    ]
 
 
 class TrackVisualizer:
     """Draws a video's frames with a colour and a label per track id (`scale` enlarges the drawing)."""
 
-    def __init__(self, metadata, keypoint_thresh: float = 0.0, instance_mode=ColorMode.IMAGE, scale: float = 1.0):
+    def __init__(
+        self,
+        metadata,
+        keypoint_thresh: float = 0.0,
+        instance_mode=ColorMode.IMAGE,
+        scale: float = 1.0,
+    ):
         self.metadata = metadata
         self.instance_mode = instance_mode
         self.scale = float(scale)
@@ -85,7 +98,11 @@ class TrackVisualizer:
             return np.ascontiguousarray(vis.output.get_image()[:, :, ::-1])
         drawn = self.prepare(instances)
         alpha = 0.3 if self.instance_mode == ColorMode.IMAGE_BW else 0.5  # as VideoVisualizer
-        out = vis.overlay_instances(boxes=drawn.pred_boxes.tensor.numpy(), labels=track_labels(instances),
-                                    keypoints=drawn.pred_keypoints,
-                                    assigned_colors=drawn.COLOR if drawn.has("COLOR") else None, alpha=alpha)
+        out = vis.overlay_instances(
+            boxes=drawn.pred_boxes.tensor.numpy(),
+            labels=track_labels(instances),
+            keypoints=drawn.pred_keypoints,
+            assigned_colors=drawn.COLOR if drawn.has("COLOR") else None,
+            alpha=alpha,
+        )
         return np.ascontiguousarray(out.get_image()[:, :, ::-1])

@@ -2,6 +2,7 @@
 (`synthetic`), interleaved timing and memory (`timing`), fvcore GFLOPs (`flops`), the sampling core alone
 (`core`), the runs (`runs.run_benchmark`) and the result dict / JSON report (`report`). Nothing else in the
 package imports it: it sits on top of inference, modeling, data and export."""
+
 from .core import core_calls
 from .flops import count_gflops
 from .report import add_core_points, add_ratios, add_timings, write_report
@@ -10,7 +11,20 @@ from .synthetic import synthetic_train_batch, synthetic_video
 from .timing import machine_info, measure, peak_memory_mb
 
 __all__ = [
-    "add_core_points", "add_ratios", "add_timings", "backends_to_run", "benchmark_cfg", "core_calls", "count_gflops",
-    "machine_info", "make_train_step", "measure", "ort_predictor", "peak_memory_mb", "run_benchmark",
-    "synthetic_train_batch", "synthetic_video", "write_report",
+    "add_core_points",
+    "add_ratios",
+    "add_timings",
+    "backends_to_run",
+    "benchmark_cfg",
+    "core_calls",
+    "count_gflops",
+    "machine_info",
+    "make_train_step",
+    "measure",
+    "ort_predictor",
+    "peak_memory_mb",
+    "run_benchmark",
+    "synthetic_train_batch",
+    "synthetic_video",
+    "write_report",
 ]

@@ -13,6 +13,7 @@ Inputs are random (the cost does not depend on them): value maps (1, S, H, D), l
 [0, 1], weights softmaxed. "points" counts the bilinear samples of one call, Q x H x (F x) L x P: the
 result reports nanoseconds per sampled point, each sample reading 4 x D values.
 """
+
 from typing import Callable, Dict, Tuple
 
 import torch
@@ -31,8 +32,9 @@ def _first(model: torch.nn.Module, cls):
     raise ValueError(f"the benchmark's model has no {cls.__name__} module")
 
 
-def core_calls(model: torch.nn.Module, enc: EncodedFrames, num_frames: int, num_queries: int, seed: int = 0
-               ) -> Tuple[Dict[str, Tuple[Callable[[str], torch.Tensor], int]], Dict[str, int]]:
+def core_calls(
+    model: torch.nn.Module, enc: EncodedFrames, num_frames: int, num_queries: int, seed: int = 0
+) -> Tuple[Dict[str, Tuple[Callable[[str], torch.Tensor], int]], Dict[str, int]]:
     """({"encoder" | "pose_decoder": (call(impl) -> output, sampled points per call)}, the shape) on random
     inputs shaped like `model`'s attentions on `enc` (one encoded frame: its spatial_shapes and S tokens).
     The shape dict: tokens S, heads H, levels L, encoder points P, keypoints K, frames F, queries Q."""
@@ -60,8 +62,13 @@ def core_calls(model: torch.nn.Module, enc: EncodedFrames, num_frames: int, num_
     pose_locs = rand(1, q, h, f, lvl, k, 2)
     pose_logits = torch.randn(1, q, h, f, lvl, k, generator=g).to(device)
     calls = {
-        "encoder": (lambda impl: ms_deform_attn_core(value, shapes, locs, weights, impl, start), s * h * lvl * p),
-        "pose_decoder": (lambda impl: multi_frame_deform_attn(values, shapes, pose_locs, pose_logits, impl),
-                         q * h * f * lvl * k),
+        "encoder": (
+            lambda impl: ms_deform_attn_core(value, shapes, locs, weights, impl, start),
+            s * h * lvl * p,
+        ),
+        "pose_decoder": (
+            lambda impl: multi_frame_deform_attn(values, shapes, pose_locs, pose_logits, impl),
+            q * h * f * lvl * k,
+        ),
     }
     return calls, dict(tokens=s, heads=h, levels=lvl, points=p, keypoints=k, frames=f, queries=q)

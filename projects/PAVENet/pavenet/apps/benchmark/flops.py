@@ -1,6 +1,7 @@
 """GFLOPs per frame with fvcore: one frame's encoding and one window's decoding, traced separately
 (streaming does one of each per frame, the window mode F encodings and one decoding). Ops fvcore cannot
 count (e.g. elementwise ones) are listed, not counted."""
+
 import numpy as np
 import torch
 
@@ -27,7 +28,9 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
     image = predictor.prepare(frame)
     images, image_size = model.preprocess_frames(image[None].to(predictor.device))
     feats = model.encode_frames(images)
-    window = type(feats).cat([feats] * F)  # with each frame's cached decoder value maps, as streaming has them
+    window = type(feats).cat(
+        [feats] * F
+    )  # with each frame's cached decoder value maps, as streaming has them
     out_size = frame.shape[:2]
 
     class Encode(torch.nn.Module):
@@ -37,7 +40,11 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
 
         def forward(self, x):
             f = self.model.encode_frames(x)
-            return (f.memory, f.valid_ratios, *f.values)  # the value maps are part of a frame's encoding
+            return (
+                f.memory,
+                f.valid_ratios,
+                *f.values,
+            )  # the value maps are part of a frame's encoding
 
     class Decode(torch.nn.Module):
         def __init__(self):
@@ -45,16 +52,27 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
             self.model = model
 
         def forward(self, memory, padding_mask, valid_ratios, *values):
-            f = type(window)(memory, padding_mask, window.spatial_shapes, window.level_start_index, valid_ratios,
-                             list(values))
+            f = type(window)(
+                memory,
+                padding_mask,
+                window.spatial_shapes,
+                window.level_start_index,
+                valid_ratios,
+                list(values),
+            )
             out = self.model.decode_clip(f, image_size=image_size, output_size=out_size)
             return out.pred_keypoints, out.scores
 
     res = {}
     unsupported = {}
-    for name, mod, inputs in (("encode", Encode(), (images,)),
-                              ("decode", Decode(), (window.memory, window.padding_mask, window.valid_ratios,
-                                                    *window.values))):
+    for name, mod, inputs in (
+        ("encode", Encode(), (images,)),
+        (
+            "decode",
+            Decode(),
+            (window.memory, window.padding_mask, window.valid_ratios, *window.values),
+        ),
+    ):
         fca = FlopCountAnalysis(mod.eval(), inputs)
         fca.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -62,8 +80,10 @@ def count_gflops(predictor: ClipPredictor, frame: np.ndarray) -> dict:
         for op, n in fca.unsupported_ops().items():
             unsupported[op] = unsupported.get(op, 0) + n
     return {
-        "gflops_encode_per_frame": res["encode"], "gflops_decode_per_window": res["decode"],
-        "gflops_per_frame": res["encode"] + res["decode"],  # streaming: one encode + one decode per frame
+        "gflops_encode_per_frame": res["encode"],
+        "gflops_decode_per_window": res["decode"],
+        "gflops_per_frame": res["encode"]
+        + res["decode"],  # streaming: one encode + one decode per frame
         "gflops_per_frame_window": F * res["encode"] + res["decode"],
         # Not counted (fvcore counts multiply-adds of conv/linear/matmul/grid_sample/...; elementwise ops no).
         "fvcore_uncounted_ops": sorted(unsupported),

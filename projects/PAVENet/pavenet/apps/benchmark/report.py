@@ -1,6 +1,7 @@
 """The benchmark's result dict: timings folded in per backend (wall, process CPU and user CPU keys), the
 model's own backend copied to the top-level keys, the ratios between backends and modes, and the JSON
 report (printed and written atomically)."""
+
 import json
 from typing import Dict, Optional, Tuple
 
@@ -10,11 +11,13 @@ _INFERENCE_KEYS = ("stream_ms_per_frame", "encode_ms_per_frame", "decode_ms_per_
 
 
 def _clock_keys(key: str) -> Tuple[str, str, str]:
-    """"stream_ms_per_frame" -> it and its process-CPU / user-CPU twins."""
+    """ "stream_ms_per_frame" -> it and its process-CPU / user-CPU twins."""
     return key, key.replace("ms", "cpu_ms", 1), key.replace("ms", "user_cpu_ms", 1)
 
 
-def add_timings(res: dict, timings: Dict[str, Tuple[float, float, float]], own_backend: str, train_clips: int) -> dict:
+def add_timings(
+    res: dict, timings: Dict[str, Tuple[float, float, float]], own_backend: str, train_clips: int
+) -> dict:
     """Fold `measure`'s {"[backend/]key": (wall, cpu, user)} into `res` (a "backend/" prefix goes under
     res["backends"][backend]) and copy the model's own backend to the top-level inference keys."""
     for name, clocks in timings.items():
@@ -26,7 +29,9 @@ def add_timings(res: dict, timings: Dict[str, Tuple[float, float, float]], own_b
     # The model's own backend also fills the top-level keys (the single-backend report).
     for key in _INFERENCE_KEYS:
         for k in _clock_keys(key):
-            res[k] = res["backends"][own_backend][k] if own_backend in res["backends"] else res.get(k)
+            res[k] = (
+                res["backends"][own_backend][k] if own_backend in res["backends"] else res.get(k)
+            )
     return res
 
 
@@ -34,13 +39,20 @@ def add_ratios(res: dict) -> dict:
     """Streaming over window mode, and every backend's time over PyTorch's (keys with "_ms_")."""
     if res.get("stream_ms_per_frame") is not None:
         res["stream_over_window"] = res["stream_ms_per_frame"] / res["window_ms_per_frame"]
-        res["stream_over_window_cpu"] = res["stream_cpu_ms_per_frame"] / res["window_cpu_ms_per_frame"]
-    for base in ("pytorch", "kernel"):  # the PyTorch sampling, and the compiled kernel (the default path)
+        res["stream_over_window_cpu"] = (
+            res["stream_cpu_ms_per_frame"] / res["window_cpu_ms_per_frame"]
+        )
+    for base in (
+        "pytorch",
+        "kernel",
+    ):  # the PyTorch sampling, and the compiled kernel (the default path)
         p = res["backends"].get(base)
         for other in ("kernel", "onnxruntime", "onnxruntime_int8"):
             o = res["backends"].get(other)
             if p is not None and o is not None and other != base:
-                res[f"{other}_over_{base}"] = {key: o[key] / p[key] for key in o if "_ms_" in key and p.get(key)}
+                res[f"{other}_over_{base}"] = {
+                    key: o[key] / p[key] for key in o if "_ms_" in key and p.get(key)
+                }
     return res
 
 

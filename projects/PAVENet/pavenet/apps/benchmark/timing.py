@@ -1,5 +1,6 @@
 """How the benchmark measures: interleaved best-of-N timing (wall, process CPU, user CPU), peak tensor
 memory of one call, and a description of the machine the numbers come from."""
+
 import os
 import platform
 import resource
@@ -21,7 +22,9 @@ def _user_cpu() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_utime
 
 
-def measure(tasks: Dict[str, Tuple[Callable, int]], device, repeats: int) -> Dict[str, Tuple[float, float, float]]:
+def measure(
+    tasks: Dict[str, Tuple[Callable, int]], device, repeats: int
+) -> Dict[str, Tuple[float, float, float]]:
     """Best-of-`repeats` (wall, process CPU, user CPU) milliseconds per unit for each task {name: (fn, units)}.
 
     Rounds are interleaved (A, B, C, A, B, C, ...) so every task sees the same background load, and the
@@ -37,7 +40,10 @@ def measure(tasks: Dict[str, Tuple[Callable, int]], device, repeats: int) -> Dic
             w0, c0, u0 = time.perf_counter(), time.process_time(), _user_cpu()
             fn()
             _sync(device)
-            w, c = (time.perf_counter() - w0) * 1e3 / units, (time.process_time() - c0) * 1e3 / units
+            w, c = (
+                (time.perf_counter() - w0) * 1e3 / units,
+                (time.process_time() - c0) * 1e3 / units,
+            )
             u = (_user_cpu() - u0) * 1e3 / units
             best[name] = tuple(min(a, b) for a, b in zip(best[name], (w, c, u)))
     return best
@@ -52,16 +58,18 @@ def peak_memory_mb(fn: Callable[[], None], device) -> float:
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     live = peak = 0
-    for e in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+    for e in sorted(
+        (e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start
+    ):
         live += e.self_cpu_memory_usage
         peak = max(peak, live)
-    return peak / 2 ** 20
+    return peak / 2**20
 
 
 def machine_info(device) -> dict:
@@ -74,12 +82,20 @@ def machine_info(device) -> dict:
                     break
     except OSError:
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
-        info["load_avg_1min"] = os.getloadavg()[0]  # other processes share the CPU: say how busy it was
+        info["load_avg_1min"] = os.getloadavg()[
+            0
+        ]  # other processes share the CPU: say how busy it was
     except OSError:
         pass
     return info

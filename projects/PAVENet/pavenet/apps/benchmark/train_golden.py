@@ -12,6 +12,7 @@ process CPU and user CPU ms). Each backend's total loss is checked against the c
 `golden_train_batch` and `deterministic_training` are also what tests/test_golden_train.py feeds the
 model, so the benchmark times exactly the tested computation.
 """
+
 import contextlib
 import json
 import logging
@@ -27,18 +28,26 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, Keypoints
 
 from pavenet import modeling  # noqa: F401  (registers PAVENet)
+from pavenet.apps.gpu_check import convert_golden_weights
 from pavenet.checkpoint import PAVENetCheckpointer
 from pavenet.config import load_pavenet_config
-from pavenet.apps.gpu_check import convert_golden_weights
 from pavenet.modeling.msda_backend import set_msda_impl
 from pavenet.utils.device import fall_back_to_cpu
 
 from .timing import _sync, machine_info
 
-__all__ = ["LOSS_RTOL", "golden_train_batch", "deterministic_training", "golden_train_model",
-           "time_forward_backward", "run_golden_train_benchmark"]
+__all__ = [
+    "LOSS_RTOL",
+    "golden_train_batch",
+    "deterministic_training",
+    "golden_train_model",
+    "time_forward_backward",
+    "run_golden_train_benchmark",
+]
 
-LOSS_RTOL = 1e-4  # the golden training test's tolerance on the total loss (float32, CUDA with TF32 off)
+LOSS_RTOL = (
+    1e-4  # the golden training test's tolerance on the total loss (float32, CUDA with TF32 off)
+)
 
 
 def golden_train_batch(case_dir: Path, model: torch.nn.Module) -> Dict:
@@ -55,7 +64,9 @@ def golden_train_batch(case_dir: Path, model: torch.nn.Module) -> Dict:
     mean, std = model.pixel_mean.cpu(), model.pixel_std.cpu()
     frames = (img * std + mean).round().clamp(0, 255).to(torch.uint8)
     if not torch.equal((frames.float() - mean) / std, img):
-        raise ValueError(f"{path}: `img` is not a uint8 image normalised with the model's PIXEL_MEAN / PIXEL_STD")
+        raise ValueError(
+            f"{path}: `img` is not a uint8 image normalised with the model's PIXEL_MEAN / PIXEL_STD"
+        )
     k = model.head.num_keypoints
     inst = Instances(tuple(img.shape[-2:]))
     inst.gt_keypoints = Keypoints(torch.from_numpy(inp["gt_keypoints"]).view(-1, k, 3))
@@ -90,11 +101,20 @@ def golden_train_model(config_file: str, weights: Path, opts: Sequence = ()):
 
 
 def _clocks():
-    return time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    return (
+        time.perf_counter(),
+        time.process_time(),
+        resource.getrusage(resource.RUSAGE_SELF).ru_utime,
+    )
 
 
-def time_forward_backward(model: torch.nn.Module, batch: List[Dict], impls: Sequence[str], repeats: int,
-                          amp_dtype: Optional[torch.dtype] = None) -> Dict[str, dict]:
+def time_forward_backward(
+    model: torch.nn.Module,
+    batch: List[Dict],
+    impls: Sequence[str],
+    repeats: int,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> Dict[str, dict]:
     """Best-of-`repeats` forward and backward ms (wall, process CPU, user CPU) of one training step per
     deformable-attention backend, rounds interleaved over the backends (no optimizer step: the weights stay
     the case's). `amp_dtype`: the forward under autocast (float16 with a GradScaler's fixed scale of 2**16 on
@@ -102,14 +122,18 @@ def time_forward_backward(model: torch.nn.Module, batch: List[Dict], impls: Sequ
     "step_ms", "step_cpu_ms", "step_user_cpu_ms", "total_loss"}}; "step" is the best round's sum."""
     device = next(model.parameters()).device
     best: Dict[str, dict] = {impl: {} for impl in impls}
-    scale = 2.0 ** 16 if amp_dtype == torch.float16 else 1.0
+    scale = 2.0**16 if amp_dtype == torch.float16 else 1.0
     for _ in range(repeats):
         for impl in impls:
             set_msda_impl(model, impl, log=False)
             model.zero_grad(set_to_none=True)
             _sync(device)
             c0 = _clocks()
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            with (
+                torch.autocast(device.type, dtype=amp_dtype)
+                if amp_dtype
+                else contextlib.nullcontext()
+            ):
                 losses = model(batch)
             total = sum(losses.values())
             _sync(device)
@@ -120,7 +144,11 @@ def time_forward_backward(model: torch.nn.Module, batch: List[Dict], impls: Sequ
             fwd = [(b - a) * 1e3 for a, b in zip(c0, c1)]
             bwd = [(b - a) * 1e3 for a, b in zip(c1, c2)]
             row = {}
-            for part, clocks in (("forward", fwd), ("backward", bwd), ("step", [f + b for f, b in zip(fwd, bwd)])):
+            for part, clocks in (
+                ("forward", fwd),
+                ("backward", bwd),
+                ("step", [f + b for f, b in zip(fwd, bwd)]),
+            ):
                 row.update(zip((f"{part}_ms", f"{part}_cpu_ms", f"{part}_user_cpu_ms"), clocks))
             row["total_loss"] = float(total.detach())
             b = best[impl]
@@ -130,9 +158,17 @@ def time_forward_backward(model: torch.nn.Module, batch: List[Dict], impls: Sequ
     return best
 
 
-def run_golden_train_benchmark(config_file: str, case_dir: str, official_keys: str, *, repeats: int = 3,
-                               threads: int = 0, backends: str = "all", amp: bool = False, opts: Sequence = ()
-                               ) -> dict:
+def run_golden_train_benchmark(
+    config_file: str,
+    case_dir: str,
+    official_keys: str,
+    *,
+    repeats: int = 3,
+    threads: int = 0,
+    backends: str = "all",
+    amp: bool = False,
+    opts: Sequence = (),
+) -> dict:
     """Time the training step of the golden case in `case_dir` (see the module docstring) -> the result dict:
     per backend forward / backward / step ms, the kernel-over-PyTorch ratios, each backend's total loss and
     the official one. `official_keys` is the official checkpoint's key list (`make_weights.py` input); the
@@ -142,11 +178,18 @@ def run_golden_train_benchmark(config_file: str, case_dir: str, official_keys: s
     from .runs import backends_to_run
 
     case = Path(case_dir)
-    for path in (case / "input.npz", case / "outputs.npz", case / "meta.json", case.parent / "make_weights.py",
-                 Path(official_keys)):
+    for path in (
+        case / "input.npz",
+        case / "outputs.npz",
+        case / "meta.json",
+        case.parent / "make_weights.py",
+        Path(official_keys),
+    ):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (--golden-train CASE_DIR needs the case's input.npz, "
-                                    "outputs.npz, meta.json, make_weights.py in its parent, and --official-keys)")
+            raise FileNotFoundError(
+                f"{path} not found (--golden-train CASE_DIR needs the case's input.npz, "
+                "outputs.npz, meta.json, make_weights.py in its parent, and --official-keys)"
+            )
     if threads:
         torch.set_num_threads(threads)
     # Full float32 on a GPU where AMP is off (no TF32), as the golden tolerances assume.
@@ -155,29 +198,47 @@ def run_golden_train_benchmark(config_file: str, case_dir: str, official_keys: s
     meta = json.loads((case / "meta.json").read_text())
     official = float(np.load(case / "outputs.npz")["total_loss"])
     with tempfile.TemporaryDirectory(prefix="pavenet_bench_golden_") as tmp:
-        weights = convert_golden_weights(case.parent, Path(official_keys), Path(tmp), int(meta["weight_seed"]),
-                                         config_file=config_file)
+        weights = convert_golden_weights(
+            case.parent,
+            Path(official_keys),
+            Path(tmp),
+            int(meta["weight_seed"]),
+            config_file=config_file,
+        )
         cfg, model = golden_train_model(config_file, weights, opts)
     device = cfg.MODEL.DEVICE
     impls = backends_to_run(backends)
     batch = [golden_train_batch(case, model)]
     amp_dtype = (torch.float16 if device.startswith("cuda") else torch.bfloat16) if amp else None
-    time_forward_backward(model, batch, impls, 1, amp_dtype)  # warm-up (allocator, lazy init, autotune)
+    time_forward_backward(
+        model, batch, impls, 1, amp_dtype
+    )  # warm-up (allocator, lazy init, autotune)
     per_backend = time_forward_backward(model, batch, impls, repeats, amp_dtype)
     set_msda_impl(model, cfg.MODEL.PAVENET.MSDA_IMPL, log=False)
     for impl, row in per_backend.items():
         loss = row["total_loss"]
         ok = np.isfinite(loss) if amp else abs(loss - official) <= LOSS_RTOL * abs(official)
         if not ok:
-            raise ValueError(f"--golden-train {case.name}: backend {impl} total loss {loss} vs official {official}"
-                             + (" (not finite)" if amp else f" (> {LOSS_RTOL:g} relative)"))
-    res = {"case": case.name, "config": config_file, "clip_shape": list(batch[0]["images"].shape),
-           "num_gt": len(batch[0]["instances"]), "official_total_loss": official, "amp": bool(amp),
-           "amp_dtype": str(amp_dtype).replace("torch.", "") if amp else None, "repeats": repeats,
-           "backends": per_backend}
+            raise ValueError(
+                f"--golden-train {case.name}: backend {impl} total loss {loss} vs official {official}"
+                + (" (not finite)" if amp else f" (> {LOSS_RTOL:g} relative)")
+            )
+    res = {
+        "case": case.name,
+        "config": config_file,
+        "clip_shape": list(batch[0]["images"].shape),
+        "num_gt": len(batch[0]["instances"]),
+        "official_total_loss": official,
+        "amp": bool(amp),
+        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp else None,
+        "repeats": repeats,
+        "backends": per_backend,
+    }
     if "pytorch" in per_backend and "kernel" in per_backend:
         p, k = per_backend["pytorch"], per_backend["kernel"]
-        res["kernel_over_pytorch"] = {key: k[key] / p[key] for key in k if key.endswith("_ms") and p[key] > 0}
+        res["kernel_over_pytorch"] = {
+            key: k[key] / p[key] for key in k if key.endswith("_ms") and p[key] > 0
+        }
     res["machine"] = machine_info(torch.device(device))
     res["torch_threads"] = torch.get_num_threads()
     return res

@@ -2,6 +2,7 @@
 
 `tools/demo.py` is a thin CLI over `VideoPoseDemo` and `run_demo`.
 """
+
 import json
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -12,14 +13,23 @@ from detectron2.structures import Instances
 
 from ...evaluation.writer import atomic_write_json, coco_keypoint_results, posetrack_image_entries
 from ...inference.frames import FrameSource
-from .outputs import VIDEO_EXTENSIONS, DemoOutputError, VideoWriter, atomic_dir, atomic_path, check_output_path
 from ...inference.video import FramePoses, VideoPoseEstimator, inference_config
 from ...utils.visualization import TrackVisualizer
+from .outputs import (
+    VIDEO_EXTENSIONS,
+    DemoOutputError,
+    VideoWriter,
+    atomic_dir,
+    atomic_path,
+    check_output_path,
+)
 
 __all__ = ["VideoPoseDemo", "demo_config", "run_demo", "plan_outputs", "posetrack_image_entries"]
 
 
-def demo_config(config_file: str, opts: Sequence[str] = (), confidence_threshold: Optional[float] = None):
+def demo_config(
+    config_file: str, opts: Sequence[str] = (), confidence_threshold: Optional[float] = None
+):
     """The demo's frozen config: `pavenet.inference.video.inference_config` (`confidence_threshold` sets
     MODEL.PAVENET.TEST.SCORE_THRESH)."""
     return inference_config(config_file, opts, confidence_threshold)
@@ -36,8 +46,14 @@ class VideoPoseDemo(VideoPoseEstimator):
         return TrackVisualizer(self.metadata, self.keypoint_thresh)
 
 
-def plan_outputs(name: str, output: Optional[str] = None, save_frames: bool = False, save_json: Optional[str] = None,
-                 save_coco: Optional[str] = None, gt_json: Optional[str] = None) -> dict:
+def plan_outputs(
+    name: str,
+    output: Optional[str] = None,
+    save_frames: bool = False,
+    save_json: Optional[str] = None,
+    save_coco: Optional[str] = None,
+    gt_json: Optional[str] = None,
+) -> dict:
     """The final paths of `run_demo`'s outputs for a video called `name`: {"video", "frames", "json", "coco"}
     (None where not asked for). Raises, before any work, DemoOutputError for an output that cannot be
     written and FileNotFoundError for a missing `gt_json`, each naming the option and the path."""
@@ -55,11 +71,17 @@ def plan_outputs(name: str, output: Optional[str] = None, save_frames: bool = Fa
     if save_json and not save_json.lower().endswith(".json"):
         check_output_path(save_json, "--save-json", is_dir=True)
         save_json = os.path.join(save_json, name + ".json")
-    for path, option in ((video_path, "--output"), (save_json, "--save-json"), (save_coco, "--save-coco")):
+    for path, option in (
+        (video_path, "--output"),
+        (save_json, "--save-json"),
+        (save_coco, "--save-coco"),
+    ):
         if path:
             check_output_path(path, option)
     if frames_dir and os.path.exists(frames_dir) and not os.path.isdir(frames_dir):
-        raise DemoOutputError(f"--save-frames: {frames_dir} exists and is a file, expected a folder")
+        raise DemoOutputError(
+            f"--save-frames: {frames_dir} exists and is a file, expected a folder"
+        )
     if gt_json and not os.path.isfile(gt_json):
         raise FileNotFoundError(f"--gt-json: PoseTrack GT file not found: {gt_json}")
     return {"video": video_path, "frames": frames_dir, "json": save_json, "coco": save_coco}
@@ -114,8 +136,13 @@ def run_demo(
         writer = VideoWriter(tmp_video, source.fps) if tmp_video else None
         vis = demo.visualizer() if (writer or tmp_frames or show) else None
         try:
-            for index, frame, inst in tqdm(demo.run(source), total=source.num_frames, disable=not progress,
-                                           desc=name, unit="frame"):
+            for index, frame, inst in tqdm(
+                demo.run(source),
+                total=source.num_frames,
+                disable=not progress,
+                desc=name,
+                unit="frame",
+            ):
                 size = frame.shape[:2]
                 num_frames += 1
                 frame_name = source.frame_name(index)
@@ -123,11 +150,19 @@ def run_demo(
                 tids = inst.pred_track_ids.numpy()
                 track_ids.update(tids.tolist())
                 num_persons += len(tids)
-                if keep_results:  # only for the JSON files: a webcam / overlay-only run keeps nothing per frame
+                if (
+                    keep_results
+                ):  # only for the JSON files: a webcam / overlay-only run keeps nothing per frame
                     frame_names.append(frame_name)
                     people_per_frame.append([p.to_posetrack() for p in poses.persons])
-                    coco_preds.append({"image_id": index, "keypoints": inst.pred_keypoints.numpy(),
-                                       "scores": inst.scores.numpy(), "track_ids": tids})
+                    coco_preds.append(
+                        {
+                            "image_id": index,
+                            "keypoints": inst.pred_keypoints.numpy(),
+                            "scores": inst.scores.numpy(),
+                            "track_ids": tids,
+                        }
+                    )
                 if vis is not None:
                     overlay = vis.draw(frame, inst)
                     if writer:
@@ -135,7 +170,9 @@ def run_demo(
                     if tmp_frames:
                         stem = os.path.splitext(frame_name)[0]
                         if not cv2.imwrite(os.path.join(tmp_frames, stem + ".jpg"), overlay):
-                            raise DemoOutputError(f"cannot write overlay frame {stem}.jpg into {frames_dir}")
+                            raise DemoOutputError(
+                                f"cannot write overlay frame {stem}.jpg into {frames_dir}"
+                            )
                     if show and _show(name, overlay):
                         break
         finally:
@@ -149,19 +186,27 @@ def run_demo(
             written["frames"] = frames_dir
         # JSON inside the same block: if it fails, the video is not published either.
         if keep_results:
-            images = (_load_gt_images(gt_json, len(frame_names)) if gt_json
-                      else posetrack_image_entries(name, frame_names, *size))
+            images = (
+                _load_gt_images(gt_json, len(frame_names))
+                if gt_json
+                else posetrack_image_entries(name, frame_names, *size)
+            )
         if save_json:  # joints the overlay hides are written as absent
             demo.write_posetrack_json(save_json, images, people_per_frame)
             written["json"] = save_json
         if save_coco:
-            for pred, im in zip(coco_preds, images):  # COCO image ids = the JSON's (or GT's) image ids
+            for pred, im in zip(
+                coco_preds, images
+            ):  # COCO image ids = the JSON's (or GT's) image ids
                 pred["image_id"] = im["id"]
             atomic_write_json(save_coco, coco_keypoint_results(coco_preds))
             written["coco"] = save_coco
     return {
-        "name": name, "num_frames": num_frames, "num_persons": num_persons,
-        "num_tracks": len(track_ids), "outputs": written,
+        "name": name,
+        "num_frames": num_frames,
+        "num_persons": num_persons,
+        "num_tracks": len(track_ids),
+        "outputs": written,
     }
 
 
@@ -184,4 +229,6 @@ def _show(name: str, overlay: np.ndarray) -> bool:
         cv2.imshow(name, overlay)
         return cv2.waitKey(1) == 27
     except cv2.error as e:  # headless OpenCV build
-        raise ValueError("cannot open a window (headless OpenCV?): pass --output or --save-json") from e
+        raise ValueError(
+            "cannot open a window (headless OpenCV?): pass --output or --save-json"
+        ) from e

@@ -11,6 +11,7 @@ Expected tree under `$DETECTRON2_DATASETS` (default `datasets`), documented in `
   coco/annotations/person_keypoints_{train,val}2017.json, coco/{train,val}2017/
   posetrack_synthetic/                                  generated on first use (pavenet.data.synthetic)
 """
+
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -19,15 +20,26 @@ from ..keypoint_meta import coco_metadata
 from .posetrack import load_posetrack_video_dicts, register_posetrack
 
 _POSETRACK = {
-    "posetrack17_train": ("posetrack17/annotations/posetrack_train.json", "posetrack17", "posetrack17/annotations/train"),
-    "posetrack17_val": ("posetrack17/annotations/posetrack_val.json", "posetrack17", "posetrack17/annotations/val"),
+    "posetrack17_train": (
+        "posetrack17/annotations/posetrack_train.json",
+        "posetrack17",
+        "posetrack17/annotations/train",
+    ),
+    "posetrack17_val": (
+        "posetrack17/annotations/posetrack_val.json",
+        "posetrack17",
+        "posetrack17/annotations/val",
+    ),
     "posetrack18_train": ("posetrack18/annotations/train", "posetrack18", None),
     "posetrack18_val": ("posetrack18/annotations/val", "posetrack18", None),
     "posetrack21_train": ("posetrack21/posetrack_data/train", "posetrack21", None),
     "posetrack21_val": ("posetrack21/posetrack_data/val", "posetrack21", None),
 }
 _COCO = {
-    "coco_2017_train_pavenet": ("coco/annotations/person_keypoints_train2017.json", "coco/train2017"),
+    "coco_2017_train_pavenet": (
+        "coco/annotations/person_keypoints_train2017.json",
+        "coco/train2017",
+    ),
     "coco_2017_val_pavenet": ("coco/annotations/person_keypoints_val2017.json", "coco/val2017"),
 }
 
@@ -49,7 +61,9 @@ def load_coco_pseudo_clip_dicts(json_file: str, image_root: str, dataset_name: s
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"COCO keypoint annotations not found: {json_file}")
     out = []
-    for d in load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["area"]):  # OKS uses the mask area
+    for d in load_coco_json(
+        json_file, image_root, dataset_name, extra_annotation_keys=["area"]
+    ):  # OKS uses the mask area
         anns = []
         for i, a in enumerate(d.get("annotations", [])):
             if a.get("iscrowd", 0) or "keypoints" not in a:
@@ -103,7 +117,9 @@ def register_all(root: str = None):
     for name, (ann, img, gt) in _POSETRACK.items():
         if name not in registered:
             register_posetrack(
-                name, os.path.join(root, ann), os.path.join(root, img),
+                name,
+                os.path.join(root, ann),
+                os.path.join(root, img),
                 gt_dir=None if gt is None else os.path.join(root, gt),
             )
     for name, (ann, img) in _COCO.items():

@@ -10,6 +10,7 @@ Two input layouts (docs/POSETRACK_METRICS.md §1, docs/REFERENCE.md §12):
 Every dict follows the data-layer contract (see `load_posetrack_video_dicts`), so a clip is built from
 `video_file_names[frame_index +- t]` without parsing file names.
 """
+
 import logging
 import os
 from collections import OrderedDict, defaultdict
@@ -19,12 +20,22 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..keypoint_meta import NUM_POSETRACK_KEYPOINTS, POSETRACK18_SLOTS_FOR_15, posetrack_metadata
-from ..posetrack_files import (PoseTrackFormatError, check_posetrack18_lists, finite_numbers, is_entry_id,
-                               load_json)
+from ..posetrack_files import (
+    PoseTrackFormatError,
+    check_posetrack18_lists,
+    finite_numbers,
+    is_entry_id,
+    load_json,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_posetrack_video_dicts", "register_posetrack", "read_json", "posetrack_frame_naming"]
+__all__ = [
+    "load_posetrack_video_dicts",
+    "register_posetrack",
+    "read_json",
+    "posetrack_frame_naming",
+]
 
 
 def read_json(path: str):
@@ -48,11 +59,13 @@ def _keypoints_15(kpts, where: str) -> List[float]:
     Unlabelled joints become (0, 0, 0), the COCO convention detectron2 relies on."""
     if not isinstance(kpts, list) or len(kpts) not in (17 * 3, NUM_POSETRACK_KEYPOINTS * 3):
         n = len(kpts) if isinstance(kpts, list) else kpts
-        raise PoseTrackFormatError(f"{where}: field 'keypoints' has {n} values, expected 51 (17 slots) or 45 (15 joints)")
+        raise PoseTrackFormatError(
+            f"{where}: field 'keypoints' has {n} values, expected 51 (17 slots) or 45 (15 joints)"
+        )
     slots = POSETRACK18_SLOTS_FOR_15 if len(kpts) == 51 else range(NUM_POSETRACK_KEYPOINTS)
     out = []
     for s in slots:
-        x, y, v = _finite(kpts[3 * s: 3 * s + 3], f"{where}: field 'keypoints' slot {s}")
+        x, y, v = _finite(kpts[3 * s : 3 * s + 3], f"{where}: field 'keypoints' slot {s}")
         out.extend((x, y, v) if v > 0 else (0.0, 0.0, 0.0))
     return out
 
@@ -62,7 +75,11 @@ _finite = finite_numbers
 
 def _convert_annotation(ann: dict, where: str) -> dict:
     kpts = _keypoints_15(ann.get("keypoints"), where)
-    vis = [(kpts[3 * k], kpts[3 * k + 1]) for k in range(NUM_POSETRACK_KEYPOINTS) if kpts[3 * k + 2] > 0]
+    vis = [
+        (kpts[3 * k], kpts[3 * k + 1])
+        for k in range(NUM_POSETRACK_KEYPOINTS)
+        if kpts[3 * k + 2] > 0
+    ]
     bbox = _optional_box(ann, "bbox", where)
     if bbox is None:
         if vis:  # no person box in some files: use the labelled joints' extent
@@ -79,7 +96,9 @@ def _convert_annotation(ann: dict, where: str) -> dict:
     track_id = ann.get("track_id", -1)
     if isinstance(track_id, bool) or not isinstance(track_id, int):
         if not (isinstance(track_id, float) and track_id.is_integer()):
-            raise PoseTrackFormatError(f"{where}: field 'track_id' = {track_id!r}, expected an integer")
+            raise PoseTrackFormatError(
+                f"{where}: field 'track_id' = {track_id!r}, expected an integer"
+            )
     area = ann.get("area")
     if area is None:
         area = bbox[2] * bbox[3]
@@ -113,14 +132,18 @@ def _optional_box(ann: dict, field: str, where: str) -> Optional[List[float]]:
 def _ignore_regions(img: dict, where: str) -> List[List[tuple]]:
     xs, ys = img.get("ignore_regions_x") or [], img.get("ignore_regions_y") or []
     if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
-        raise PoseTrackFormatError(f"{where}: fields 'ignore_regions_x' / 'ignore_regions_y' must be lists of "
-                                   "polygons of equal length")
+        raise PoseTrackFormatError(
+            f"{where}: fields 'ignore_regions_x' / 'ignore_regions_y' must be lists of "
+            "polygons of equal length"
+        )
     out = []
     for k, (px, py) in enumerate(zip(xs, ys)):
         px = _finite(px, f"{where}: field 'ignore_regions_x'[{k}]")
         py = _finite(py, f"{where}: field 'ignore_regions_y'[{k}]")
         if len(px) != len(py):
-            raise PoseTrackFormatError(f"{where}: ignore region {k} has {len(px)} x but {len(py)} y values")
+            raise PoseTrackFormatError(
+                f"{where}: ignore region {k} has {len(px)} x but {len(py)} y values"
+            )
         if len(px) >= 3:
             out.append(list(zip(px, py)))
     return out
@@ -132,8 +155,10 @@ def _group_annotations(data: dict, path: str) -> Dict[object, List[dict]]:
         if "image_id" not in ann:
             raise PoseTrackFormatError(f"{path}: annotations[{i}] has no field 'image_id'")
         if not is_entry_id(ann["image_id"]):
-            raise PoseTrackFormatError(f"{path}: annotations[{i}]: field 'image_id' = {ann['image_id']!r}, "
-                                       "expected an integer or a string")
+            raise PoseTrackFormatError(
+                f"{path}: annotations[{i}]: field 'image_id' = {ann['image_id']!r}, "
+                "expected an integer or a string"
+            )
         by_image[ann["image_id"]].append((i, ann))
     return by_image
 
@@ -161,17 +186,29 @@ def _check_image(img: dict, path: str, i: int):
         if field not in img:
             raise PoseTrackFormatError(f"{path}: images[{i}] has no field '{field}'")
     if not isinstance(img["file_name"], str) or not img["file_name"]:
-        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'file_name' = {img['file_name']!r}, expected a path")
+        raise PoseTrackFormatError(
+            f"{path}: images[{i}]: field 'file_name' = {img['file_name']!r}, expected a path"
+        )
     if not is_entry_id(img["id"]):
-        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'id' = {img['id']!r}, expected an integer or a string")
+        raise PoseTrackFormatError(
+            f"{path}: images[{i}]: field 'id' = {img['id']!r}, expected an integer or a string"
+        )
     for field in ("height", "width", "nframes"):
         v = img.get(field)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer()
-                              or v <= 0):
-            raise PoseTrackFormatError(f"{path}: images[{i}]: field '{field}' = {v!r}, expected a positive integer")
+        if v is not None and (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not float(v).is_integer()
+            or v <= 0
+        ):
+            raise PoseTrackFormatError(
+                f"{path}: images[{i}]: field '{field}' = {v!r}, expected a positive integer"
+            )
     if not isinstance(img.get("is_labeled", False), bool):
-        raise PoseTrackFormatError(f"{path}: images[{i}]: field 'is_labeled' = {img['is_labeled']!r}, expected "
-                                   "true or false")
+        raise PoseTrackFormatError(
+            f"{path}: images[{i}]: field 'is_labeled' = {img['is_labeled']!r}, expected "
+            "true or false"
+        )
 
 
 def _load_sequence_file(path: str, image_root: str, frames: str) -> List[dict]:
@@ -225,13 +262,18 @@ def _load_combined_file(path: str, image_root: str, frames: str) -> List[dict]:
             logger.warning(f"{path}: video {video_id} has no 'nframes'; assuming {nframes} frames")
         nframes = int(nframes)
         if nframes <= 0:
-            raise ValueError(f"{path}: video {video_id} has no frames (field 'nframes' = {nframes})")
+            raise ValueError(
+                f"{path}: video {video_id} has no frames (field 'nframes' = {nframes})"
+            )
         video_file_names = [
-            os.path.join(image_root, rel_dir, f"{i + base:0{n_digits}d}{ext}") for i in range(nframes)
+            os.path.join(image_root, rel_dir, f"{i + base:0{n_digits}d}{ext}")
+            for i in range(nframes)
         ]
         for number in sorted(numbers) if frames == "labeled" else range(base, base + nframes):
             img = numbers.get(number)
-            if img is None:  # unlabelled frame absent from the file: build its entry from the naming
+            if (
+                img is None
+            ):  # unlabelled frame absent from the file: build its entry from the naming
                 ref = imgs[0]
                 img = {
                     "file_name": os.path.join(rel_dir, f"{number:0{n_digits}d}{ext}"),
@@ -249,11 +291,15 @@ def _load_combined_file(path: str, image_root: str, frames: str) -> List[dict]:
                 raise ValueError(
                     f"{path}: frame {img['file_name']} lies outside the video's {nframes} frames (field 'nframes')"
                 )
-            out.append(_frame_dict(img, image_root, video_id, frame_index, video_file_names, anns, path))
+            out.append(
+                _frame_dict(img, image_root, video_id, frame_index, video_file_names, anns, path)
+            )
     return out
 
 
-def load_posetrack_video_dicts(annotations: str, image_root: str, frames: str = "labeled") -> List[dict]:
+def load_posetrack_video_dicts(
+    annotations: str, image_root: str, frames: str = "labeled"
+) -> List[dict]:
     """Load PoseTrack annotations into detectron2 dicts, one per frame, in video order.
 
     Args:
@@ -279,14 +325,20 @@ def load_posetrack_video_dicts(annotations: str, image_root: str, frames: str = 
     elif os.path.isfile(annotations):
         dicts = _load_combined_file(annotations, image_root, frames)
     else:
-        raise FileNotFoundError(f"PoseTrack annotations not found: {annotations} (expected a directory or a JSON file)")
+        raise FileNotFoundError(
+            f"PoseTrack annotations not found: {annotations} (expected a directory or a JSON file)"
+        )
     # Frame sizes missing in some files (the PoseTrack18 originals): read them from the key frame lazily
     # would cost one image decode per frame; the mapper fills them in instead.
-    logger.info(f"Loaded {len(dicts)} frames of {len({d['video_id'] for d in dicts})} videos from {annotations}")
+    logger.info(
+        f"Loaded {len(dicts)} frames of {len({d['video_id'] for d in dicts})} videos from {annotations}"
+    )
     return dicts
 
 
-def register_posetrack(name: str, annotations: str, image_root: str, gt_dir: Optional[str] = None, **metadata):
+def register_posetrack(
+    name: str, annotations: str, image_root: str, gt_dir: Optional[str] = None, **metadata
+):
     """Register a PoseTrack split under `name`. Nothing is read from disk until the dicts are asked for.
 
     Metadata: the keypoint_meta fields, `evaluator_type="posetrack"`, `dataset_type="posetrack"`,
@@ -300,7 +352,9 @@ def register_posetrack(name: str, annotations: str, image_root: str, gt_dir: Opt
         dataset_type="posetrack",
         annotations=annotations,
         image_root=image_root,
-        gt_dir=gt_dir if gt_dir is not None else (annotations if not annotations.endswith(".json") else ""),
+        gt_dir=gt_dir
+        if gt_dir is not None
+        else (annotations if not annotations.endswith(".json") else ""),
     )
     meta.update(metadata)
     MetadataCatalog.get(name).set(**meta)
