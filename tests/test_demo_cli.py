@@ -213,7 +213,9 @@ def test_outputs_checked_before_the_model_is_built(
     def never(*a, **k):
         raise AssertionError("the model was built before the outputs were checked")
 
-    monkeypatch.setattr(demo_tool, "VideoPoseDemo", never)
+    import pavenet.apps.demo.cli as demo_cli  # the tool's logic
+
+    monkeypatch.setattr(demo_cli, "VideoPoseDemo", never)
     (tmp_path / "taken").write_text("x")
     from pavenet.apps.demo.outputs import DemoOutputError
 
