@@ -28,22 +28,19 @@ def test_amp_dtype_per_device():
         amp_dtype(cfg)
 
 
+def _amp_cfg(out_dir, max_iter, synthetic_root, *opts):  # noqa: F811
+    """The tiny training config under SOLVER.AMP on small frames (bf16 matmuls are ~7x slower than float32 on
+    CPUs without bf16 units)."""
+    cfg = _tiny_cfg(out_dir, max_iter, synthetic_root)
+    amp = ["SOLVER.AMP.ENABLED", True, "SOLVER.IMS_PER_BATCH", 2, "INPUT.MIN_SIZE_TRAIN", (96,)]
+    cfg.merge_from_list([*amp, "INPUT.MAX_SIZE_TRAIN", 128, *opts])
+    return cfg
+
+
 def test_amp_trains_on_cpu_in_bf16_with_float32_losses(tmp_path, synthetic_root):  # noqa: F811
     """The Trainer picks our AMPTrainer, the network runs in bf16, the losses are float32 and finite, and
     the weights move. (Small frames: bf16 matmuls are ~7x slower than float32 on CPUs without bf16 units.)"""
-    cfg = _tiny_cfg(tmp_path, 3, synthetic_root)
-    cfg.merge_from_list(
-        [
-            "SOLVER.AMP.ENABLED",
-            True,
-            "SOLVER.IMS_PER_BATCH",
-            2,
-            "INPUT.MIN_SIZE_TRAIN",
-            (96,),
-            "INPUT.MAX_SIZE_TRAIN",
-            128,
-        ]
-    )
+    cfg = _amp_cfg(tmp_path, 3, synthetic_root)
     seen = {"linear_dtypes": set(), "loss_dtypes": set(), "trainer": None}
     from detectron2.engine import HookBase
 
@@ -131,21 +128,7 @@ def test_amp_checkpoint_round_trips_the_whole_training_state(tmp_path, synthetic
     CUDA-only in our AMP trainer; torch's CPU GradScaler, whose state_dict has the same fields, stands in."""
     from pavenet.engine import Trainer
 
-    cfg = _tiny_cfg(tmp_path, 2, synthetic_root)
-    cfg.merge_from_list(
-        [
-            "SOLVER.AMP.ENABLED",
-            True,
-            "SOLVER.IMS_PER_BATCH",
-            2,
-            "INPUT.MIN_SIZE_TRAIN",
-            (96,),
-            "INPUT.MAX_SIZE_TRAIN",
-            128,
-            "SOLVER.CHECKPOINT_PERIOD",
-            100,
-        ]
-    )
+    cfg = _amp_cfg(tmp_path, 2, synthetic_root, "SOLVER.CHECKPOINT_PERIOD", 100)
     first = Trainer(cfg)
     first._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
     first.resume_or_load(resume=False)
