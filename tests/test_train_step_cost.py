@@ -10,12 +10,12 @@ from test_demo_cli import _load_tool
 
 from pavenet.modeling.transformer import FFN
 
-from conftest import GOLDEN_DIR, OFFICIAL_KEYS
+from conftest import GOLDEN_DIR, OFFICIAL_KEYS, REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TRAIN_CASE = GOLDEN_DIR / "train_r50_f3_seed2026"
-R50_YAML = "configs/posetrack17/pavenet_r50_3f_pt17.yaml"
+R50_YAML = str(REPO_ROOT / "configs" / "posetrack17" / "pavenet_r50_3f_pt17.yaml")
 
 
 def _graph_nodes(t: torch.Tensor):
