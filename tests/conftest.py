@@ -102,6 +102,9 @@ def _gloo_entry(rank, world_size, init_file, fn, args):
     comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
     try:
         fn(rank, *args)
+        # Every rank done before the group is torn down: a gloo thread still at work when a process exits
+        # aborts it ("terminate called without an active exception"), seen now and then on detectron2 main.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
